@@ -1,0 +1,28 @@
+"""pulse-trio: event streams, worker pools and replicated maps on Redis, for Trio and asyncio.
+
+The packages are :mod:`pulse_trio.rmap` (replicated maps) and :mod:`pulse_trio.streaming`
+(streams, readers, sinks). This top-level module re-exports what they share.
+"""
+
+from ._connect import connect as connect
+from ._embedded import EmbeddedServer as EmbeddedServer
+from ._embedded import EmbeddedServerError as EmbeddedServerError
+from ._embedded import embedded as embedded
+from ._errors import ClientConfigurationError as ClientConfigurationError
+from ._errors import ClosedError as ClosedError
+from ._errors import InvalidNameError as InvalidNameError
+from ._errors import PulseError as PulseError
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "ClientConfigurationError",
+    "ClosedError",
+    "EmbeddedServer",
+    "EmbeddedServerError",
+    "InvalidNameError",
+    "PulseError",
+    "__version__",
+    "connect",
+    "embedded",
+)

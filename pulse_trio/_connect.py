@@ -1,0 +1,64 @@
+"""``pulse_trio.connect``: a ready coredis client from a URL."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import coredis
+
+#: Connections each client may open (coredis's own default is 64). Blocking reads and
+#: subscriptions each hold one for as long as they run; see the README for the arithmetic.
+DEFAULT_MAX_CONNECTIONS = 64
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_SCHEMES = {"redis", "rediss", "unix", *_CLUSTER_SCHEMES}
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    **kwargs: Any,
+) -> AsyncIterator[coredis.Redis[bytes] | coredis.RedisCluster[bytes]]:
+    """Open a coredis client for ``url`` and yield it, entered and ready.
+
+    Schemes: ``redis://`` (TCP), ``rediss://`` (TLS), ``unix://`` (a socket path), and
+    ``redis+cluster://`` / ``rediss+cluster://`` for a Redis Cluster (any one node as seed).
+    User, password (ACL) and database go in the URL the usual way:
+    ``redis://user:secret@host:6379/0``. Responses are not decoded (``bytes``), as pulse-trio
+    requires.
+
+    Args:
+        url: The server URL.
+        max_connections: Connection pool size. Each map, reader and sink holds one dedicated
+            connection while it runs (sinks: one per stream plus their maps').
+        **kwargs: Passed on to coredis's ``from_url``.
+
+    Yields:
+        A ``coredis.Redis`` or, for cluster URLs, a ``coredis.RedisCluster``.
+
+    Raises:
+        ValueError: The scheme is not one of the above.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ValueError(
+            f"unsupported URL scheme {parts.scheme!r} in {url!r}: use one of "
+            + ", ".join(sorted(s + "://" for s in _SCHEMES))
+        )
+    client: coredis.Redis[bytes] | coredis.RedisCluster[bytes]
+    if scheme in _CLUSTER_SCHEMES:
+        plain = urlunsplit(parts._replace(scheme=_CLUSTER_SCHEMES[scheme]))
+        client = coredis.RedisCluster.from_url(
+            plain, decode_responses=False, max_connections=max_connections, **kwargs
+        )
+    else:
+        client = coredis.Redis.from_url(
+            url, decode_responses=False, max_connections=max_connections, **kwargs
+        )
+    async with client:
+        yield client

@@ -1,0 +1,35 @@
+"""The error hierarchy shared by every pulse-trio package.
+
+One root, :class:`PulseError`; families by cause. Validation errors are also
+:class:`ValueError`; "you closed it" errors are also :class:`anyio.ClosedResourceError`.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+
+class PulseError(Exception):
+    """Root of every error raised by pulse-trio."""
+
+
+class InvalidNameError(PulseError, ValueError):
+    """A map, stream or sink name breaks the naming rule.
+
+    Attributes:
+        name: The rejected name.
+        kind: What the name was for ("map", "stream", "sink", ...).
+    """
+
+    def __init__(self, kind: str, name: object, rule: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"invalid {kind} name {name!r}: {rule}")
+
+
+class ClientConfigurationError(PulseError, ValueError):
+    """The coredis client given to pulse-trio cannot be used as configured."""
+
+
+class ClosedError(PulseError, anyio.ClosedResourceError):
+    """An operation was attempted on an object whose ``async with`` block has exited."""

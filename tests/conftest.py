@@ -1,0 +1,64 @@
+"""Shared fixtures: real servers, entered clients, both AnyIO backends.
+
+A session-scoped server is started once (``redis-server`` on PATH, else the embedded
+Valkey); each test gets a freshly flushed client. Tests that restart or kill a server use
+the function-scoped ``own_server`` fixture instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import coredis
+import pytest
+
+import pulse_trio
+from pulse_trio import EmbeddedServer
+
+BACKENDS = [
+    pytest.param("trio", id="trio"),
+    pytest.param(("asyncio", {"debug": True}), id="asyncio"),
+]
+
+
+@pytest.fixture(params=BACKENDS, scope="session")
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    """Every async test runs on Trio and on asyncio."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """URL of one server shared by the whole session (started in a helper thread's loop)."""
+    with anyio.from_thread.start_blocking_portal("trio") as portal:
+        server = EmbeddedServer()
+        portal.call(server.__aenter__)
+        try:
+            yield server.url
+        finally:
+            portal.call(server.__aexit__, None, None, None)
+
+
+@pytest.fixture
+async def client(server_url: str) -> AsyncIterator[coredis.Redis[bytes]]:
+    """An entered client on the shared server, after FLUSHALL."""
+    async with pulse_trio.connect(server_url) as c:
+        assert isinstance(c, coredis.Redis)
+        await c.flushall()
+        yield c
+
+
+@pytest.fixture
+async def own_server() -> AsyncIterator[EmbeddedServer]:
+    """A server of this test's own (AOF on), which the test may restart or kill."""
+    async with EmbeddedServer(appendonly=True) as server:
+        yield server
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique name prefix for this test."""
+    return "t" + uuid.uuid4().hex[:10]

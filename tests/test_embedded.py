@@ -1,0 +1,46 @@
+"""The embedded server and ``connect``."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import pulse_trio
+from pulse_trio import EmbeddedServer
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_embedded_yields_a_working_url_and_cleans_up() -> None:
+    async with pulse_trio.embedded() as url, pulse_trio.connect(url) as client:
+        await client.set("k", "v")
+        assert await client.get("k") == b"v"
+    port = int(url.rsplit(":", 1)[1])
+    with pytest.raises(OSError, match=r"(?i)connect"):
+        await anyio.connect_tcp("127.0.0.1", port)
+
+
+async def test_server_stops_and_directory_is_removed_on_cancellation() -> None:
+    with anyio.CancelScope() as scope:
+        async with EmbeddedServer() as server:
+            directory = server.directory
+            assert directory.exists()
+            scope.cancel()
+            await anyio.sleep(10)
+    assert not server.running
+    assert not directory.exists()
+
+
+async def test_restart_keeps_data_with_appendonly() -> None:
+    async with EmbeddedServer(appendonly=True) as server:
+        async with pulse_trio.connect(server.url) as client:
+            await client.set("k", "v")
+        await server.restart()
+        async with pulse_trio.connect(server.url) as client:
+            assert await client.get("k") == b"v"
+
+
+async def test_connect_rejects_unknown_scheme() -> None:
+    with pytest.raises(ValueError, match="unsupported URL scheme 'http'"):
+        async with pulse_trio.connect("http://localhost"):
+            pass
