@@ -198,7 +198,7 @@ class EmbeddedServer:
         except OSError:
             return "(no log)"
 
-    async def _stop_process(self, process: anyio.abc.Process, *, sig: int) -> None:
+    async def _stop_process(self, process: anyio.abc.Process, *, sig: signal.Signals) -> None:
         with anyio.CancelScope(shield=True):
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
