@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import attrs
 
+from .._errors import PulseError
+
 #: Prefix of every stream key.
 STREAM_KEY_PREFIX = "pulse:stream:"
 _ID_RE = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
@@ -123,8 +125,33 @@ class Event:
         return id_to_datetime(self.id)
 
 
-class MalformedEntryError(ValueError):
+class MalformedEntryError(PulseError, ValueError):
     """A stream entry lacks the fields pulse writes (``n`` and ``p``), or they do not decode."""
+
+
+class StreamError(PulseError):
+    """A stream cannot be used as one: its key holds another type of value, for example.
+
+    Attributes:
+        stream: The stream's name.
+        key: The Redis key involved.
+    """
+
+    def __init__(self, message: str, *, stream: str, key: str) -> None:
+        self.stream = stream
+        self.key = key
+        super().__init__(message)
+
+
+def wrong_type_error(stream: str) -> StreamError:
+    """The error for a stream whose key holds a value that is not a Redis stream."""
+    key = stream_key(stream)
+    return StreamError(
+        f"key {key!r} of stream {stream!r} holds a value that is not a Redis stream: "
+        "delete it or use another stream name",
+        stream=stream,
+        key=key,
+    )
 
 
 def _text(value: bytes | str) -> str:
