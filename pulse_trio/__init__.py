@@ -5,6 +5,7 @@ The packages are :mod:`pulse_trio.rmap` (replicated maps) and :mod:`pulse_trio.s
 """
 
 from ._connect import connect as connect
+from ._embedded import EmbeddedCluster as EmbeddedCluster
 from ._embedded import EmbeddedServer as EmbeddedServer
 from ._embedded import EmbeddedServerError as EmbeddedServerError
 from ._embedded import embedded as embedded
@@ -12,16 +13,19 @@ from ._errors import ClientConfigurationError as ClientConfigurationError
 from ._errors import ClosedError as ClosedError
 from ._errors import InvalidNameError as InvalidNameError
 from ._errors import PulseError as PulseError
+from ._errors import RedisUnavailableError as RedisUnavailableError
 
 __version__ = "0.1.0"
 
 __all__ = (
     "ClientConfigurationError",
     "ClosedError",
+    "EmbeddedCluster",
     "EmbeddedServer",
     "EmbeddedServerError",
     "InvalidNameError",
     "PulseError",
+    "RedisUnavailableError",
     "__version__",
     "connect",
     "embedded",

@@ -33,3 +33,11 @@ class ClientConfigurationError(PulseError, ValueError):
 
 class ClosedError(PulseError, anyio.ClosedResourceError):
     """An operation was attempted on an object whose ``async with`` block has exited."""
+
+
+class RedisUnavailableError(PulseError):
+    """Redis could not be reached (connection refused, lost or timed out) for an operation.
+
+    Local reads keep working; background tasks reconnect on their own. Retry the operation
+    later.
+    """

@@ -21,11 +21,18 @@ def script_source(name: str) -> str:
     return resources.files("pulse_trio").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
-def bind_script(client: coredis.Redis[Any] | coredis.RedisCluster[Any], name: str) -> Script[Any]:
+def bind_script(
+    client: coredis.Redis[Any] | coredis.RedisCluster[Any], name: str, *, prelude: str | None = None
+) -> Script[Any]:
     """Return a callable script for ``client``; no I/O happens until it is called.
 
     Args:
         client: The coredis client that runs the script.
         name: The file name without ``.lua``.
+        prelude: The name of a shared script whose source is put before this one's (the
+            functions several scripts share), or ``None``.
     """
-    return client.register_script(script_source(name))
+    source = script_source(name)
+    if prelude is not None:
+        source = script_source(prelude) + "\n" + source
+    return client.register_script(source)
