@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import coredis
@@ -34,6 +34,9 @@ DEFAULT_BLOCK = 5.0
 DEFAULT_MAX_POLLED = 1000
 #: Default capacity of a reader's or sink's event buffer.
 DEFAULT_BUFFER_SIZE = 1000
+
+if TYPE_CHECKING:
+    from ._reader import Reader
 
 _LOGGER = logging.getLogger("pulse_trio.streaming")
 
@@ -345,6 +348,20 @@ class Stream:
         keep-alive maps are left alone, as goa.design/pulse does.
         """
         await self._client.delete([self._key])
+        membership = f"stream:{self._name}:sinks"
+        if await self._client.exists([f"map:{membership}:content"]):
+            # Through the replicated map's own destroy (one script: bump the revision, write
+            # the tombstone, publish), so live Go and Python sinks see the reset.
+            from .. import rmap
+
+            async with rmap.join(
+                self._client,
+                membership,
+                ttl=self._ttl,
+                sliding_ttl=self._sliding_ttl,
+                logger=self._logger,
+            ) as members:
+                await members.destroy()
         self._logger.info("stream %r destroyed", self._name, extra={"stream": self._name})
 
     async def info(self) -> StreamInfo:
@@ -417,6 +434,36 @@ class Stream:
         if start is NEWEST:
             return await self._last_generated_id()
         return start_to_id(start)
+
+    def open_reader(
+        self,
+        *,
+        start: StartPosition = NEWEST,
+        block: float = DEFAULT_BLOCK,
+        max_polled: int = DEFAULT_MAX_POLLED,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        topic: str | None = None,
+        topic_pattern: str | None = None,
+    ) -> Reader:
+        """Return a reader of this stream, to be entered with ``async with``.
+
+        Every reader has its own cursor and sees every event after its start (fan-out). See
+        :class:`Reader` for the options and guarantees.
+
+        Raises:
+            ValueError: An option is invalid (checked here, before any I/O).
+        """
+        from ._reader import Reader
+
+        return Reader(
+            self,
+            start=start,
+            block=block,
+            max_polled=max_polled,
+            buffer_size=buffer_size,
+            topic=topic,
+            topic_pattern=topic_pattern,
+        )
 
     def open_sink(
         self,

@@ -1,0 +1,508 @@
+"""``Reader``: an independent cursor over one or more streams (plain ``XREAD``, fan-out).
+
+Who mutates what: the reader's cursors (``_ReadGroup.cursors``) are added and removed by
+:meth:`Reader.add_stream` / :meth:`Reader.remove_stream` (user tasks); a cursor's ``last_id``
+is advanced only by the read loop of its group, after the entry was handed to the buffer (or
+skipped). Every change of the set of streams cancels the group's in-flight ``XREAD`` so that
+the next one, started at once, reads the new set.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import enum
+import random
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import attrs
+import coredis
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from coredis.exceptions import (
+    ClusterDownError,
+    TryAgainError,
+    WrongTypeError,
+)
+from coredis.exceptions import ConnectionError as RedisConnectionError
+
+from .._errors import ClosedError
+from .._names import validate_duration
+from ._event import (
+    NEWEST,
+    STREAM_KEY_PREFIX,
+    Event,
+    MalformedEntryError,
+    StartPosition,
+    TopicFilter,
+    decode_entry,
+    start_to_id,
+    wrong_type_error,
+)
+
+if TYPE_CHECKING:
+    from ._stream import Stream
+
+#: Errors after which a read is retried (with backoff) rather than reported: the connection
+#: dropped or timed out, the server is loading its data after a restart (``LOADING`` is a
+#: ``BusyLoadingError``, a ``ConnectionError``), or a cluster is moving slots.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    TimeoutError,
+    OSError,
+    TryAgainError,
+    ClusterDownError,
+)
+#: First retry delay after a transient error, in seconds; doubled on each failure in a row.
+BACKOFF_INITIAL = 0.05
+#: Longest retry delay, in seconds.
+BACKOFF_MAX = 5.0
+
+
+class Backoff:
+    """Jittered exponential backoff: delays grow from ``initial`` to ``maximum``.
+
+    Each delay is drawn uniformly from ``[d/2, d]`` where ``d`` doubles on every failure in a
+    row, so concurrent readers recovering from the same outage do not retry in lockstep.
+    """
+
+    def __init__(self, initial: float = BACKOFF_INITIAL, maximum: float = BACKOFF_MAX) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        """Record a failure and return how long to wait before the next attempt."""
+        ceiling = min(self.maximum, self.initial * 2.0**self.failures)
+        self.failures += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        """Record a success: the next failure waits ``initial`` again."""
+        self.failures = 0
+
+
+def key_slot(key: str) -> int:
+    """Return the Redis Cluster hash slot of ``key`` (honouring ``{hash tags}``)."""
+    raw = key.encode("utf-8")
+    start = raw.find(b"{")
+    if start != -1:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return binascii.crc_hqx(raw, 0) % 16384
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _validate_size(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _validate_start(start: object) -> StartPosition:
+    """Check a start position before any I/O (``NEWEST`` is resolved later)."""
+    if start is NEWEST:
+        return NEWEST
+    start_to_id(start)  # type: ignore[arg-type]  # raises ValueError for anything else
+    return start  # type: ignore[return-value]
+
+
+@attrs.define(eq=False)
+class _Cursor:
+    """Where the reader is in one stream: the id of the last entry delivered or skipped."""
+
+    name: str
+    key: str
+    last_id: str
+
+
+@attrs.define(eq=False)
+class _ReadGroup:
+    """Streams read by one ``XREAD`` loop (all of them, or one hash slot's on a cluster)."""
+
+    slot: int | None
+    cursors: dict[str, _Cursor] = attrs.field(factory=dict)
+    changed: anyio.Event = attrs.field(factory=anyio.Event)
+    scope: anyio.CancelScope | None = None
+
+    def notify(self) -> None:
+        """Wake the loop and interrupt its in-flight ``XREAD``: the set of streams changed."""
+        self.changed.set()
+        self.changed = anyio.Event()
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Reader(anyio.AsyncContextManagerMixin):
+    """An independent cursor over one or more streams: sees every event after its start.
+
+    Create it with :meth:`Stream.open_reader` and enter it with ``async with``; iterate it
+    with ``async for``::
+
+        async with stream.open_reader(start=streaming.OLDEST) as reader:
+            async for event in reader:
+                ...
+
+    Guarantees:
+        - Every event of a stream added after the reader's start position is delivered
+          exactly once per reader, in the stream's order, unless it matches no topic filter,
+          is malformed (logged and skipped), or was trimmed (``max_len``) or removed before
+          the reader got to it. Events of different streams are not ordered relative to each
+          other.
+        - ``NEWEST`` is resolved to the stream's last id when the block is entered (and when
+          :meth:`add_stream` is called): nothing added after that is missed, even across
+          reconnects and server restarts (the cursor is kept in the reader).
+
+    Back-pressure: events are read ahead into a buffer of ``buffer_size`` events; when it is
+    full the reader stops reading from Redis until the consumer catches up. A slow consumer
+    slows only its own reader.
+
+    Connections: while it waits for events the reader holds one dedicated connection of the
+    client's pool (on Redis Cluster: one per hash slot its streams live in).
+
+    Args:
+        stream: The first stream to read.
+        start: ``streaming.NEWEST`` (default: events added after the block is entered),
+            ``streaming.OLDEST`` (every event still in the stream), an event id (events after
+            it) or a timezone-aware ``datetime`` (events created at or after it).
+        block: Seconds each ``XREAD`` waits for new events before it is re-issued; ``0``
+            waits indefinitely. Leaving the block never waits for it.
+        max_polled: Most events fetched per stream in one ``XREAD`` (``COUNT``).
+        buffer_size: Capacity of the event buffer between the read loop and the consumer.
+        topic: Deliver only events with exactly this topic.
+        topic_pattern: Deliver only events whose topic matches this regular expression
+            (searched anywhere in the topic; events without a topic have topic ``""``);
+            ignored when ``topic`` is given.
+
+    Raises:
+        ValueError: An option is invalid (raised by :meth:`Stream.open_reader`, before any
+            I/O).
+
+    Cancellation:
+        The read loops run in the reader's own task group, entered with the block. Leaving
+        the block cancels them at once, interrupting a blocking ``XREAD`` (its connection is
+        closed by coredis rather than returned to the pool mid-command). Transient Redis
+        errors are retried with jittered exponential backoff and logged; any other error
+        (for example :class:`StreamError` when a stream's key holds another type) cancels the
+        block and is raised from ``async with`` inside an exception group (``except*``).
+        Errors while entering (resolving ``NEWEST``) are raised as they are.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        start: StartPosition,
+        block: float,
+        max_polled: int,
+        buffer_size: int,
+        topic: str | None,
+        topic_pattern: str | None,
+    ) -> None:
+        self._start = _validate_start(start)
+        checked_block = validate_duration("block", block)
+        if checked_block is None:
+            raise ValueError("block must be a number of seconds >= 0 (0 = wait indefinitely)")
+        self._block = checked_block
+        self._max_polled = _validate_size("max_polled", max_polled)
+        self._buffer_size = _validate_size("buffer_size", buffer_size)
+        self._filter = TopicFilter.build(topic, topic_pattern)
+        self._stream = stream
+        self._client = stream.client
+        self._logger = stream.logger
+        self._cluster = isinstance(self._client, coredis.RedisCluster)
+        self._block_ms = self._effective_block_ms()
+        self._groups: dict[int | None, _ReadGroup] = {}
+        self._state = _State.NEW
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._send: MemoryObjectSendStream[Event] | None = None
+        self._receive: MemoryObjectReceiveStream[Event] | None = None
+        self._delivered = 0
+        self._skipped = 0
+
+    def _effective_block_ms(self) -> int:
+        """``BLOCK`` in ms, kept below the client's read timeout (``stream_timeout``).
+
+        coredis applies ``stream_timeout`` to every reply, blocking ones included; a
+        ``BLOCK`` longer than it would end in a ``TimeoutError`` and a dropped connection
+        on every quiet period. Re-issuing a shorter ``XREAD`` changes nothing for the
+        reader (its cursor is concrete), so the block is capped instead.
+        """
+        block_ms = round(self._block * 1000)
+        if self._block > 0:
+            block_ms = max(1, block_ms)
+        pool = getattr(self._client, "connection_pool", None)
+        timeout = getattr(pool, "connection_kwargs", {}).get("stream_timeout")
+        if isinstance(timeout, int | float) and timeout > 0:
+            cap = max(1, round((timeout - min(1.0, timeout / 2)) * 1000))
+            if block_ms == 0 or block_ms > cap:
+                block_ms = cap
+        return block_ms
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def stream(self) -> Stream:
+        """The stream the reader was opened on."""
+        return self._stream
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Names of the streams currently read."""
+        return tuple(name for group in self._groups.values() for name in group.cursors)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the reader's block has exited."""
+        return self._state is _State.CLOSED
+
+    def cursors(self) -> dict[str, str]:
+        """The id of the last event delivered or skipped, per stream read."""
+        return {
+            name: cursor.last_id
+            for group in self._groups.values()
+            for name, cursor in group.cursors.items()
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<Reader of {list(self.streams) or [self._stream.name]!r} {self._state.value} "
+            f"delivered={self._delivered} skipped={self._skipped}>"
+        )
+
+    def __aiter__(self) -> Reader:
+        return self
+
+    async def __anext__(self) -> Event:
+        """Wait for the next event.
+
+        Raises:
+            StopAsyncIteration: The reader's block has exited.
+            ClosedError: The reader was never entered.
+        """
+        if self._receive is None:
+            raise ClosedError("the reader is not open: use it inside `async with`")
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def add_stream(self, stream: Stream, start: StartPosition | None = None) -> None:
+        """Start reading another stream too; a no-op if a stream of that name is read.
+
+        Args:
+            stream: The stream to add. Its entries are read through this reader's client.
+            start: Where to start in it; the reader's own ``start`` option when ``None``.
+                ``NEWEST`` is resolved now: every event added after this call returns is
+                delivered.
+
+        Raises:
+            ValueError: ``start`` is invalid.
+            ClosedError: The reader is not open.
+            StreamError: The stream's key holds a value that is not a stream.
+        """
+        from ._stream import Stream
+
+        if not isinstance(stream, Stream):
+            raise TypeError(f"add_stream expects a streaming.Stream, not {type(stream).__name__}")
+        position = self._start if start is None else _validate_start(start)
+        self._check_open()
+        if stream.name in self.streams:
+            await anyio.lowlevel.checkpoint()
+            return
+        last_id = await stream._resolve_start(position)
+        self._check_open()
+        if stream.name in self.streams:  # added by a concurrent call meanwhile
+            return
+        self._add_cursor(_Cursor(stream.name, stream.key, last_id))
+        self._logger.debug(
+            "reader added stream %r after %s",
+            stream.name,
+            last_id,
+            extra={"stream": stream.name, "cursor": last_id},
+        )
+
+    async def remove_stream(self, stream: Stream | str) -> bool:
+        """Stop reading a stream, given as a :class:`Stream` or by name.
+
+        Events of that stream already in the buffer are still delivered.
+
+        Returns:
+            Whether the stream was being read.
+
+        Raises:
+            ClosedError: The reader is not open.
+        """
+        name = stream if isinstance(stream, str) else stream.name
+        self._check_open()
+        await anyio.lowlevel.checkpoint()
+        for group in self._groups.values():
+            if group.cursors.pop(name, None) is not None:
+                group.notify()
+                self._logger.debug("reader removed stream %r", name, extra={"stream": name})
+                return True
+        return False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state is not _State.OPEN:
+            raise ClosedError(
+                "the reader is not open: add_stream/remove_stream work inside its `async with`"
+            )
+
+    def _group_for(self, key: str) -> _ReadGroup:
+        slot = key_slot(key) if self._cluster else None
+        group = self._groups.get(slot)
+        if group is None:
+            group = self._groups[slot] = _ReadGroup(slot)
+            if self._task_group is not None:
+                self._task_group.start_soon(self._read_loop, group, name=f"reader-{slot}")
+        return group
+
+    def _add_cursor(self, cursor: _Cursor) -> None:
+        group = self._group_for(cursor.key)
+        group.cursors[cursor.name] = cursor
+        group.notify()
+
+    @contextlib.asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Reader]:
+        if self._state is not _State.NEW:
+            raise RuntimeError("a reader can be entered only once; open a new one")
+        # Resolved before the task group exists, so that an error here (wrong key type,
+        # server down) is raised as itself, not wrapped in an exception group.
+        first_id = await self._stream._resolve_start(self._start)
+        send, receive = anyio.create_memory_object_stream[Event](self._buffer_size)
+        self._send, self._receive = send, receive
+        self._state = _State.OPEN
+        try:
+            with send, receive:
+                self._add_cursor(_Cursor(self._stream.name, self._stream.key, first_id))
+                async with anyio.create_task_group() as tg:
+                    for group in self._groups.values():
+                        await tg.start(self._read_loop, group)
+                    # From now on add_stream starts the loops of new groups (cluster slots).
+                    self._task_group = tg
+                    self._logger.debug(
+                        "reader of %r opened after %s",
+                        self._stream.name,
+                        first_id,
+                        extra={"stream": self._stream.name, "cursor": first_id},
+                    )
+                    try:
+                        yield self
+                    finally:
+                        self._state = _State.CLOSED
+                        tg.cancel_scope.cancel()
+        finally:
+            self._state = _State.CLOSED
+            self._task_group = None
+
+    # -- the read loop ------------------------------------------------------------------
+
+    async def _read_loop(
+        self,
+        group: _ReadGroup,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        assert self._send is not None
+        send = self._send
+        backoff = Backoff()
+        task_status.started()
+        while True:
+            if not group.cursors:
+                # Every stream was removed: wait for add_stream rather than sending an XREAD
+                # without streams (a syntax error).
+                await group.changed.wait()
+                continue
+            # Snapshot and scope are set up with no checkpoint in between, so a concurrent
+            # add/remove either changes the snapshot or cancels this very XREAD.
+            snapshot = dict(group.cursors)
+            request = {cursor.key: cursor.last_id for cursor in snapshot.values()}
+            reply: Mapping[Any, Any] | None = None
+            failure: Exception | None = None
+            with anyio.CancelScope() as scope:
+                group.scope = scope
+                try:
+                    reply = await self._client.xread(
+                        request, count=self._max_polled, block=self._block_ms
+                    )
+                except WrongTypeError as exc:
+                    await self._raise_wrong_type(snapshot, exc)
+                except TRANSIENT_ERRORS as exc:
+                    failure = exc
+                finally:
+                    group.scope = None
+            if scope.cancelled_caught:
+                continue  # the set of streams changed
+            if failure is not None:
+                delay = backoff.next_delay()
+                self._logger.warning(
+                    "reading %s failed (%s: %s); retrying in %.2fs",
+                    sorted(snapshot),
+                    type(failure).__name__,
+                    failure,
+                    delay,
+                    extra={"streams": sorted(snapshot), "retry_in": delay},
+                )
+                await anyio.sleep(delay)
+                continue
+            backoff.reset()
+            if reply:
+                await self._deliver(group, snapshot, reply, send)
+
+    async def _deliver(
+        self,
+        group: _ReadGroup,
+        snapshot: dict[str, _Cursor],
+        reply: Mapping[Any, Any],
+        send: MemoryObjectSendStream[Event],
+    ) -> None:
+        for raw_key, entries in reply.items():
+            name = _text(raw_key).removeprefix(STREAM_KEY_PREFIX)
+            cursor = snapshot.get(name)
+            if cursor is None:
+                continue
+            for entry in entries:
+                if group.cursors.get(name) is not cursor:
+                    break  # removed (or removed and re-added) meanwhile
+                entry_id = _text(entry.identifier)
+                try:
+                    event = decode_entry(entry_id, entry.field_values, stream_name=name)
+                except MalformedEntryError as exc:
+                    self._skipped += 1
+                    self._logger.warning(
+                        "skipping malformed entry %s of stream %r: %s",
+                        entry_id,
+                        name,
+                        exc,
+                        extra={"stream": name, "event_id": entry_id},
+                    )
+                else:
+                    if self._filter.matches(event.topic):
+                        await send.send(event)
+                        self._delivered += 1
+                    else:
+                        self._skipped += 1
+                cursor.last_id = entry_id
+
+    async def _raise_wrong_type(self, snapshot: dict[str, _Cursor], exc: WrongTypeError) -> None:
+        for cursor in snapshot.values():
+            raw_kind = await self._client.type(cursor.key)
+            kind = "none" if raw_kind is None else _text(raw_kind)
+            if kind not in ("stream", "none"):
+                raise wrong_type_error(cursor.name) from exc
+        raise exc
