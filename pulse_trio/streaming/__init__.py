@@ -12,6 +12,7 @@ from ._event import Start as Start
 from ._event import StartPosition as StartPosition
 from ._event import StreamError as StreamError
 from ._reader import Reader as Reader
+from ._stream import EventSpec as EventSpec
 from ._stream import SinkInfo as SinkInfo
 from ._stream import Stream as Stream
 from ._stream import StreamInfo as StreamInfo
@@ -20,6 +21,7 @@ __all__ = (
     "NEWEST",
     "OLDEST",
     "Event",
+    "EventSpec",
     "MalformedEntryError",
     "Reader",
     "SinkInfo",
