@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 
 from pulse_trio.streaming import Event, Reader
 
-from .._util import wait_until
+
+async def wait_until(predicate: Callable[[], bool], *, within: float = 5.0, what: str = "") -> None:
+    """Poll ``predicate`` every 5 ms until it is true; fail the test after ``within`` s."""
+    with anyio.move_on_after(within):
+        while not predicate():  # noqa: ASYNC110 (polling state we do not own)
+            await anyio.sleep(0.005)
+        return
+    raise AssertionError(f"condition not met within {within}s: {what or predicate}")
+
+
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[bool]], *, within: float = 5.0, what: str = ""
+) -> None:
+    """Like :func:`wait_until` for a predicate that needs I/O."""
+    with anyio.move_on_after(within):
+        while not await predicate():  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+        return
+    raise AssertionError(f"condition not met within {within}s: {what or predicate}")
 
 
 @contextlib.asynccontextmanager
@@ -31,7 +49,7 @@ async def wait_count(events: list[Event], count: int, within: float = 5.0) -> No
     """Wait until ``events`` holds at least ``count`` events."""
     await wait_until(
         lambda: len(events) >= count,
-        timeout=within,
+        within=within,
         what=f"{count} events (have {len(events)}: {names(events)[-20:]})",
     )
 

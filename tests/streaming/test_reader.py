@@ -15,8 +15,7 @@ import pulse_trio
 from pulse_trio import streaming
 from pulse_trio.streaming import NEWEST, OLDEST, Stream
 
-from .._util import wait_until, wait_until_async
-from .conftest import collecting, names, wait_count
+from .conftest import collecting, names, wait_count, wait_until, wait_until_async
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ import pulse_trio
 from pulse_trio import rmap, streaming
 from pulse_trio.streaming import Stream, StreamError
 
-from .._util import wait_until, wait_until_async
+from .conftest import wait_until, wait_until_async
 
 pytestmark = pytest.mark.anyio
 
@@ -214,7 +214,7 @@ async def test_no_ttl_by_default_and_ttl_expires(client: Client, unique: str) ->
     async def gone() -> bool:
         return bool(await client.exists([short.key]) == 0)
 
-    await wait_until_async(gone, timeout=3, what="the stream expires")
+    await wait_until_async(gone, within=3, what="the stream expires")
 
 
 async def test_ttl_add_only_if_exists_missing(client: Client, unique: str) -> None:
