@@ -1,0 +1,114 @@
+"""Streams shared by the Go peer and pulse_trio.streaming: same entries, ids and payloads.
+
+Go adds -> Python readers (and sinks) receive identical events; Python adds -> a Go reader
+and a Go sink receive them; entries written by either side are identical field for field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pulse_trio import streaming
+
+from ..streaming.conftest import collecting, wait_count
+from ._peer import b64, unb64
+
+pytestmark = pytest.mark.anyio
+
+#: (event name, payload, topic) covering binary payloads, empty parts and topics.
+EVENTS: list[tuple[str, bytes, str | None]] = [
+    ("user.created", b'{"id": 1}', None),
+    ("binary", bytes(range(256)), "t1"),
+    ("empty-payload", b"", None),
+    ("", b"nameless", "t2"),
+    ("unicode.é", "payload ü €".encode(), "topic/é"),
+    ("big", b"\x00\xff" * 50_000, "t1"),
+    ("last", b"\r\n\x00", None),
+]
+
+SINK_FLAGS = ("--grace", "1000", "--block", "100", "--check-idle", "100", "--start", "oldest")
+
+
+def as_tuple(line: dict[str, Any]) -> tuple[str, str, bytes, str | None]:
+    """(id, name, payload, topic) of an event line printed by the Go peer."""
+    return line["id"], line["name"], unb64(line["payload"]), line["topic"] or None
+
+
+def event_tuple(event: streaming.Event) -> tuple[str, str, bytes, str | None]:
+    """(id, name, payload, topic) of a Python event."""
+    return event.id, event.event_name, event.payload, event.topic
+
+
+async def go_add_all(peer: Any, events: list[tuple[str, bytes, str | None]]) -> list[str]:
+    """Add ``events`` through the Go peer; return their ids."""
+    ids = []
+    for name, payload, topic in events:
+        result = await peer.call("add", name=name, payload=b64(payload), topic=topic or "")
+        ids.append(result["event_id"])
+    return ids
+
+
+async def test_go_adds_python_readers_receive(
+    client: Any, go: Callable[..., Any], unique: str
+) -> None:
+    stream = streaming.Stream(client, unique)
+    async with (
+        stream.open_reader(start=streaming.OLDEST, block=0.1) as reader,
+        stream.open_reader(start=streaming.OLDEST, block=0.1, topic="t1") as filtered,
+        collecting(reader) as events,
+        collecting(filtered) as t1_events,
+        go("stream", unique) as peer,
+    ):
+        ids = await go_add_all(peer, EVENTS)
+        await wait_count(events, len(EVENTS))
+        await wait_count(t1_events, 2)
+    expected = [(i, n, p, t) for i, (n, p, t) in zip(ids, EVENTS, strict=True)]
+    assert [event_tuple(e) for e in events] == expected
+    assert [event_tuple(e) for e in t1_events] == [e for e in expected if e[3] == "t1"]
+    assert all(e.stream_name == unique and e.sink_name is None for e in events)
+    assert events[0].created_at.timestamp() * 1000 == int(ids[0].split("-")[0])
+
+
+async def test_entries_are_identical_whoever_writes(
+    client: Any, go: Callable[..., Any], unique: str
+) -> None:
+    async with go("stream", f"{unique}-go") as peer:
+        await go_add_all(peer, EVENTS)
+    python_stream = streaming.Stream(client, f"{unique}-py")
+    for name, payload, topic in EVENTS[:3]:
+        await python_stream.add(name, payload, topic=topic)
+    await python_stream.add_many([(n, p, t) if t else (n, p) for n, p, t in EVENTS[3:]])
+    go_entries = await client.xrange(f"pulse:stream:{unique}-go")
+    py_entries = await client.xrange(f"pulse:stream:{unique}-py")
+    # Same fields in the same order (n, p, then t only when there is a topic).
+    assert [e.field_values for e in py_entries] == [e.field_values for e in go_entries]
+    assert list(go_entries[1].field_values) == [b"n", b"p", b"t"]
+    assert list(go_entries[0].field_values) == [b"n", b"p"]
+
+
+async def test_python_adds_go_reader_and_go_sink_receive(
+    client: Any, go: Callable[..., Any], unique: str
+) -> None:
+    stream = streaming.Stream(client, unique)
+    ids = [await stream.add(n, p, topic=t) for n, p, t in EVENTS[:4]]
+    ids += await stream.add_many([(n, p, t) if t else (n, p) for n, p, t in EVENTS[4:]])
+    expected = [(i, n, p, t) for i, (n, p, t) in zip(ids, EVENTS, strict=True)]
+    async with (
+        go("reader", unique, "--start", "oldest", "--block", "100") as reader,
+        go("sink", unique, "emails", "--ack", *SINK_FLAGS) as sink,
+    ):
+        await reader.wait_count("event", len(EVENTS))
+        await sink.wait_count("event", len(EVENTS))
+        # And what Python adds while they run.
+        late = await stream.add("late", b"\x01late", topic="t9")
+        await reader.wait_count("event", len(EVENTS) + 1)
+        await sink.wait_count("event", len(EVENTS) + 1)
+    expected.append((late, "late", b"\x01late", "t9"))
+    assert [as_tuple(line) for line in reader.of_type("event")] == expected
+    assert [as_tuple(line) for line in sink.of_type("event")] == expected
+    # The Go sink acked everything: nothing pending in its group.
+    pending = await client.xpending(f"pulse:stream:{unique}", "emails")
+    assert pending.pending == 0
