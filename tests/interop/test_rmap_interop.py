@@ -18,7 +18,7 @@ import pytest
 
 from pulse_trio import rmap
 
-from .._util import wait_until
+from ._helpers import wait_until
 from ._peer import GoProcess
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ import pytest
 
 from pulse_trio import streaming
 
-from ..streaming.conftest import collecting, wait_count
+from ._helpers import collecting, wait_count
 from ._peer import b64, unb64
 
 pytestmark = pytest.mark.anyio
