@@ -9,18 +9,21 @@ when the ``async with`` block exits, also on cancellation.
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import anyio
 import anyio.abc
+import coredis
 
 from ._errors import PulseError
 
@@ -29,6 +32,12 @@ START_TIMEOUT = 20.0
 #: How long a server may take to exit after SIGTERM before it is killed, in seconds.
 STOP_TIMEOUT = 10.0
 _PORT_ATTEMPTS = 5
+#: Number of hash slots of a Redis Cluster.
+CLUSTER_SLOTS = 16384
+#: ``cluster-node-timeout`` of embedded clusters, in seconds (short: failover tests stay fast).
+CLUSTER_NODE_TIMEOUT = 2.0
+#: How long an embedded cluster may take to converge (slots, meets, replicas), in seconds.
+CLUSTER_START_TIMEOUT = 30.0
 
 
 class EmbeddedServerError(PulseError):
@@ -259,9 +268,243 @@ class EmbeddedServer:
         return f"<EmbeddedServer {self.url} {state} binary={self.binary!r}>"
 
 
+class EmbeddedCluster:
+    """A local Redis Cluster of :class:`EmbeddedServer` nodes.
+
+    ``masters * (1 + replicas)`` nodes are started, each in its own temporary directory on free
+    loopback ports (client port and cluster bus port). The hash slots are split evenly among
+    the masters, the nodes meet each other, every master gets ``replicas`` replicas, and the
+    block starts only once every node reports ``cluster_state:ok``, knows every other node,
+    and every replica's link to its master is up. Only server commands are used (no
+    ``redis-cli``), so the bundled ``valkey-server`` alone is enough::
+
+        async with EmbeddedCluster(masters=3, replicas=1) as cluster:
+            async with pulse_trio.connect(cluster.url) as client:   # a coredis.RedisCluster
+                ...
+
+    Args:
+        masters: Number of master nodes (at least 1).
+        replicas: Replicas per master (at least 0).
+        node_timeout: ``cluster-node-timeout`` in seconds; default
+            :data:`CLUSTER_NODE_TIMEOUT`.
+        extra_args: More ``--option value`` arguments for every node.
+        binary: The server binary; :func:`find_server_binary` when ``None``.
+        start_timeout: How long the cluster may take to converge, in seconds; default
+            :data:`CLUSTER_START_TIMEOUT`.
+
+    Raises:
+        ValueError: ``masters`` < 1, ``replicas`` < 0, or a non-positive timeout.
+
+    Cancellation:
+        Leaving the block, also by cancellation (or a failed start), stops every node under a
+        shielded scope and removes their directories.
+    """
+
+    def __init__(
+        self,
+        masters: int = 3,
+        replicas: int = 0,
+        *,
+        node_timeout: float = CLUSTER_NODE_TIMEOUT,
+        extra_args: Sequence[str] = (),
+        binary: str | None = None,
+        start_timeout: float = CLUSTER_START_TIMEOUT,
+    ) -> None:
+        if masters < 1 or masters > CLUSTER_SLOTS:
+            raise ValueError(f"masters={masters!r}: a cluster needs 1 to {CLUSTER_SLOTS} masters")
+        if replicas < 0:
+            raise ValueError(f"replicas={replicas!r}: the number of replicas cannot be negative")
+        if not node_timeout > 0 or not math.isfinite(node_timeout):
+            raise ValueError(f"node_timeout={node_timeout!r}: must be a positive number of seconds")
+        if not start_timeout > 0:
+            raise ValueError(f"start_timeout={start_timeout!r}: must be a positive number")
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout = node_timeout
+        self.extra_args = tuple(extra_args)
+        self.binary = binary or find_server_binary()
+        self.start_timeout = start_timeout
+        self._nodes: list[EmbeddedServer | None] = [None] * (masters * (1 + replicas))
+        self._node_ids: list[str] = []
+
+    @property
+    def nodes(self) -> list[EmbeddedServer]:
+        """The started nodes: the masters first, then the replicas (master by master)."""
+        return [node for node in self._nodes if node is not None]
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://127.0.0.1:<port of the first node>`` (a seed for the client)."""
+        if self._nodes[0] is None:
+            raise EmbeddedServerError("the cluster is not running: enter it with `async with`")
+        return f"redis+cluster://{self._nodes[0].host}:{self._nodes[0].port}"
+
+    async def __aenter__(self) -> EmbeddedCluster:
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _start_node(self, index: int) -> None:
+        """Start node ``index`` on two free ports (client + bus), retrying on a port clash."""
+        last_error: EmbeddedServerError | None = None
+        for _ in range(_PORT_ATTEMPTS):
+            port, bus_port = _free_ports(2)
+            server = EmbeddedServer(
+                port=port,
+                binary=self.binary,
+                extra_args=[
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(max(1, round(self.node_timeout * 1000))),
+                    "--cluster-port", str(bus_port),
+                    # Replicas sync at once, and their offsets advance (by the master's pings)
+                    # soon enough that CLUSTER SLOTS lists them within a second.
+                    "--repl-diskless-sync-delay", "0",
+                    "--repl-ping-replica-period", "1",
+                    *self.extra_args,
+                ],
+            )  # fmt: skip
+            try:
+                await server.__aenter__()
+            except EmbeddedServerError as error:
+                last_error = error
+                continue
+            self._nodes[index] = server
+            return
+        assert last_error is not None
+        raise last_error
+
+    async def _start(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for index in range(len(self._nodes)):
+                tg.start_soon(self._start_node, index)
+        nodes = self.nodes
+        with anyio.fail_after(self.start_timeout):
+            async with contextlib.AsyncExitStack() as stack:
+                clients: list[coredis.Redis[str]] = []
+                for node in nodes:
+                    # verify_version=False: no DeprecationWarning for CLUSTER SLOTS, which is
+                    # still what cluster clients read.
+                    client = coredis.Redis(
+                        host=node.host, port=node.port, decode_responses=True, verify_version=False
+                    )
+                    clients.append(await stack.enter_async_context(client))
+                await self._form(nodes, clients)
+
+    async def _form(self, nodes: list[EmbeddedServer], clients: list[coredis.Redis[str]]) -> None:
+        """Assign slots, meet, replicate, and wait until every node agrees."""
+        self._node_ids = [await client.cluster_myid() for client in clients]
+        for index, client in enumerate(clients):
+            # Distinct config epochs up front, as redis-cli does: no epoch-collision rounds.
+            await client.cluster_set_config_epoch(index + 1)
+        for index in range(self.masters):
+            first = index * CLUSTER_SLOTS // self.masters
+            last = (index + 1) * CLUSTER_SLOTS // self.masters - 1
+            await clients[index].cluster_addslotsrange([(first, last)])
+        bus_ports = [_bus_port(node) for node in nodes]
+        for node, bus_port in zip(nodes[1:], bus_ports[1:], strict=True):
+            await clients[0].cluster_meet(node.host, node.port, bus_port)
+        for index in range(self.masters, len(nodes)):
+            master_id = self._node_ids[(index - self.masters) // self.replicas]
+            # A node can replicate only a master it already knows (gossip after the meets).
+            await _poll(functools.partial(_knows, clients[index], master_id))
+            await clients[index].cluster_replicate(master_id)
+        await _poll(lambda: self._converged(clients))
+
+    async def _converged(self, clients: list[coredis.Redis[str]]) -> bool:
+        total = len(clients)
+        for index, client in enumerate(clients):
+            info = await client.cluster_info()
+            if (
+                info.get("cluster_state") != "ok"
+                or int(info.get("cluster_known_nodes", 0)) != total
+                or int(info.get("cluster_slots_ok", 0)) != CLUSTER_SLOTS
+            ):
+                return False
+            known = await client.cluster_nodes()
+            replicas = 0
+            for entry in known:
+                flags = set(entry["flags"])
+                if flags & {"handshake", "fail", "fail?", "noaddr"}:
+                    return False
+                if "myself" not in flags and entry["link_state"] != "connected":
+                    return False
+                if "slave" in flags or "replica" in flags:
+                    replicas += 1
+            if replicas != total - self.masters:
+                return False
+            # Replicas appear in CLUSTER SLOTS (what cluster clients read) only once their
+            # replication offset is known to be non-zero: wait for that too.
+            slots = await client.cluster_slots()
+            if len(slots) != self.masters or any(
+                len(shard) != 1 + self.replicas for shard in slots.values()
+            ):
+                return False
+            if index >= self.masters:
+                replication = await client.info("replication")
+                if replication.get("master_link_status") != "up":
+                    return False
+        return True
+
+    async def _close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for node in self.nodes:
+                    tg.start_soon(node.__aexit__, None, None, None)
+
+    def __repr__(self) -> str:
+        running = sum(node.running for node in self.nodes)
+        seed = self.url if self._nodes[0] is not None else "(not started)"
+        return (
+            f"<EmbeddedCluster {seed} masters={self.masters} replicas={self.replicas} "
+            f"running={running}/{len(self._nodes)}>"
+        )
+
+
+def _free_ports(count: int) -> list[int]:
+    """Return ``count`` distinct loopback ports that were free a moment ago."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+async def _poll(condition: Callable[[], Awaitable[bool]], interval: float = 0.05) -> None:
+    """Wait until ``condition()`` is true (the caller bounds the wait with a deadline)."""
+    while True:
+        if await condition():
+            return
+        await anyio.sleep(interval)
+
+
+async def _knows(client: coredis.Redis[str], node_id: str) -> bool:
+    return any(entry["id"] == node_id for entry in await client.cluster_nodes())
+
+
+def _bus_port(node: EmbeddedServer) -> int:
+    args = node.extra_args
+    return int(args[args.index("--cluster-port") + 1])
+
+
 @contextlib.asynccontextmanager
-async def embedded(*, appendonly: bool = False) -> AsyncIterator[str]:
-    """Start a throwaway local server and yield its URL.
+async def embedded(
+    *, appendonly: bool = False, cluster: bool = False, replicas: int = 0
+) -> AsyncIterator[str]:
+    """Start a throwaway local server (or a local Redis Cluster) and yield its URL.
 
     ``redis-server`` from ``PATH`` is used, else the ``valkey-server`` of the ``embedded``
     extra. The server runs on a free port of 127.0.0.1 in a temporary directory::
@@ -269,18 +512,34 @@ async def embedded(*, appendonly: bool = False) -> AsyncIterator[str]:
         async with pulse_trio.embedded() as url, pulse_trio.connect(url) as client:
             ...
 
+    With ``cluster=True`` a 3-master :class:`EmbeddedCluster` is started instead and its
+    ``redis+cluster://`` URL is yielded (``pulse_trio.connect`` turns it into a
+    ``coredis.RedisCluster``).
+
     Args:
-        appendonly: Keep an append-only file (useful only together with restarts).
+        appendonly: Keep an append-only file (useful only together with restarts; standalone
+            server only).
+        cluster: Start a 3-master Redis Cluster instead of one server.
+        replicas: Replicas per master of the cluster (only with ``cluster=True``).
 
     Yields:
-        ``redis://127.0.0.1:<port>``.
+        ``redis://127.0.0.1:<port>``, or ``redis+cluster://127.0.0.1:<port>`` for a cluster.
 
     Raises:
+        ValueError: ``replicas`` without ``cluster=True``, or ``replicas`` < 0.
         EmbeddedServerError: No server binary, or the server did not start.
 
     Cancellation:
-        The server is stopped and its directory removed when the block exits, whatever the
-        reason.
+        The server (every node of the cluster) is stopped and its directory removed when the
+        block exits, whatever the reason.
     """
+    if cluster:
+        if appendonly:
+            raise ValueError("appendonly=True: only a standalone embedded server keeps an AOF")
+        async with EmbeddedCluster(replicas=replicas) as embedded_cluster:
+            yield embedded_cluster.url
+        return
+    if replicas:
+        raise ValueError(f"replicas={replicas!r}: replicas need cluster=True")
     async with EmbeddedServer(appendonly=appendonly) as server:
         yield server.url

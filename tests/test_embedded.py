@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
 import pulse_trio
-from pulse_trio import EmbeddedServer
+from pulse_trio import EmbeddedCluster, EmbeddedServer
 
 pytestmark = pytest.mark.anyio
 
@@ -43,4 +45,23 @@ async def test_restart_keeps_data_with_appendonly() -> None:
 async def test_connect_rejects_unknown_scheme() -> None:
     with pytest.raises(ValueError, match="unsupported URL scheme 'http'"):
         async with pulse_trio.connect("http://localhost"):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"masters": 0}, "masters=0"),
+        ({"replicas": -1}, "replicas=-1"),
+        ({"node_timeout": 0.0}, "node_timeout=0.0"),
+    ],
+)
+async def test_cluster_rejects_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EmbeddedCluster(**kwargs)
+
+
+async def test_embedded_rejects_replicas_without_cluster() -> None:
+    with pytest.raises(ValueError, match="replicas=1: replicas need cluster=True"):
+        async with pulse_trio.embedded(replicas=1):
             pass

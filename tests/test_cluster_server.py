@@ -1,0 +1,121 @@
+"""The embedded Redis Cluster: it forms, serves every slot, runs scripts, broadcasts pub/sub."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+import anyio
+import coredis
+import pytest
+
+import pulse_trio
+from pulse_trio import EmbeddedCluster
+
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
+
+#: Fixed key names: their slots are spread over all three masters' ranges.
+KEYS = [f"key-{i}" for i in range(30)]
+
+
+async def _key_counts(client: coredis.RedisCluster[bytes]) -> list[int]:
+    """DBSIZE of every master, asked directly (not through the cluster client)."""
+    counts = []
+    for node in await client.cluster_nodes():
+        if "master" in node["flags"]:
+            async with coredis.Redis(host=node["host"], port=node["port"]) as direct:
+                counts.append(await direct.dbsize())
+    return counts
+
+
+async def test_cluster_serves_keys_in_every_masters_slots(
+    cluster_client: coredis.RedisCluster[bytes],
+) -> None:
+    info = await cluster_client.cluster_info()
+    assert info["cluster_state"] == "ok"
+    assert info["cluster_known_nodes"] == "3"
+    slots = {await cluster_client.cluster_keyslot(key) for key in KEYS}
+    assert len(slots) > 3
+    for key in KEYS:
+        await cluster_client.set(key, key.upper())
+    assert [await cluster_client.get(key) for key in KEYS] == [k.upper().encode() for k in KEYS]
+    counts = await _key_counts(cluster_client)
+    assert len(counts) == 3
+    assert all(count > 0 for count in counts), counts
+    assert sum(counts) == len(KEYS)
+
+
+async def test_single_key_script_runs_on_every_slot(
+    cluster_client: coredis.RedisCluster[bytes],
+) -> None:
+    script = cluster_client.register_script(
+        "redis.call('HSET', KEYS[1], 'v', ARGV[1]); return redis.call('HINCRBY', KEYS[1], 'n', 1)"
+    )
+    for key in KEYS:
+        assert await script(keys=[key], args=[key]) == 1
+        assert await script(keys=[key], args=[key]) == 2
+    for key in KEYS:
+        assert await cluster_client.hgetall(key) == {b"v": key.encode(), b"n": b"2"}
+    assert all(count > 0 for count in await _key_counts(cluster_client))
+
+
+async def test_publish_on_any_node_reaches_a_cluster_subscriber(
+    cluster_client: coredis.RedisCluster[bytes], unique: str
+) -> None:
+    channel = f"{unique}:updates"
+    nodes = await cluster_client.cluster_nodes()
+    assert len(nodes) == 3
+    async with cluster_client.pubsub(channels=[channel], ignore_subscribe_messages=True) as sub:
+        # Publish once through every node: the subscriber sits on one of them, so at least
+        # two messages cross the cluster bus before they reach it.
+        for node in nodes:
+            async with coredis.Redis(host=node["host"], port=node["port"]) as direct:
+                await direct.publish(channel, f"from {node['port']}")
+        received: set[object] = set()
+        with anyio.fail_after(5):
+            while len(received) < len(nodes):
+                message = await sub.get_message(ignore_subscribe_messages=True)
+                if message is not None and message["type"] == "message":
+                    received.add(message["data"])
+    assert received == {f"from {node['port']}".encode() for node in nodes}
+
+
+async def test_cluster_with_replicas_reports_them_and_cleans_up(
+    connect_cluster: Callable[[str], AbstractAsyncContextManager[coredis.RedisCluster[bytes]]],
+) -> None:
+    async with pulse_trio.embedded(cluster=True, replicas=1) as url:
+        assert url.startswith("redis+cluster://127.0.0.1:")
+        async with connect_cluster(url) as client:
+            # What the client discovered (CLUSTER SLOTS): 3 shards of a master and a replica.
+            layout = client.connection_pool.cluster_layout
+            assert len(layout.primaries) == 3
+            assert len(layout.replicas) == 3
+            nodes = await client.cluster_nodes()
+            masters = [n for n in nodes if "master" in n["flags"]]
+            assert len(masters) == 3
+            for master in masters:
+                replicas = await client.cluster_replicas(master["id"])
+                assert len(replicas) == 1
+                assert replicas[0]["master"] == master["id"]
+            node_ports = [n["port"] for n in nodes]
+    for node_port in node_ports:
+        with pytest.raises(OSError, match=r"(?i)connect"):
+            await anyio.connect_tcp("127.0.0.1", node_port)
+
+
+async def test_cancellation_stops_every_node_and_removes_its_directory() -> None:
+    with anyio.CancelScope() as scope:
+        async with EmbeddedCluster(masters=2, replicas=1) as cluster:
+            nodes = cluster.nodes
+            assert len(nodes) == 4
+            assert all(node.running for node in nodes)
+            directories = [node.directory for node in nodes]
+            assert all((d / "nodes.conf").exists() for d in directories)
+            scope.cancel()
+            await anyio.sleep(10)
+    assert scope.cancelled_caught
+    assert not any(node.running for node in nodes)
+    assert not any(d.exists() for d in directories)
+    for node in nodes:
+        with pytest.raises(OSError, match=r"(?i)connect"):
+            await anyio.connect_tcp("127.0.0.1", node.port)
