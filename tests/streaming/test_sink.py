@@ -1,0 +1,213 @@
+"""Sinks against a real server: acks, sharing, reclaim, dead letters, filters, faults."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import coredis
+import pytest
+
+from pulse_trio import streaming
+from pulse_trio.streaming import NEWEST, OLDEST, Event, Stream
+from pulse_trio.streaming._sink import Sink, open_sink
+
+pytestmark = pytest.mark.anyio
+
+Client = Any
+GRACE = 0.3
+
+
+@contextlib.asynccontextmanager
+async def consuming(sink: Sink, *, ack: bool = True) -> AsyncIterator[list[Event]]:
+    """Iterate ``sink`` in a background task (acking each event unless told not to)."""
+    events: list[Event] = []
+
+    async def consume() -> None:
+        async for event in sink:
+            events.append(event)
+            if ack:
+                await sink.ack(event)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        yield events
+        tg.cancel_scope.cancel()
+
+
+async def pending_count(client: Client, stream: str, sink: str) -> int:
+    summary = await client.xpending(streaming._event.stream_key(stream), sink)
+    return int(summary.pending)
+
+
+async def consumers(client: Client, stream: str, sink: str) -> dict[str, int]:
+    """Consumer name -> pending count, from XINFO CONSUMERS."""
+    raw = await client.xinfo_consumers(streaming._event.stream_key(stream), sink)
+    return {item[b"name"].decode(): int(item[b"pending"]) for item in raw}
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("bad name", {}, "invalid sink name"),
+        ("", {}, "invalid sink name"),
+        ("s", {"topic_pattern": "(unclosed"}, "valid regex"),
+        ("s", {"block": -1}, "block"),
+        ("s", {"ack_grace_period": 0}, "ack_grace_period"),
+        ("s", {"ack_grace_period": -2}, "ack_grace_period"),
+        ("s", {"ack_grace_period": float("inf")}, "ack_grace_period"),
+        ("s", {"max_polled": 0}, "max_polled"),
+        ("s", {"buffer_size": 0}, "buffer_size"),
+        ("s", {"max_deliveries": 0}, "max_deliveries"),
+        ("s", {"max_deliveries": 2, "no_ack": True}, "no_ack"),
+        ("s", {"dead_letter": "dl"}, "needs max_deliveries"),
+        ("s", {"dead_letter": "bad*name", "max_deliveries": 2}, "invalid dead-letter"),
+        ("s", {"start": "nope"}, "invalid event id"),
+    ],
+)
+async def test_open_sink_validates_before_io(
+    name: str, options: dict[str, Any], message: str, unique: str
+) -> None:
+    # An unentered client on a closed port: any I/O would fail with a connection error.
+    offline = coredis.Redis(host="127.0.0.1", port=1, decode_responses=False)
+    stream = Stream(offline, unique)
+    with pytest.raises(ValueError, match=message):
+        stream.open_sink(name, **options)
+
+
+async def test_dead_letter_must_differ_from_the_stream(client: Client, unique: str) -> None:
+    with pytest.raises(ValueError, match="must differ"):
+        open_sink(Stream(client, unique), "s", max_deliveries=1, dead_letter=unique)
+
+
+async def test_wrong_type_key_raises_from_async_with(client: Client, unique: str) -> None:
+    await client.set(f"pulse:stream:{unique}", "not a stream")
+    with pytest.raises(streaming.StreamError, match="not a Redis stream"):
+        async with Stream(client, unique).open_sink("s"):
+            pytest.fail("the block must not start")
+
+
+# --- basics --------------------------------------------------------------------------------
+
+
+async def test_ack_removes_entries_from_the_pending_list(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", start=OLDEST, block=0.2) as sink:
+        ids = await stream.add_many([("a", b"1"), ("b", b"2"), ("c", b"3", "t")])
+        received = [await sink.__anext__() for _ in range(3)]
+        assert [e.id for e in received] == ids
+        assert [e.event_name for e in received] == ["a", "b", "c"]
+        assert received[2].topic == "t"
+        assert all(e.sink_name == "s" and e.deliveries == 1 for e in received)
+        assert await pending_count(client, unique, "s") == 3
+        assert await sink.ack(*received) == 3
+        assert await pending_count(client, unique, "s") == 0
+        assert await sink.ack(*received) == 0
+
+
+async def test_wire_format_is_pulses(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("mails") as sink:
+        assert len(sink.consumer) == 26  # a ULID
+        assert await consumers(client, unique, "mails") == {sink.consumer: 0}
+        members = await client.hget(f"map:stream:{unique}:sinks:content", "mails")
+        assert json.loads(members) == [sink.consumer]
+        keepalive = await client.hget("map:sink:mails:keepalive:content", sink.consumer)
+        server_ns = int((await client.time()).timestamp() * 1e9)
+        assert abs(server_ns - int(keepalive)) < 5e9
+    # Nothing was pending: the consumer and its registrations are gone.
+    assert await consumers(client, unique, "mails") == {}
+    # (rmap removes a key whose list becomes empty)
+    assert await client.hget(f"map:stream:{unique}:sinks:content", "mails") is None
+    assert await client.hget("map:sink:mails:keepalive:content", sink.consumer) is None
+
+
+async def test_start_applies_when_the_group_is_created(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    first = await stream.add("old", b"")
+    async with stream.open_sink("oldest", start=OLDEST) as sink:
+        assert (await sink.__anext__()).id == first
+    async with stream.open_sink("newest", start=NEWEST) as sink:
+        new = await stream.add("new", b"")
+        assert (await sink.__anext__()).id == new
+    # The group exists now: another start position is ignored.
+    async with stream.open_sink("newest", start=OLDEST, block=0.1) as sink:
+        with anyio.move_on_after(0.3):
+            event = await sink.__anext__()
+            pytest.fail(f"the group's position was reset: got {event}")
+
+
+async def test_go_shaped_entry_is_received(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s") as sink:
+        raw = await client.xadd(stream.key, {"n": "user.created", "p": b"\x00\xff", "t": "eu"})
+        event = await sink.__anext__()
+        assert (event.id, event.event_name, event.payload, event.topic) == (
+            raw.decode(),
+            "user.created",
+            b"\x00\xff",
+            "eu",
+        )
+
+
+async def test_malformed_entry_is_skipped_and_acked(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s") as sink:
+        await client.xadd(stream.key, {"foo": "bar"})
+        good = await stream.add("good", b"")
+        event = await sink.__anext__()
+        assert event.id == good
+        await sink.ack(event)
+        assert await pending_count(client, unique, "s") == 0
+
+
+async def test_filtered_events_are_acked(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with (
+        stream.open_sink("exact", topic="a") as exact,
+        stream.open_sink("pattern", topic_pattern="^b") as pattern,
+    ):
+        await stream.add_many([("1", b"", "a"), ("2", b"", "b1"), ("3", b""), ("4", b"", "a")])
+        got_exact = [await exact.__anext__() for _ in range(2)]
+        got_pattern = [await pattern.__anext__() for _ in range(1)]
+        assert [e.event_name for e in got_exact] == ["1", "4"]
+        assert [e.event_name for e in got_pattern] == ["2"]
+        await exact.ack(*got_exact)
+        await pattern.ack(*got_pattern)
+        assert await pending_count(client, unique, "exact") == 0
+        assert await pending_count(client, unique, "pattern") == 0
+
+
+async def test_no_ack_leaves_nothing_pending(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", no_ack=True) as sink:
+        await stream.add("a", b"")
+        event = await sink.__anext__()
+        assert event.event_name == "a"
+        assert await pending_count(client, unique, "s") == 0
+        assert await sink.ack(event) == 0
+
+
+async def test_ack_rejects_foreign_events(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s") as sink:
+        foreign = Event("1-1", unique, "other", "n", None, b"")
+        with pytest.raises(ValueError, match="not by sink 's'"):
+            await sink.ack(foreign)
+
+
+async def test_exit_is_prompt_while_blocked(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", block=30.0) as sink:
+        await anyio.sleep(0.1)  # let XREADGROUP block
+        started = time.monotonic()
+    assert time.monotonic() - started < 1.0
+    assert sink.closed
+    assert [event async for event in sink] == []
