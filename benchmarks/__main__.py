@@ -1,0 +1,183 @@
+"""Benchmark runner: ``python -m benchmarks [--redis-url URL] [--scenario NAME] [--backend B]``.
+
+Starts its own embedded server unless ``--redis-url`` is given, runs every selected scenario
+on every selected backend (Trio and asyncio by default, one after the other in this process),
+prints a results table and writes the rows as JSON to ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import attrs
+import coredis
+
+import pulse_trio
+
+from . import rmap, streaming
+from ._common import Client, Result
+
+#: Where the JSON results go (gitignored).
+RESULTS_DIR = Path(__file__).parent / "results"
+#: Backends run by default, in this order.
+BACKENDS = ("trio", "asyncio")
+#: Scenario modules by name; each has NAME, CONSTANTS and ``async run(client, backend)``.
+SCENARIOS: dict[str, ModuleType] = {"rmap": rmap, "streaming": streaming}
+
+ScenarioRun = Callable[[Client, str], Awaitable[list[Result]]]
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("PULSE_REDIS_URL"),
+        help="server to use (default: $PULSE_REDIS_URL, else a throwaway embedded server); "
+        "benchmarks only touch keys named bench-*, and delete them",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="run only this scenario (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=BACKENDS,
+        help="run only on this backend (repeatable; default: trio and asyncio)",
+    )
+    parser.add_argument(
+        "--no-json", action="store_true", help="do not write benchmarks/results/*.json"
+    )
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def _server(url: str | None) -> Iterator[tuple[str, str]]:
+    """Yield (url, description): the given server, or an embedded one run by a helper thread."""
+    if url:
+        yield url, "given by --redis-url"
+        return
+    with anyio.from_thread.start_blocking_portal("trio") as portal:
+        server = pulse_trio.EmbeddedServer()
+        portal.call(server.__aenter__)
+        try:
+            yield server.url, f"embedded {server.binary}"
+        finally:
+            portal.call(server.__aexit__, None, None, None)
+
+
+async def _run_scenario(url: str, run: ScenarioRun, backend: str) -> tuple[list[Result], str]:
+    async with pulse_trio.connect(url) as client:
+        info = await client.info("server")
+        version = str(info.get("valkey_version") or info.get("redis_version") or "?")
+        return await run(client, backend), version
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _format_value(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value:.3f}"
+    if unit == "x":
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def _table(results: list[Result], backends: Sequence[str]) -> str:
+    rows: dict[tuple[str, str, str], dict[str, float]] = {}
+    for r in results:
+        rows.setdefault((r.scenario, r.metric, r.unit), {})[r.backend] = r.value
+    header = ["scenario", "metric", *backends, "unit"]
+    lines = [
+        [scenario, metric, *(_format_value(v[b], unit) if b in v else "-" for b in backends), unit]
+        for (scenario, metric, unit), v in rows.items()
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
+    numeric = set(range(2, 2 + len(backends)))
+
+    def fmt(row: list[str]) -> str:
+        cells = [
+            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(header), rule, *(fmt(line) for line in lines)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks; return the process exit code."""
+    args = _parse(argv)
+    scenarios = [SCENARIOS[name] for name in (args.scenario or sorted(SCENARIOS))]
+    backends: list[str] = args.backend or list(BACKENDS)
+    started_at = datetime.now(UTC)
+    results: list[Result] = []
+    server_version = "?"
+    clock = time.perf_counter()
+    with _server(args.redis_url) as (url, server_description):
+        print(f"server: {server_description} ({url})", file=sys.stderr)
+        for backend in backends:
+            for scenario in scenarios:
+                print(f"[{backend}] {scenario.NAME}", file=sys.stderr, flush=True)
+                rows, server_version = anyio.run(
+                    _run_scenario, url, scenario.run, backend, backend=backend
+                )
+                results += rows
+    elapsed = time.perf_counter() - clock
+    print()
+    print(_table(results, backends))
+    print(f"\n({elapsed:.1f} s; server {server_description.split(' ')[0]} {server_version})")
+    if not args.no_json:
+        report: dict[str, Any] = {
+            "started_at": started_at.isoformat(),
+            "elapsed_s": round(elapsed, 2),
+            "argv": sys.argv[1:] if argv is None else list(argv),
+            "git_commit": _git_commit(),
+            "python": sys.version,
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "pulse_trio": pulse_trio.__version__,
+            "coredis": coredis.__version__,
+            "anyio": anyio.__version__ if hasattr(anyio, "__version__") else None,
+            "server": {"description": server_description, "version": server_version},
+            "constants": {s.NAME: s.CONSTANTS for s in scenarios},
+            "results": [attrs.asdict(r) for r in results],
+        }
+        RESULTS_DIR.mkdir(exist_ok=True)
+        path = RESULTS_DIR / f"{started_at:%Y%m%dT%H%M%SZ}.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
