@@ -251,8 +251,15 @@ func runSink(ctx context.Context, stop context.CancelFunc, rdb *redis.Client, ar
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var waits []<-chan struct{}
-	// The Go library joins both maps; the membership replica is not read by the sink.
-	_, doneM, err := joinMap(runCtx, rdb, s.membership.name, nil)
+	// The Go library joins both maps; the membership replica is not read by the sink, but
+	// its changes are printed so the tests can see what a Go sink sees (e.g. a destroy).
+	_, doneM, err := joinMap(runCtx, rdb, s.membership.name, func(cont map[string]string, m message) {
+		content := make(map[string]string, len(cont))
+		for k, v := range cont {
+			content[k] = v
+		}
+		emit(map[string]any{"type": "membership", "kind": m.kind, "rev": m.rev, "content": content})
+	})
 	if err != nil {
 		return err
 	}

@@ -42,3 +42,31 @@ async def wait_count(events: list[Event], count: int, within: float = 5.0) -> No
         within=within,
         what=f"{count} events (have {len(events)})",
     )
+
+
+@contextlib.asynccontextmanager
+async def consuming(sink: Any, *, ack: bool = True) -> AsyncIterator[list[Event]]:
+    """Consume a sink in a background task into the yielded list, acking each event if ``ack``."""
+    events: list[Event] = []
+
+    async def consume() -> None:
+        async for event in sink:
+            events.append(event)
+            if ack:
+                await sink.ack(event)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        yield events
+        tg.cancel_scope.cancel()
+
+
+async def consumer_names(client: Any, stream: str, group: str) -> set[str]:
+    """The consumers of ``group`` on ``pulse:stream:<stream>`` (XINFO CONSUMERS)."""
+    raw = await client.xinfo_consumers(f"pulse:stream:{stream}", group)
+    names = set()
+    for item in raw:
+        fields = {k.decode() if isinstance(k, bytes) else k: v for k, v in item.items()}
+        name = fields["name"]
+        names.add(name.decode() if isinstance(name, bytes) else name)
+    return names
