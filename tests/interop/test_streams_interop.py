@@ -13,7 +13,7 @@ import pytest
 
 from pulse_trio import streaming
 
-from ._helpers import collecting, wait_count
+from ._helpers import collecting, consuming, wait_count
 from ._peer import b64, unb64
 
 pytestmark = pytest.mark.anyio
@@ -70,6 +70,24 @@ async def test_go_adds_python_readers_receive(
     assert [event_tuple(e) for e in t1_events] == [e for e in expected if e[3] == "t1"]
     assert all(e.stream_name == unique and e.sink_name is None for e in events)
     assert events[0].created_at.timestamp() * 1000 == int(ids[0].split("-")[0])
+
+
+async def test_go_adds_python_sink_receives(
+    client: Any, go: Callable[..., Any], unique: str
+) -> None:
+    stream = streaming.Stream(client, unique)
+    async with (
+        stream.open_sink("emails", start=streaming.OLDEST, block=0.1) as sink,
+        consuming(sink) as events,
+        go("stream", unique) as peer,
+    ):
+        ids = await go_add_all(peer, EVENTS)
+        await wait_count(events, len(EVENTS))
+    expected = [(i, n, p, t) for i, (n, p, t) in zip(ids, EVENTS, strict=True)]
+    assert [event_tuple(e) for e in events] == expected
+    assert all(e.sink_name == "emails" and e.deliveries == 1 for e in events)
+    pending = await client.xpending(f"pulse:stream:{unique}", "emails")
+    assert pending.pending == 0
 
 
 async def test_entries_are_identical_whoever_writes(
