@@ -12,7 +12,6 @@ from __future__ import annotations
 import binascii
 import contextlib
 import enum
-import random
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,15 +20,11 @@ import anyio.abc
 import attrs
 import coredis
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from coredis.exceptions import (
-    ClusterDownError,
-    TryAgainError,
-    WrongTypeError,
-)
-from coredis.exceptions import ConnectionError as RedisConnectionError
+from coredis.exceptions import WrongTypeError
 
 from .._errors import ClosedError
 from .._names import validate_duration
+from .._retry import TRANSIENT_ERRORS, backoff_delay
 from ._event import (
     NEWEST,
     STREAM_KEY_PREFIX,
@@ -44,44 +39,6 @@ from ._event import (
 
 if TYPE_CHECKING:
     from ._stream import Stream
-
-#: Errors after which a read is retried (with backoff) rather than reported: the connection
-#: dropped or timed out, the server is loading its data after a restart (``LOADING`` is a
-#: ``BusyLoadingError``, a ``ConnectionError``), or a cluster is moving slots.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    RedisConnectionError,
-    TimeoutError,
-    OSError,
-    TryAgainError,
-    ClusterDownError,
-)
-#: First retry delay after a transient error, in seconds; doubled on each failure in a row.
-BACKOFF_INITIAL = 0.05
-#: Longest retry delay, in seconds.
-BACKOFF_MAX = 5.0
-
-
-class Backoff:
-    """Jittered exponential backoff: delays grow from ``initial`` to ``maximum``.
-
-    Each delay is drawn uniformly from ``[d/2, d]`` where ``d`` doubles on every failure in a
-    row, so concurrent readers recovering from the same outage do not retry in lockstep.
-    """
-
-    def __init__(self, initial: float = BACKOFF_INITIAL, maximum: float = BACKOFF_MAX) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        """Record a failure and return how long to wait before the next attempt."""
-        ceiling = min(self.maximum, self.initial * 2.0**self.failures)
-        self.failures += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        """Record a success: the next failure waits ``initial`` again."""
-        self.failures = 0
 
 
 def key_slot(key: str) -> int:
@@ -420,7 +377,7 @@ class Reader(anyio.AsyncContextManagerMixin):
     ) -> None:
         assert self._send is not None
         send = self._send
-        backoff = Backoff()
+        failures = 0  # transient failures in a row, for the backoff
         task_status.started()
         while True:
             if not group.cursors:
@@ -433,7 +390,7 @@ class Reader(anyio.AsyncContextManagerMixin):
             snapshot = dict(group.cursors)
             request = {cursor.key: cursor.last_id for cursor in snapshot.values()}
             reply: Mapping[Any, Any] | None = None
-            failure: Exception | None = None
+            failure: BaseException | None = None
             with anyio.CancelScope() as scope:
                 group.scope = scope
                 try:
@@ -449,18 +406,20 @@ class Reader(anyio.AsyncContextManagerMixin):
             if scope.cancelled_caught:
                 continue  # the set of streams changed
             if failure is not None:
-                delay = backoff.next_delay()
+                delay = backoff_delay(failures)
+                failures += 1
                 self._logger.warning(
-                    "reading %s failed (%s: %s); retrying in %.2fs",
+                    "reading %s failed (%s: %s); retry %d in %.2fs",
                     sorted(snapshot),
                     type(failure).__name__,
-                    failure,
+                    str(failure),
+                    failures,
                     delay,
-                    extra={"streams": sorted(snapshot), "retry_in": delay},
+                    extra={"streams": sorted(snapshot), "retry_in": delay, "attempt": failures},
                 )
                 await anyio.sleep(delay)
                 continue
-            backoff.reset()
+            failures = 0
             if reply:
                 await self._deliver(group, snapshot, reply, send)
 
