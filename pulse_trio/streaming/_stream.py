@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +36,7 @@ DEFAULT_BUFFER_SIZE = 1000
 
 if TYPE_CHECKING:
     from ._reader import Reader
+    from ._sink import Sink
 
 _LOGGER = logging.getLogger("pulse_trio.streaming")
 
@@ -478,16 +478,16 @@ class Stream:
         topic: str | None = None,
         topic_pattern: str | None = None,
         max_deliveries: int | None = None,
-        dead_letter: Stream | None = None,
-    ) -> AbstractAsyncContextManager[Any]:
+        dead_letter: Stream | str | None = None,
+    ) -> AbstractAsyncContextManager[Sink]:
         """Return a sink (a consumer group) of this stream, to be entered with ``async with``.
 
         Each event is delivered to one instance of the sink, at least once. See
         :class:`Sink` for the options and guarantees.
         """
-        # Imported lazily: the sink module builds on this one.
-        open_sink = importlib.import_module("._sink", __package__).open_sink
-        sink: AbstractAsyncContextManager[Any] = open_sink(
+        from ._sink import open_sink  # imported lazily: the sink module builds on this one
+
+        return open_sink(
             self,
             name,
             start=start,
@@ -501,4 +501,3 @@ class Stream:
             max_deliveries=max_deliveries,
             dead_letter=dead_letter,
         )
-        return sink
