@@ -326,6 +326,7 @@ class EmbeddedCluster:
         self.start_timeout = start_timeout
         self._nodes: list[EmbeddedServer | None] = [None] * (masters * (1 + replicas))
         self._node_ids: list[str] = []
+        self._waiting_for = ""
 
     @property
     def nodes(self) -> list[EmbeddedServer]:
@@ -375,12 +376,14 @@ class EmbeddedCluster:
                     *self.extra_args,
                 ],
             )  # fmt: skip
+            # Registered before it starts: if the start is cancelled, _close() stops it.
+            self._nodes[index] = server
             try:
                 await server.__aenter__()
             except EmbeddedServerError as error:
+                self._nodes[index] = None
                 last_error = error
                 continue
-            self._nodes[index] = server
             return
         assert last_error is not None
         raise last_error
@@ -390,7 +393,8 @@ class EmbeddedCluster:
             for index in range(len(self._nodes)):
                 tg.start_soon(self._start_node, index)
         nodes = self.nodes
-        with anyio.fail_after(self.start_timeout):
+        self._waiting_for = "the first node's answers"
+        with anyio.move_on_after(self.start_timeout) as scope:
             async with contextlib.AsyncExitStack() as stack:
                 clients: list[coredis.Redis[str]] = []
                 for node in nodes:
@@ -401,6 +405,11 @@ class EmbeddedCluster:
                     )
                     clients.append(await stack.enter_async_context(client))
                 await self._form(nodes, clients)
+        if scope.cancelled_caught:
+            raise EmbeddedServerError(
+                f"the cluster did not converge within {self.start_timeout} s; still waiting "
+                f"for {self._waiting_for}"
+            )
 
     async def _form(self, nodes: list[EmbeddedServer], clients: list[coredis.Redis[str]]) -> None:
         """Assign slots, meet, replicate, and wait until every node agrees."""
@@ -423,26 +432,36 @@ class EmbeddedCluster:
         await _poll(lambda: self._converged(clients))
 
     async def _converged(self, clients: list[coredis.Redis[str]]) -> bool:
+        """Whether every node agrees the cluster is complete; else note what is missing."""
         total = len(clients)
-        for index, client in enumerate(clients):
+        for index, (client, node) in enumerate(zip(clients, self.nodes, strict=True)):
+            self._waiting_for = f"node {node.port}: "
             info = await client.cluster_info()
             if (
                 info.get("cluster_state") != "ok"
                 or int(info.get("cluster_known_nodes", 0)) != total
                 or int(info.get("cluster_slots_ok", 0)) != CLUSTER_SLOTS
             ):
+                self._waiting_for += (
+                    f"cluster_state={info.get('cluster_state')}, "
+                    f"known_nodes={info.get('cluster_known_nodes')}/{total}, "
+                    f"slots_ok={info.get('cluster_slots_ok')}/{CLUSTER_SLOTS}"
+                )
                 return False
-            known = await client.cluster_nodes()
             replicas = 0
-            for entry in known:
+            for entry in await client.cluster_nodes():
                 flags = set(entry["flags"])
-                if flags & {"handshake", "fail", "fail?", "noaddr"}:
-                    return False
-                if "myself" not in flags and entry["link_state"] != "connected":
+                if flags & {"handshake", "fail", "fail?", "noaddr"} or (
+                    "myself" not in flags and entry["link_state"] != "connected"
+                ):
+                    self._waiting_for += (
+                        f"sees {entry['port']} as {sorted(flags)}, link {entry['link_state']}"
+                    )
                     return False
                 if "slave" in flags or "replica" in flags:
                     replicas += 1
             if replicas != total - self.masters:
+                self._waiting_for += f"knows {replicas}/{total - self.masters} replicas"
                 return False
             # Replicas appear in CLUSTER SLOTS (what cluster clients read) only once their
             # replication offset is known to be non-zero: wait for that too.
@@ -450,11 +469,14 @@ class EmbeddedCluster:
             if len(slots) != self.masters or any(
                 len(shard) != 1 + self.replicas for shard in slots.values()
             ):
+                self._waiting_for += "CLUSTER SLOTS does not list every master and replica yet"
                 return False
             if index >= self.masters:
                 replication = await client.info("replication")
                 if replication.get("master_link_status") != "up":
+                    self._waiting_for += "replica's link to its master is not up"
                     return False
+        self._waiting_for = ""
         return True
 
     async def _close(self) -> None:

@@ -119,3 +119,16 @@ async def test_cancellation_stops_every_node_and_removes_its_directory() -> None
     for node in nodes:
         with pytest.raises(OSError, match=r"(?i)connect"):
             await anyio.connect_tcp("127.0.0.1", node.port)
+
+
+async def test_a_cluster_that_does_not_converge_in_time_is_removed() -> None:
+    # Masters may serve only ~2 s after they started (Redis's rejoin delay): 0.3 s is too short.
+    cluster = EmbeddedCluster(masters=2, start_timeout=0.3)
+    message = r"did not converge within 0\.3 s; still waiting for node \d+: "
+    with pytest.raises(pulse_trio.EmbeddedServerError, match=message):
+        async with cluster:
+            pytest.fail("the cluster cannot be ready this early")
+    nodes = cluster.nodes
+    assert len(nodes) == 2
+    assert not any(node.running for node in nodes)
+    assert not any(node.directory.exists() for node in nodes)
