@@ -383,3 +383,42 @@ async def test_reader_repr_and_exports(client: Client, unique: str) -> None:
     for name in streaming.__all__:
         assert getattr(streaming, name) is not None
     assert NEWEST is streaming.Start.NEWEST
+
+
+# --- Redis Cluster -------------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+async def test_reader_and_stream_on_a_cluster(cluster_client: Client, unique: str) -> None:
+    """Streams in different hash slots are read by one reader (one XREAD loop per slot)."""
+    from pulse_trio.streaming._event import id_key
+    from pulse_trio.streaming._reader import key_slot
+
+    streams = [Stream(cluster_client, f"{unique}-{i}", ttl=30) for i in range(4)]
+    slots = {key_slot(s.key) for s in streams}
+    for s in streams:
+        assert key_slot(s.key) == await cluster_client.cluster_keyslot(s.key)
+    assert len(slots) > 1
+    first, *others = streams
+    await others[0].add("old", b"")
+    async with first.open_reader(block=10) as reader, collecting(reader) as ev:
+        for s in others:
+            await reader.add_stream(s)
+        for s in streams:
+            await s.add_many([(f"{s.name}/1", b""), (f"{s.name}/2", b"", "t")])
+        await wait_count(ev, 8)
+        await reader.remove_stream(others[1].name)
+        await others[1].add("not-read", b"")
+        await first.add("last", b"")
+        await wait_count(ev, 9)
+    assert sorted(names(ev)) == sorted(
+        [f"{s.name}/{i}" for s in streams for i in (1, 2)] + ["last"]
+    )
+    for s in streams:  # per-stream order
+        mine = [id_key(e.id) for e in ev if e.stream_name == s.name]
+        assert mine == sorted(mine)
+    info = await others[0].info()
+    assert info.length == 3
+    assert 0 < await cluster_client.pttl(others[0].key) <= 30_000
+    await others[0].destroy()
+    assert (await others[0].info()).length == 0
