@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -24,7 +25,6 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import attrs
-import coredis
 
 import pulse_trio
 
@@ -165,9 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "python": sys.version,
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
-            "pulse_trio": pulse_trio.__version__,
-            "coredis": coredis.__version__,
-            "anyio": anyio.__version__ if hasattr(anyio, "__version__") else None,
+            "load_average": os.getloadavg(),
+            "versions": {
+                name: importlib.metadata.version(name)
+                for name in ("pulse-trio", "coredis", "anyio", "trio")
+            },
             "server": {"description": server_description, "version": server_version},
             "constants": {s.NAME: s.CONSTANTS for s in scenarios},
             "results": [attrs.asdict(r) for r in results],
