@@ -116,3 +116,12 @@ async def cluster_client(cluster_url: str) -> AsyncIterator[coredis.RedisCluster
     async with _connect_cluster(cluster_url) as c:
         await c.flushall()
         yield c
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect garbage after each test so resource warnings name the test that leaked."""
+    yield
+    import gc
+
+    gc.collect()

@@ -23,6 +23,7 @@ from .._errors import ClientConfigurationError, ClosedError, PulseError, RedisUn
 from .._lua import bind_script
 from .._names import validate_duration, validate_name
 from .._retry import TRANSIENT_ERRORS, backoff_delay, is_transient, leaves
+from .._tasks import owned_task_group
 from ._protocol import (
     KIND_FIELD,
     REV_FIELD,
@@ -707,7 +708,7 @@ class Map:
                     raise
                 parts = leaves(exc)
                 resyncs = [p for p in parts if isinstance(p, _Resync)]
-                if resyncs and all(isinstance(p, _Resync | TRANSIENT_ERRORS) for p in parts):
+                if resyncs and all(isinstance(p, (_Resync, *TRANSIENT_ERRORS)) for p in parts):
                     self._log.info(
                         "rmap %s: resyncing: %s",
                         self._name,
@@ -799,7 +800,7 @@ async def join(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
     )
-    async with anyio.create_task_group() as tg:
+    async with owned_task_group() as tg:
         await tg.start(replica._run)
         replica._log.info(
             "rmap %s: joined at revision %d with %d keys",
@@ -812,5 +813,4 @@ async def join(
             yield replica
         finally:
             replica._close()
-            tg.cancel_scope.cancel()
             replica._log.info("rmap %s: left", name, extra={"map": name})
