@@ -161,18 +161,15 @@ class GoProcess:
 
 
 @contextlib.asynccontextmanager
-async def go_process(
-    binary: Path, addr: str, *args: str, wait_ready: bool = True
-) -> AsyncIterator[GoProcess]:
-    """Run the Go peer with ``args``; yield it once it printed its ``ready`` line.
+async def json_process(command: list[str], *, wait_ready: bool = True) -> AsyncIterator[GoProcess]:
+    """Run ``command`` (a program printing JSON lines); yield it once it printed ``ready``.
 
     On exit it is stopped with SIGTERM (SIGKILL if it does not exit within 5 s).
     """
-    command = [str(binary), "--redis", addr, *args]
     process = await anyio.open_process(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    peer = GoProcess(process, list(args))
+    peer = GoProcess(process, command[1:])
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(peer._read_stdout)
@@ -193,6 +190,13 @@ async def go_process(
     finally:
         with anyio.CancelScope(shield=True):
             await process.aclose()
+
+
+def go_process(
+    binary: Path, addr: str, *args: str, wait_ready: bool = True
+) -> contextlib.AbstractAsyncContextManager[GoProcess]:
+    """Run the Go peer with ``args`` against Redis at ``addr`` (see :func:`json_process`)."""
+    return json_process([str(binary), "--redis", addr, *args], wait_ready=wait_ready)
 
 
 def b64(data: bytes) -> str:

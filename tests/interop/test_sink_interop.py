@@ -9,8 +9,10 @@ it, and that the Python instance never deletes a live Go consumer.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,7 +21,7 @@ import pytest
 from pulse_trio import streaming
 
 from ._helpers import consumer_names, consuming, wait_until
-from ._peer import GoProcess, b64, unb64
+from ._peer import GoProcess, b64, json_process, unb64
 
 pytestmark = pytest.mark.anyio
 
@@ -221,3 +223,37 @@ async def test_python_keepalive_is_fresh_by_the_go_clock(client: Any, unique: st
             ages.append((time.time_ns() - int(value)) / 1e9)
             previous = value
     assert max(ages) < 0.2, f"keep-alive ages when written (s): {ages}"
+
+
+async def test_killed_python_process_entries_reach_the_go_instance(
+    client: Any, go: Callable[..., Any], server_url: str, unique: str
+) -> None:
+    stream = streaming.Stream(client, unique)
+    script = Path(__file__).with_name("_python_sink.py")
+    command = [sys.executable, str(script), server_url, unique, "jobs", str(GRACE)]
+    async with json_process(command) as py_proc:
+        py_consumer = py_proc.of_type("ready")[0]["consumer"]
+        ids = [await stream.add("job", bytes([i])) for i in range(5)]
+        await py_proc.wait_count("event", 5)  # held, never acked
+        async with go("sink", unique, "jobs", "--ack", *GO_SINK_FLAGS) as go_sink:
+            go_consumer = go_sink.of_type("ready")[0]["consumer"]
+            # Both alive: the Go instance leaves the Python consumer alone.
+            async with watching_consumers(
+                client, unique, "jobs", {py_consumer, go_consumer}, go_sink
+            ):
+                await anyio.sleep(GRACE / 4)
+            await py_proc.kill()  # a crash: no cleanup of any kind
+            # The Go instance claims the crashed instance's entries after the grace period...
+            await go_sink.wait_count("event", 5, within=5 * GRACE + 5)
+            got = go_sink.of_type("event")
+            assert [line["id"] for line in got] == ids
+            assert [unb64(line["payload"]) for line in got] == [bytes([i]) for i in range(5)]
+            assert all(line["claimed"] for line in got)
+            # ...then deletes its consumer, nothing being pending on it any more.
+            deleted = await go_sink.wait_line(
+                lambda line: line.get("type") == "deleted-consumer", within=5 * GRACE + 5
+            )
+            assert deleted["consumer"] == py_consumer
+            assert deleted["pending_dropped"] == 0
+    pending = await client.xpending(f"pulse:stream:{unique}", "jobs")
+    assert pending.pending == 0
