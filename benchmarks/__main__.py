@@ -62,18 +62,31 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run only on this backend (repeatable; default: trio and asyncio)",
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="without --redis-url: start a 3-master embedded Redis Cluster instead of one server",
+    )
+    parser.add_argument(
         "--no-json", action="store_true", help="do not write benchmarks/results/*.json"
     )
     return parser.parse_args(argv)
 
 
 @contextlib.contextmanager
-def _server(url: str | None) -> Iterator[tuple[str, str]]:
+def _server(url: str | None, cluster: bool) -> Iterator[tuple[str, str]]:
     """Yield (url, description): the given server, or an embedded one run by a helper thread."""
     if url:
         yield url, "given by --redis-url"
         return
     with anyio.from_thread.start_blocking_portal("trio") as portal:
+        if cluster:
+            embedded_cluster = pulse_trio.EmbeddedCluster()
+            portal.call(embedded_cluster.__aenter__)
+            try:
+                yield embedded_cluster.url, f"embedded-cluster {embedded_cluster.binary}"
+            finally:
+                portal.call(embedded_cluster.__aexit__, None, None, None)
+            return
         server = pulse_trio.EmbeddedServer()
         portal.call(server.__aenter__)
         try:
@@ -143,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[Result] = []
     server_version = "?"
     clock = time.perf_counter()
-    with _server(args.redis_url) as (url, server_description):
+    with _server(args.redis_url, args.cluster) as (url, server_description):
         print(f"server: {server_description} ({url})", file=sys.stderr)
         for backend in backends:
             for scenario in scenarios:
