@@ -65,3 +65,14 @@ async def test_embedded_rejects_replicas_without_cluster() -> None:
     with pytest.raises(ValueError, match="replicas=1: replicas need cluster=True"):
         async with pulse_trio.embedded(replicas=1):
             pass
+
+
+async def test_embedded_cluster_has_no_appendonly_option() -> None:
+    with pytest.raises(ValueError, match="appendonly=True: only a standalone"):
+        async with pulse_trio.embedded(cluster=True, appendonly=True):
+            pass
+
+
+def test_cluster_url_needs_a_running_cluster() -> None:
+    with pytest.raises(pulse_trio.EmbeddedServerError, match="not running"):
+        _ = EmbeddedCluster().url
