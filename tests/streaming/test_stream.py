@@ -311,3 +311,47 @@ async def test_wrong_type_key_raises_stream_error(client: Client, unique: str) -
     with pytest.raises(StreamError):
         async with stream.open_reader():
             pass
+
+
+def test_open_sink_and_open_reader_signatures_match_the_spec() -> None:
+    import inspect
+
+    sink = inspect.signature(Stream.open_sink).parameters
+    assert list(sink) == [
+        "self",
+        "name",
+        "start",
+        "block",
+        "max_polled",
+        "buffer_size",
+        "ack_grace_period",
+        "no_ack",
+        "topic",
+        "topic_pattern",
+        "max_deliveries",
+        "dead_letter",
+    ]
+    assert sink["start"].default is streaming.NEWEST
+    assert (sink["block"].default, sink["ack_grace_period"].default) == (5.0, 20.0)
+    assert (sink["max_deliveries"].default, sink["dead_letter"].default) == (None, None)
+    reader = inspect.signature(Stream.open_reader).parameters
+    assert {k: v.default for k, v in reader.items() if k != "self"} == {
+        "start": streaming.NEWEST,
+        "block": 5.0,
+        "max_polled": 1000,
+        "buffer_size": 1000,
+        "topic": None,
+        "topic_pattern": None,
+    }
+
+
+async def test_open_sink_delegates_to_the_sink_module(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("workers", start=streaming.OLDEST, block=0.05) as sink:
+        assert isinstance(sink, streaming.Sink)
+        await stream.add("job", b"1")
+        with anyio.fail_after(5):
+            event = await sink.__anext__()
+        assert (event.event_name, event.sink_name) == ("job", "workers")
+        await sink.ack(event)
+    assert [s.name for s in (await stream.info()).sinks] == ["workers"]
