@@ -14,7 +14,7 @@ from pulse_trio.streaming import Event
 async def wait_until(predicate: Callable[[], bool], *, within: float = 5.0, what: str = "") -> None:
     """Poll ``predicate`` until it holds; fail the test after ``within`` seconds."""
     with anyio.move_on_after(within):
-        while not predicate():  # noqa: ASYNC110 (polling state we do not own)
+        while not predicate():
             await anyio.sleep(0.005)
         return
     raise AssertionError(f"condition not met within {within}s: {what or predicate}")

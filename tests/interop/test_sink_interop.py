@@ -218,7 +218,7 @@ async def test_python_keepalive_is_fresh_by_the_go_clock(client: Any, unique: st
         previous = None
         for _ in range(5):
             with anyio.fail_after(5):
-                while (value := await client.hget(key, sink.consumer)) == previous:  # noqa: ASYNC110
+                while (value := await client.hget(key, sink.consumer)) == previous:
                     await anyio.sleep(0.002)
             ages.append((time.time_ns() - int(value)) / 1e9)
             previous = value
