@@ -658,9 +658,9 @@ class Map:
                     await pubsub.connection.create_request(b"PING")
                     stored = await self._stored_revision()
             except TimeoutError:
-                with contextlib.suppress(Exception):
-                    pubsub.connection.invalidate()
-                raise
+                raise TimeoutError(
+                    f"the subscription did not answer a PING within {self._ping_timeout}s"
+                ) from None
             if stored < self._revision:
                 raise _Resync(f"stored revision {stored} is below the local {self._revision}")
             if stored > self._revision:
@@ -678,13 +678,20 @@ class Map:
             retry_policy=None,  # we reconnect ourselves, and resync every time
             max_idle_seconds=math.inf,  # our own health check replaces coredis's keepalive
         ) as pubsub:
-            await self._load_snapshot()
-            self._connected = True
-            if on_ready is not None:
-                on_ready()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._health, pubsub)
-                await self._listen(pubsub)
+            try:
+                await self._load_snapshot()
+                self._connected = True
+                if on_ready is not None:
+                    on_ready()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._health, pubsub)
+                    await self._listen(pubsub)
+            finally:
+                # A session only ends on a fault, a resync or the map's exit; in the first two
+                # cases the socket may be dead or half-open, and coredis would hand it to the
+                # next subscription. It is dedicated to us anyway: never return it to the pool.
+                with contextlib.suppress(Exception):
+                    pubsub.connection.invalidate("rmap subscription ended")
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         started = False
