@@ -17,7 +17,7 @@ from .._proxy import freezing_proxy
 from .._util import wait_until, wait_until_async
 
 pytestmark = pytest.mark.anyio
-FAST = {"ping_interval": 0.05, "ping_timeout": 0.5}
+FAST: dict[str, Any] = {"ping_interval": 0.05, "ping_timeout": 0.5}
 
 
 async def hash_content(redis: Any, name: str) -> dict[str, str]:
