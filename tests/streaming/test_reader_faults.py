@@ -14,6 +14,7 @@ import anyio
 import attrs
 import pytest
 from anyio.from_thread import BlockingPortal
+from coredis.response._callbacks import NoopCallback
 from coredis.tokens import PureToken
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
@@ -30,7 +31,7 @@ from pulse_trio import EmbeddedServer
 from pulse_trio.streaming import NEWEST, OLDEST, Event, Reader, Stream, StreamError
 from pulse_trio.streaming._event import id_key, id_to_datetime
 
-from .conftest import collecting, names, wait_count, wait_until_async
+from .conftest import collecting, names, wait_count, wait_until, wait_until_async
 
 pytestmark = pytest.mark.anyio
 
@@ -133,6 +134,52 @@ async def test_restart_mid_stream_no_loss_no_dup(own_server: EmbeddedServer, uni
                 await wait_count(events, 101)
     expected = [f"a{i}" for i in range(50)] + [f"b{i}" for i in range(50)] + ["end"]
     assert names(events) == expected
+
+
+@coredis_unclosed_buffers[0]
+@coredis_unclosed_buffers[1]
+async def test_loading_replies_are_retried(unique: str, caplog: pytest.LogCaptureFixture) -> None:
+    """While the server loads its data it answers ``LOADING``: a transient error, retried."""
+    caplog.set_level(logging.WARNING, logger="pulse_trio.streaming")
+    # key-load-delay slows loading to ~0.5 s (500 us per key) and the small interval lets the
+    # server answer other clients (with LOADING) meanwhile; DEBUG RELOAD saves and reloads.
+    server = EmbeddedServer(
+        extra_args=[
+            "--key-load-delay", "500",
+            "--loading-process-events-interval-bytes", "1024",
+            "--enable-debug-command", "yes",
+        ]
+    )  # fmt: skip
+    async with (
+        server,
+        pulse_trio.connect(server.url) as client,
+        pulse_trio.connect(server.url) as observer,
+    ):
+        await client.mset({f"{unique}:filler:{i}": "x" for i in range(1000)})
+        stream = Stream(client, unique, max_len=0)
+        await stream.add_many([(str(i), b"") for i in range(300)])
+
+        async def debug_reload() -> None:  # from the other client: this one's connection
+            # would queue the reader's next XREAD behind the reload
+            await observer.create_request(b"DEBUG", b"RELOAD", callback=NoopCallback())
+
+        async def loading() -> bool:
+            info = await client.info("persistence")
+            return bool(info.get("loading"))
+
+        # One event per XREAD and a one-event buffer: the reader waits to hand over its second
+        # event; once the server is loading, consuming makes it send XREADs, answered LOADING.
+        async with (
+            stream.open_reader(start=OLDEST, block=0.05, max_polled=1, buffer_size=1) as reader,
+            anyio.create_task_group() as tg,
+        ):
+            await wait_until(lambda: reader.cursors()[unique] != "0-0")
+            tg.start_soon(debug_reload)
+            await wait_until_async(loading, what="the server is loading")
+            async with collecting(reader) as events:
+                await wait_count(events, 300, within=10)
+    assert names(events) == [str(i) for i in range(300)]
+    assert any("BusyLoadingError" in r.getMessage() for r in caplog.records)
 
 
 @coredis_unclosed_buffers[0]
