@@ -163,6 +163,15 @@ class Stream:
         self._sliding_ttl = sliding_ttl
         self._logger = logger if logger is not None else _LOGGER
         self._add_script = bind_script(client, "stream_add")
+        self._trim: dict[str, Any] = (
+            {
+                "trim_strategy": PureToken.MAXLEN,
+                "trim_operator": PureToken.APPROXIMATELY,
+                "threshold": max_len,
+            }
+            if max_len
+            else {}
+        )
         if ttl is not None:
             self._ttl_args = ["abs", str(max(1, math.ceil(ttl * 1000)))]
         elif sliding_ttl is not None:
@@ -207,15 +216,6 @@ class Stream:
 
     def __repr__(self) -> str:
         return f"<Stream {self._name!r} key={self._key!r} max_len={self._max_len}>"
-
-    def _trim_kwargs(self) -> dict[str, Any]:
-        if not self._max_len:
-            return {}
-        return {
-            "trim_strategy": PureToken.MAXLEN,
-            "trim_operator": PureToken.APPROXIMATELY,
-            "threshold": self._max_len,
-        }
 
     async def _run_add_script(
         self, entries: Sequence[tuple[str, bytes, str | None]], *, nomkstream: bool
@@ -267,18 +267,19 @@ class Stream:
                     self._key,
                     encode_fields(event_name, payload, topic),
                     nomkstream=only_if_exists or None,
-                    **self._trim_kwargs(),
+                    **self._trim,
                 )
             except WrongTypeError as exc:
                 raise wrong_type_error(self._name) from exc
             event_id = None if reply is None else _text(reply)
-        self._logger.debug(
-            "added event %r to stream %r: %s",
-            event_name,
-            self._name,
-            event_id,
-            extra={"stream": self._name, "event_name": event_name, "event_id": event_id},
-        )
+        if self._logger.isEnabledFor(logging.DEBUG):  # the hot path: skip building extras
+            self._logger.debug(
+                "added event %r to stream %r: %s",
+                event_name,
+                self._name,
+                event_id,
+                extra={"stream": self._name, "event_name": event_name, "event_id": event_id},
+            )
         return event_id
 
     async def add_many(self, events: Iterable[EventSpec]) -> list[str]:
