@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -13,8 +14,10 @@ import coredis
 from coredis.exceptions import ResponseError, WrongTypeError
 from coredis.tokens import PureToken
 
+from .._errors import RedisUnavailableError
 from .._lua import bind_script
 from .._names import validate_duration, validate_name
+from .._retry import TRANSIENT_ERRORS
 from ._event import (
     NEWEST,
     StartPosition,
@@ -217,16 +220,39 @@ class Stream:
     def __repr__(self) -> str:
         return f"<Stream {self._name!r} key={self._key!r} max_len={self._max_len}>"
 
+    @contextlib.contextmanager
+    def _errors(self, op: str) -> Iterator[None]:
+        """Translate coredis errors of ``op`` into pulse errors (at this boundary only)."""
+        try:
+            yield
+        except WrongTypeError as exc:
+            raise wrong_type_error(self._name) from exc
+        except TRANSIENT_ERRORS as exc:
+            raise RedisUnavailableError(
+                f"stream {self._name!r}: {op} failed, Redis is unreachable ({exc}); retry later"
+            ) from exc
+
+    async def _xinfo(self, op: str) -> Mapping[str, Any] | None:
+        """``XINFO STREAM``, or ``None`` when the stream does not exist."""
+        with self._errors(op):
+            try:
+                raw = await self._client.xinfo_stream(self._key)
+            except WrongTypeError:
+                raise
+            except ResponseError as exc:
+                if "no such key" not in str(exc).lower():
+                    raise
+                return None
+        return cast(Mapping[str, Any], raw)
+
     async def _run_add_script(
         self, entries: Sequence[tuple[str, bytes, str | None]], *, nomkstream: bool
     ) -> list[str | None]:
         args: list[str | bytes] = [str(self._max_len), "1" if nomkstream else "0", *self._ttl_args]
         for event_name, payload, topic in entries:
             args += [event_name, payload, topic or ""]
-        try:
+        with self._errors("add"):
             reply: Any = await self._add_script(keys=[self._key], args=args)
-        except WrongTypeError as exc:
-            raise wrong_type_error(self._name) from exc
         return [None if item is None else _text(item) for item in cast(list[Any], reply)]
 
     async def add(
@@ -253,6 +279,7 @@ class Stream:
         Raises:
             TypeError: ``payload`` is not ``bytes``, or the name or topic is not a ``str``.
             StreamError: The key holds a value that is not a stream.
+            pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
         _validate_event(event_name, payload, topic)
         if self._ttl_args[0]:
@@ -262,15 +289,13 @@ class Stream:
             entry = (event_name, payload, topic)
             event_id = (await self._run_add_script([entry], nomkstream=only_if_exists))[0]
         else:
-            try:
+            with self._errors("add"):
                 reply = await self._client.xadd(
                     self._key,
                     encode_fields(event_name, payload, topic),
                     nomkstream=only_if_exists or None,
                     **self._trim,
                 )
-            except WrongTypeError as exc:
-                raise wrong_type_error(self._name) from exc
             event_id = None if reply is None else _text(reply)
         if self._logger.isEnabledFor(logging.DEBUG):  # the hot path: skip building extras
             self._logger.debug(
@@ -298,6 +323,7 @@ class Stream:
         Raises:
             TypeError: An item is not a 2- or 3-tuple of the right types.
             StreamError: The key holds a value that is not a stream.
+            pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
         entries: list[tuple[str, bytes, str | None]] = []
         for item in events:
@@ -331,14 +357,13 @@ class Stream:
         Raises:
             ValueError: An id is malformed.
             StreamError: The key holds a value that is not a stream.
+            pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
         normalised = [validate_event_id(event_id) for event_id in ids]
         if not normalised:
             return 0
-        try:
+        with self._errors("remove"):
             return await self._client.xdel(self._key, normalised)
-        except WrongTypeError as exc:
-            raise wrong_type_error(self._name) from exc
 
     async def destroy(self) -> None:
         """Delete the stream, its entries and its consumer groups.
@@ -347,10 +372,15 @@ class Stream:
         map (``map:stream:<name>:sinks:content``), the map is tombstoned with the replicated
         map destroy protocol, so that running sinks (Go or Python) learn about it. Sinks'
         keep-alive maps are left alone, as goa.design/pulse does.
+
+        Raises:
+            pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
-        await self._client.delete([self._key])
         membership = f"stream:{self._name}:sinks"
-        if await self._client.exists([f"map:{membership}:content"]):
+        with self._errors("destroy"):
+            await self._client.delete([self._key])
+            has_sinks = await self._client.exists([f"map:{membership}:content"])
+        if has_sinks:
             # Through the replicated map's own destroy (one script: bump the revision, write
             # the tombstone, publish), so live Go and Python sinks see the reset.
             from .. import rmap
@@ -373,26 +403,22 @@ class Stream:
 
         Raises:
             StreamError: The key holds a value that is not a stream.
+            pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
-        try:
-            raw = await self._client.xinfo_stream(self._key)
-        except WrongTypeError as exc:
-            raise wrong_type_error(self._name) from exc
-        except ResponseError as exc:
-            if "no such key" not in str(exc).lower():
-                raise
+        stream_info = await self._xinfo("info")
+        if stream_info is None:
             return StreamInfo(self._name, 0, None, None, "0-0", ())
-        stream_info = cast(Mapping[str, Any], raw)
         first = stream_info.get("first-entry")
         last = stream_info.get("last-entry")
         sinks: list[SinkInfo] = []
         if stream_info.get("groups"):
-            try:
-                groups = await self._client.xinfo_groups(self._key)
-            except ResponseError as exc:  # deleted in between
-                if "no such key" not in str(exc).lower():
-                    raise
-                groups = ()
+            with self._errors("info"):
+                try:
+                    groups = await self._client.xinfo_groups(self._key)
+                except ResponseError as exc:  # deleted in between
+                    if "no such key" not in str(exc).lower():
+                        raise
+                    groups = ()
             for group in groups:
                 fields = {_text(k): v for k, v in group.items()}
                 lag = fields.get("lag")
@@ -419,16 +445,12 @@ class Stream:
 
         Raises:
             StreamError: The key holds a value that is not a stream.
+            pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
-        try:
-            raw = await self._client.xinfo_stream(self._key)
-        except WrongTypeError as exc:
-            raise wrong_type_error(self._name) from exc
-        except ResponseError as exc:
-            if "no such key" not in str(exc).lower():
-                raise
+        stream_info = await self._xinfo("reading")
+        if stream_info is None:
             return "0-0"
-        return _text(cast(Mapping[str, Any], raw).get("last-generated-id") or "0-0")
+        return _text(stream_info.get("last-generated-id") or "0-0")
 
     async def _resolve_start(self, start: StartPosition) -> str:
         """Return the concrete id to read strictly after, for a start position."""

@@ -398,3 +398,29 @@ def test_reader_state_machine(server_url: str, anyio_backend: Any) -> None:
                 suppress_health_check=[HealthCheck.too_slow],
             ),
         )
+
+
+@coredis_unclosed_buffers[0]
+@coredis_unclosed_buffers[1]
+async def test_calls_while_redis_is_down_raise_redis_unavailable(
+    own_server: EmbeddedServer, unique: str
+) -> None:
+    async with pulse_trio.connect(own_server.url) as client:
+        stream = Stream(client, unique, ttl=5)
+        await stream.add("e", b"")
+        await own_server.stop()
+        for call in (
+            lambda: stream.add("e", b""),
+            lambda: Stream(client, unique).add("e", b""),
+            lambda: stream.add_many([("e", b"")]),
+            lambda: stream.remove("1-1"),
+            stream.info,
+            stream.destroy,
+        ):
+            with pytest.raises(pulse_trio.RedisUnavailableError, match=unique):
+                await call()
+        with pytest.raises(pulse_trio.RedisUnavailableError, match=unique):
+            async with stream.open_reader():
+                pass
+        await own_server.start()
+        assert (await stream.info()).length == 1
