@@ -154,7 +154,9 @@ class Reader(anyio.AsyncContextManagerMixin):
         errors are retried with jittered exponential backoff and logged; any other error
         (for example :class:`StreamError` when a stream's key holds another type) cancels the
         block and is raised from ``async with`` inside an exception group (``except*``).
-        Errors while entering (resolving ``NEWEST``) are raised as they are.
+        Errors while entering (the stream is looked at then, whatever the start) are raised
+        as they are: :class:`StreamError`, or :class:`pulse_trio.RedisUnavailableError` when
+        Redis cannot be reached.
     """
 
     def __init__(
@@ -269,6 +271,7 @@ class Reader(anyio.AsyncContextManagerMixin):
             ValueError: ``start`` is invalid.
             ClosedError: The reader is not open.
             StreamError: The stream's key holds a value that is not a stream.
+            pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
         from ._stream import Stream
 

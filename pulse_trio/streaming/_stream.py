@@ -453,10 +453,13 @@ class Stream:
         return _text(stream_info.get("last-generated-id") or "0-0")
 
     async def _resolve_start(self, start: StartPosition) -> str:
-        """Return the concrete id to read strictly after, for a start position."""
-        if start is NEWEST:
-            return await self._last_generated_id()
-        return start_to_id(start)
+        """Return the concrete id to read strictly after, for a start position.
+
+        The stream is looked at whatever the start, so that a wrong-type key or an
+        unreachable server is reported here, by the caller's ``async with`` or ``add_stream``.
+        """
+        last_id = await self._last_generated_id()
+        return last_id if start is NEWEST else start_to_id(start)
 
     def open_reader(
         self,

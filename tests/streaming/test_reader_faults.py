@@ -424,3 +424,14 @@ async def test_calls_while_redis_is_down_raise_redis_unavailable(
                 pass
         await own_server.start()
         assert (await stream.info()).length == 1
+
+
+@pytest.mark.parametrize("start", [NEWEST, OLDEST, "1-1"])
+async def test_wrong_type_at_open_raises_plainly_whatever_the_start(
+    client: Client, unique: str, start: Any
+) -> None:
+    stream = Stream(client, unique)
+    await client.set(stream.key, "x")
+    with pytest.raises(StreamError, match=stream.key):
+        async with stream.open_reader(start=start):
+            pass
