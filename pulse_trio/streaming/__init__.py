@@ -12,6 +12,7 @@ from ._event import Start as Start
 from ._event import StartPosition as StartPosition
 from ._event import StreamError as StreamError
 from ._reader import Reader as Reader
+from ._reader import ReaderStatistics as ReaderStatistics
 from ._sink import Sink as Sink
 from ._stream import EventSpec as EventSpec
 from ._stream import SinkInfo as SinkInfo
@@ -25,6 +26,7 @@ __all__ = (
     "EventSpec",
     "MalformedEntryError",
     "Reader",
+    "ReaderStatistics",
     "Sink",
     "SinkInfo",
     "Start",

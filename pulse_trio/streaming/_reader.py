@@ -96,6 +96,25 @@ class _ReadGroup:
             self.scope.cancel()
 
 
+@attrs.frozen
+class ReaderStatistics:
+    """A snapshot of a reader's progress, from :meth:`Reader.statistics`.
+
+    Attributes:
+        cursors: Per stream read, the id of the last event delivered or skipped (a copy).
+        delivered: Events handed to the buffer so far.
+        skipped: Entries skipped (filtered out by topic, or malformed).
+        buffered: Events in the buffer, read from Redis but not consumed yet.
+        retries: Reads that failed with a transient error and were retried.
+    """
+
+    cursors: dict[str, str]
+    delivered: int
+    skipped: int
+    buffered: int
+    retries: int
+
+
 class _State(enum.Enum):
     NEW = "new"
     OPEN = "open"
@@ -190,6 +209,7 @@ class Reader(anyio.AsyncContextManagerMixin):
         self._receive: MemoryObjectReceiveStream[Event] | None = None
         self._delivered = 0
         self._skipped = 0
+        self._retries = 0
 
     def _effective_block_ms(self) -> int:
         """``BLOCK`` in ms, kept below the client's read timeout (``stream_timeout``).
@@ -234,6 +254,19 @@ class Reader(anyio.AsyncContextManagerMixin):
             for group in self._groups.values()
             for name, cursor in group.cursors.items()
         }
+
+    def statistics(self) -> ReaderStatistics:
+        """Return a snapshot of the reader's progress."""
+        buffered = 0
+        if self._receive is not None and self._state is _State.OPEN:
+            buffered = self._receive.statistics().current_buffer_used
+        return ReaderStatistics(
+            cursors=self.cursors(),
+            delivered=self._delivered,
+            skipped=self._skipped,
+            buffered=buffered,
+            retries=self._retries,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -411,6 +444,7 @@ class Reader(anyio.AsyncContextManagerMixin):
             if failure is not None:
                 delay = backoff_delay(failures)
                 failures += 1
+                self._retries += 1
                 self._logger.warning(
                     "reading %s failed (%s: %s); retry %d in %.2fs",
                     sorted(snapshot),

@@ -313,6 +313,19 @@ async def test_slow_consumer_slows_only_its_own_reader(client: Client, unique: s
     assert names(ev) == [str(i) for i in range(50)]
 
 
+async def test_statistics(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_reader(topic="keep", buffer_size=10, block=0.05) as reader:
+        assert reader.statistics() == streaming.ReaderStatistics({unique: "0-0"}, 0, 0, 0, 0)
+        ids = await stream.add_many([("a", b"", "keep"), ("b", b"", "drop"), ("c", b"", "keep")])
+        await wait_until(lambda: reader.cursors()[unique] == ids[-1])
+        stats = reader.statistics()
+        assert (stats.delivered, stats.skipped, stats.buffered, stats.retries) == (2, 1, 2, 0)
+        await reader.__anext__()
+        assert reader.statistics().buffered == 1
+    assert reader.statistics().buffered == 0
+
+
 async def test_max_polled_limits_each_read(client: Client, unique: str) -> None:
     stream = Stream(client, unique)
     await stream.add_many([(str(i), b"") for i in range(25)])

@@ -198,6 +198,7 @@ async def test_outage_is_retried_with_backoff_not_a_hot_loop(
             retries = [r for r in caplog.records if "retry" in r.getMessage()]
             await stream.add("after", b"")
             await wait_count(events, 2, within=10)
+            assert reader.statistics().retries >= len(retries)
     # Jittered exponential backoff from 50 ms: a handful of attempts in 1 s, not hundreds.
     assert 1 <= len(retries) <= 12, [r.getMessage() for r in retries]
     assert names(events) == ["before", "after"]
