@@ -393,7 +393,7 @@ def test_reader_state_machine(server_url: str, anyio_backend: Any) -> None:
         run_state_machine_as_test(
             ReaderMachine,
             settings=settings(
-                max_examples=15,
+                max_examples=20,
                 stateful_step_count=20,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow],
