@@ -13,7 +13,7 @@ from pulse_trio.streaming import Event, Reader
 async def wait_until(predicate: Callable[[], bool], *, within: float = 5.0, what: str = "") -> None:
     """Poll ``predicate`` every 5 ms until it is true; fail the test after ``within`` s."""
     with anyio.move_on_after(within):
-        while not predicate():  # noqa: ASYNC110 (polling state we do not own)
+        while not predicate():
             await anyio.sleep(0.005)
         return
     raise AssertionError(f"condition not met within {within}s: {what or predicate}")
@@ -24,7 +24,7 @@ async def wait_until_async(
 ) -> None:
     """Like :func:`wait_until` for a predicate that needs I/O."""
     with anyio.move_on_after(within):
-        while not await predicate():  # noqa: ASYNC110
+        while not await predicate():
             await anyio.sleep(0.005)
         return
     raise AssertionError(f"condition not met within {within}s: {what or predicate}")
