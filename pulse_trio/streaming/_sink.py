@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import anyio
@@ -73,8 +72,9 @@ DEFAULT_ACK_GRACE_PERIOD = 20.0
 CLEANUP_TIMEOUT = 5.0
 #: Longest pause between two attempts to recreate a lost group, in seconds.
 MAX_RETRY_DELAY = 5.0
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Longest time a short background command (keep-alive, lease, claim, ack of skipped entries)
+#: may delay leaving the block, in seconds; it then fails as a transient error.
+COMMAND_TIMEOUT = 2.0
 
 Client = coredis.Redis[Any] | coredis.RedisCluster[Any]
 
@@ -114,6 +114,16 @@ def _group_missing(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and (
         "NOGROUP" in message or "no such key" in message.lower()
     )
+
+
+def _uninterrupted() -> contextlib.AbstractContextManager[anyio.CancelScope]:
+    """A scope in which short background commands finish even if the sink is being left.
+
+    coredis loses a pool slot (and leaks the buffers of a connection) when a command is
+    cancelled while it opens a new connection, so quick non-blocking commands are shielded
+    from cancellation, with a deadline. The blocking XREADGROUP is never shielded.
+    """
+    return anyio.fail_after(COMMAND_TIMEOUT, shield=True)
 
 
 def _later_id(a: str, b: str) -> str:
@@ -242,6 +252,7 @@ class Sink:
         self._delete_consumer = bind_script(self._client, "sink_delete_consumer")
         self._lease = bind_script(self._client, "sink_lease")
         self._move_to_dead_letter = bind_script(self._client, "sink_dead_letter")
+        self._time = bind_script(self._client, "sink_time")
 
     # ------------------------------------------------------------------ public API
 
@@ -476,8 +487,8 @@ class Sink:
 
     async def _redis_time_ns(self) -> int:
         """The Redis server's clock in Unix nanoseconds (one clock for every instance)."""
-        now = await self._client.time()
-        return ((now - _EPOCH) // timedelta(microseconds=1)) * 1000
+        seconds, micros = cast(list[Any], await self._time(keys=[], args=[]))
+        return int(seconds) * 1_000_000_000 + int(micros) * 1000
 
     async def _write_keepalive(self) -> None:
         assert self._keepalive is not None
@@ -492,19 +503,8 @@ class Sink:
             deadline = max(deadline + period, anyio.current_time())
             await anyio.sleep_until(deadline)
             try:
-                await self._write_keepalive()
-                # A destroyed stream resets its membership map; a stale verdict by another
-                # instance removes this consumer: put it back (a local check, no I/O if listed).
-                for state in list(self._streams.values()):
-                    members = state.members
-                    if members is None or members.closed:
-                        continue
-                    try:
-                        listed = members.get_values(self._name) or []
-                    except ValueError:
-                        listed = []
-                    if self._consumer not in listed:
-                        await members.append_unique_values(self._name, self._consumer)
+                with _uninterrupted():
+                    await self._refresh_registration()
                 failures = 0
             except Exception as exc:
                 if not _retryable(exc):
@@ -517,6 +517,22 @@ class Sink:
                     failures,
                     extra=self._extra(error=repr(exc), failures=failures),
                 )
+
+    async def _refresh_registration(self) -> None:
+        """Write the keep-alive; make sure this consumer is listed in every membership map."""
+        await self._write_keepalive()
+        # A destroyed stream resets its membership map; a stale verdict by another
+        # instance removes this consumer: put it back (a local check, no I/O if listed).
+        for state in list(self._streams.values()):
+            members = state.members
+            if members is None or members.closed:
+                continue
+            try:
+                listed = members.get_values(self._name) or []
+            except ValueError:
+                listed = []
+            if self._consumer not in listed:
+                await members.append_unique_values(self._name, self._consumer)
 
     # ------------------------------------------------------------------ reading
 
@@ -553,7 +569,8 @@ class Sink:
                 )
                 await anyio.sleep(delay)
                 if missing:
-                    await self._recreate_group(state)
+                    with _uninterrupted():
+                        await self._recreate_group(state)
                 continue
             failures = 0
             if not reply:
@@ -613,7 +630,8 @@ class Sink:
                 continue
             if opts.max_deliveries is not None and deliveries > opts.max_deliveries:
                 try:
-                    await self._give_up(state, event)
+                    with _uninterrupted():
+                        await self._give_up(state, event)
                 except Exception as exc:
                     if not _retryable(exc):
                         raise
@@ -632,7 +650,8 @@ class Sink:
             events.append(event)
         if skipped and not opts.no_ack:
             try:
-                await self._client.xack(state.key, self._name, skipped)
+                with _uninterrupted():
+                    await self._client.xack(state.key, self._name, skipped)
             except Exception as exc:
                 if not _retryable(exc):
                     raise
@@ -717,24 +736,26 @@ class Sink:
         free = self._free_buffer()
         if free <= 0:
             return
-        holds: Any = await self._lease(
-            keys=[lease_key(self._name, state.name)],
-            args=[self._consumer, str(self._timing.lease_ttl_ms)],
-        )
+        with _uninterrupted():
+            holds: Any = await self._lease(
+                keys=[lease_key(self._name, state.name)],
+                args=[self._consumer, str(self._timing.lease_ttl_ms)],
+            )
         if int(holds) != 1:
             return
         cursor = "0-0"
         while free > 0:
-            reply: Any = await self._claim(
-                keys=[state.key],
-                args=[
-                    self._name,
-                    self._consumer,
-                    str(self._timing.grace_ms),
-                    cursor,
-                    str(min(free, self._options.max_polled)),
-                ],
-            )
+            with _uninterrupted():
+                reply: Any = await self._claim(
+                    keys=[state.key],
+                    args=[
+                        self._name,
+                        self._consumer,
+                        str(self._timing.grace_ms),
+                        cursor,
+                        str(min(free, self._options.max_polled)),
+                    ],
+                )
             raw_cursor, raw_claimed = cast(list[Any], reply)
             cursor = _text(raw_cursor)
             claimed = []
@@ -753,7 +774,8 @@ class Sink:
             if cursor == "0-0":
                 break
             free = self._free_buffer()
-        await self._delete_stale(state)
+        with _uninterrupted():
+            await self._delete_stale(state)
 
     async def _delete_stale(self, state: _StreamState) -> None:
         """Delete consumers whose instance is gone, once nothing is pending on them."""
