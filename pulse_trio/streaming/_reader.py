@@ -25,6 +25,7 @@ from coredis.exceptions import WrongTypeError
 from .._errors import ClosedError
 from .._names import validate_duration
 from .._retry import TRANSIENT_ERRORS, backoff_delay
+from .._tasks import owned_task_group
 from ._event import (
     NEWEST,
     STREAM_KEY_PREFIX,
@@ -172,7 +173,8 @@ class Reader(anyio.AsyncContextManagerMixin):
         closed by coredis rather than returned to the pool mid-command). Transient Redis
         errors are retried with jittered exponential backoff and logged; any other error
         (for example :class:`StreamError` when a stream's key holds another type) cancels the
-        block and is raised from ``async with`` inside an exception group (``except*``).
+        block and is raised from ``async with`` inside an exception group (``except*``). An
+        exception raised by the block's own code comes out as it is.
         Errors while entering (the stream is looked at then, whatever the start) are raised
         as they are: :class:`StreamError`, or :class:`pulse_trio.RedisUnavailableError` when
         Redis cannot be reached.
@@ -383,7 +385,7 @@ class Reader(anyio.AsyncContextManagerMixin):
         try:
             with send, receive:
                 self._add_cursor(_Cursor(self._stream.name, self._stream.key, first_id))
-                async with anyio.create_task_group() as tg:
+                async with owned_task_group() as tg:
                     for group in self._groups.values():
                         await tg.start(self._read_loop, group)
                     # From now on add_stream starts the loops of new groups (cluster slots).
@@ -398,7 +400,6 @@ class Reader(anyio.AsyncContextManagerMixin):
                         yield self
                     finally:
                         self._state = _State.CLOSED
-                        tg.cancel_scope.cancel()
         finally:
             self._state = _State.CLOSED
             self._task_group = None

@@ -435,3 +435,11 @@ async def test_reader_and_stream_on_a_cluster(cluster_client: Client, unique: st
     assert 0 < await cluster_client.pttl(others[0].key) <= 30_000
     await others[0].destroy()
     assert (await others[0].info()).length == 0
+
+
+async def test_body_errors_come_out_unwrapped(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    with pytest.raises(KeyError, match="mine"):
+        async with stream.open_reader(block=10) as reader:
+            raise KeyError("mine")
+    assert reader.closed
