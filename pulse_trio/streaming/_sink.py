@@ -40,6 +40,7 @@ from .._errors import ClosedError, RedisUnavailableError
 from .._lua import bind_script
 from .._names import validate_duration, validate_name
 from .._retry import TRANSIENT_ERRORS, backoff_delay, leaves
+from .._tasks import owned_task_group
 from ._event import (
     NEWEST,
     Event,
@@ -893,7 +894,8 @@ def open_sink(
         deleted only if nothing is pending on it; otherwise it is left for the other
         instances, which claim its entries after the grace period and then delete it. A
         failure of a background task that is not a transient Redis error ends the block with
-        that error (in an exception group).
+        that error (in an exception group); an exception of the block's own code comes out
+        as it is.
 
     Connections:
         One dedicated pool connection per stream for the blocking read, one per stream for
@@ -929,7 +931,7 @@ async def _run_sink(stream: Stream, name: str, options: _Options) -> AsyncIterat
             # Before the consumer exists: Go instances delete consumers without a keep-alive.
             await sink._write_keepalive()
             try:
-                async with anyio.create_task_group() as tg:
+                async with owned_task_group() as tg:
                     sink._tg = tg
                     sink._streams[first.name] = first
                     await tg.start(sink._run_stream, first)
@@ -945,7 +947,6 @@ async def _run_sink(stream: Stream, name: str, options: _Options) -> AsyncIterat
                         yield sink
                     finally:
                         sink._closed = True
-                        tg.cancel_scope.cancel()
             finally:
                 sink._closed = True
                 if sink._streams and all(s.released for s in sink._streams.values()):

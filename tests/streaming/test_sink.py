@@ -214,3 +214,11 @@ async def test_exit_is_prompt_while_blocked(client: Client, unique: str) -> None
     assert time.monotonic() - started < 1.0
     assert sink.closed
     assert [event async for event in sink] == []
+
+
+async def test_body_errors_come_out_unwrapped(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    with pytest.raises(KeyError, match="mine"):
+        async with stream.open_sink("s", block=10) as sink:
+            raise KeyError("mine")
+    assert sink.closed
