@@ -25,10 +25,10 @@ from ._peer import GoProcess, b64, json_process, unb64
 
 pytestmark = pytest.mark.anyio
 
-#: Ack grace period of both sides. Not shorter: Python keep-alives are currently written up
-#: to 1 s in the past (see test_python_keepalive_is_fresh_by_the_go_clock), and a Go
-#: instance deletes a consumer whose keep-alive is older than 2 x grace by its own clock.
-GRACE = 1.0
+#: Ack grace period of both sides. A Go instance deletes a consumer whose keep-alive is
+#: older than 2 x grace by its own clock, so short periods also check that Python
+#: keep-alives are accurate (test_python_keepalive_is_fresh_by_the_go_clock).
+GRACE = 0.5
 GO_SINK_FLAGS = (
     "--grace",
     str(int(GRACE * 1000)),
@@ -209,17 +209,11 @@ async def wait_until_async(
     raise AssertionError(f"timed out after {within} s waiting for {what} (last: {value!r})")
 
 
-@pytest.mark.xfail(
-    reason="pulse_trio.streaming._sink._redis_time_ns uses coredis 6.9's Redis.time(), whose "
-    "TimeCallback divides the microseconds by 1000: keep-alives are written up to 1 s in the "
-    "past, so a Go instance (which compares them with its own clock) with an ack grace "
-    "period under ~1 s deletes live Python consumers",
-    # Not strict while the fix (a TIME script) is on its way: it passes once that lands.
-    strict=False,
-)
 async def test_python_keepalive_is_fresh_by_the_go_clock(client: Any, unique: str) -> None:
     # A Go instance judges a keep-alive by its local clock (same host here): a value just
-    # written must be about "now", not up to a second old.
+    # written must be about "now". (coredis 6.9's Redis.time() drops the sub-second part,
+    # which once made Python keep-alives up to 1 s old and got live Python consumers deleted
+    # by Go instances with short grace periods.)
     stream = streaming.Stream(client, unique)
     key = "map:sink:ka:keepalive:content"
     async with stream.open_sink("ka", ack_grace_period=0.3, block=0.1) as sink:
