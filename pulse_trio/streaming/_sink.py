@@ -306,7 +306,9 @@ class Sink:
 
         Returns:
             How many entries were still pending and are now acknowledged (0 with
-            ``no_ack=True``, where nothing is pending).
+            ``no_ack=True``, where nothing is pending). Informational only: an entry another
+            instance acknowledged first is not counted, and neither is one whose XACK coredis
+            had to retry after a lost connection (acknowledging is idempotent).
 
         Raises:
             ValueError: An event was not delivered by a sink of this name.
