@@ -346,6 +346,7 @@ class Sink:
         Raises:
             ValueError: Bad ``start``, or ``stream`` uses another client.
             StreamError: The stream's key holds a value that is not a stream.
+            pulse_trio.RedisUnavailableError: Redis cannot be reached.
             pulse_trio.ClosedError: The sink's block has exited.
         """
         start_id = self._options.start_id if start is None else start_to_id(start)
@@ -406,18 +407,24 @@ class Sink:
         return extra
 
     async def _create_group(self, state: _StreamState, start_id: str) -> None:
-        """``XGROUP CREATE ... MKSTREAM``; an existing group is kept as it is."""
+        """``XGROUP CREATE ... MKSTREAM``; an existing group is kept as it is.
+
+        Raises:
+            StreamError: The key holds another type.
+            pulse_trio.RedisUnavailableError: Redis cannot be reached.
+        """
         try:
-            await self._client.xgroup_create(state.key, self._name, start_id, mkstream=True)
-        except StreamDuplicateConsumerGroupError:
-            pass
-        except WrongTypeError as exc:
-            raise wrong_type_error(state.name) from exc
-        # The group's position is where a lost group is recreated if we see nothing newer.
-        try:
+            with contextlib.suppress(StreamDuplicateConsumerGroupError):  # BUSYGROUP
+                await self._client.xgroup_create(state.key, self._name, start_id, mkstream=True)
+            # The group's position is where a lost group is recreated if we see nothing newer.
             groups = await self._client.xinfo_groups(state.key)
         except WrongTypeError as exc:
             raise wrong_type_error(state.name) from exc
+        except TRANSIENT_ERRORS as exc:
+            raise RedisUnavailableError(
+                f"sink {self._name!r}: cannot create its group on stream {state.name!r}, "
+                f"Redis is unreachable ({exc}); retry later"
+            ) from exc
         for group in groups:
             fields = {_text(k): v for k, v in group.items()}
             if _text(cast(bytes, fields.get("name", b""))) == self._name:
@@ -888,6 +895,7 @@ def open_sink(
             ``max_deliveries`` with ``no_ack``.
         StreamError: The stream's key holds a value that is not a stream (also later, from
             the block, if the key is replaced by one).
+        pulse_trio.RedisUnavailableError: Redis cannot be reached when the block is entered.
 
     Cancellation:
         The read loop, reclaim loop and keep-alive of the instance run in a task group owned

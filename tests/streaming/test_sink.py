@@ -12,6 +12,7 @@ import anyio
 import coredis
 import pytest
 
+import pulse_trio
 from pulse_trio import streaming
 from pulse_trio.streaming import NEWEST, OLDEST, Event, Stream
 from pulse_trio.streaming._sink import Sink, open_sink
@@ -222,3 +223,10 @@ async def test_body_errors_come_out_unwrapped(client: Client, unique: str) -> No
         async with stream.open_sink("s", block=10) as sink:
             raise KeyError("mine")
     assert sink.closed
+
+
+async def test_unreachable_redis_raises_redis_unavailable(unique: str) -> None:
+    async with pulse_trio.connect("redis://127.0.0.1:1") as offline:
+        with pytest.raises(pulse_trio.RedisUnavailableError, match="unreachable"):
+            async with Stream(offline, unique).open_sink("s"):
+                pytest.fail("the block must not start")
