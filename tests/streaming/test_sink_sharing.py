@@ -13,6 +13,7 @@ import pytest
 import pulse_trio
 from pulse_trio._lua import bind_script
 from pulse_trio.streaming import OLDEST, Event, Stream
+from pulse_trio.streaming._sink import lease_key
 
 from .conftest import wait_until, wait_until_async
 from .test_sink import consumers, consuming, pending_count
@@ -115,12 +116,14 @@ async def test_a_consumer_with_pending_entries_is_never_deleted(
         return any(c[b"name"] == b"ghost" and c[b"idle"] >= 300 for c in raw)
 
     await wait_until_async(ghost_is_stale, what="ghost idle beyond the stale threshold")
-    # A buffer of one: each reclaim round claims one entry, so the stale ghost still holds
-    # entries while the sink decides about it. Deleting it then would lose them.
+    # A buffer of one and a slow consumer: a reclaim round claims one entry, which fills the
+    # buffer, then judges the consumers while the stale ghost still holds the others.
+    # Deleting it then would lose them.
     received: list[Event] = []
     async with stream.open_sink("s", ack_grace_period=0.1, buffer_size=1, block=0.1) as sink:
         with anyio.fail_after(5):
             for _ in range(3):
+                await anyio.sleep(0.15)  # slow on purpose: several reclaim rounds pass
                 event = await sink.__anext__()
                 received.append(event)
                 await sink.ack(event)
@@ -264,3 +267,36 @@ async def test_ack_of_several_streams_is_one_call(client: Client, unique: str) -
         assert await sink.ack(*events) == 2
         assert await pending_count(client, first.name, "s") == 0
         assert await pending_count(client, second.name, "s") == 0
+
+
+async def test_reclaim_lease(client: Client, unique: str) -> None:
+    lease = bind_script(client, "sink_lease")
+    key = lease_key("s", unique)
+    assert await lease(keys=[key], args=["a", "300"]) == 1
+    assert await lease(keys=[key], args=["b", "300"]) == 0
+    assert await lease(keys=[key], args=["a", "300"]) == 1  # renewed by its holder
+    assert 0 < await client.pttl(key) <= 300
+
+    async def expired() -> bool:
+        return bool(await client.exists([key]) == 0)
+
+    await wait_until_async(expired, what="lease expiry (Redis clock)")
+    assert await lease(keys=[key], args=["b", "300"]) == 1
+
+
+async def test_each_sink_and_stream_has_its_own_lease(client: Client, unique: str) -> None:
+    first = Stream(client, unique + "a")
+    second = Stream(client, unique + "b")
+    wanted = {lease_key("s", first.name), lease_key("s", second.name), lease_key("t", first.name)}
+    seen: set[str] = set()
+    options: dict[str, Any] = {"ack_grace_period": 0.2, "block": 0.1}
+    async with first.open_sink("s", **options) as s, first.open_sink("t", **options):
+        await s.add_stream(second)
+
+        async def all_taken() -> bool:
+            for key in wanted - seen:
+                if await client.exists([key]):
+                    seen.add(key)
+            return seen == wanted
+
+        await wait_until_async(all_taken, what=f"leases {wanted - seen}")
