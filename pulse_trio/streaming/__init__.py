@@ -14,6 +14,7 @@ from ._event import StreamError as StreamError
 from ._reader import Reader as Reader
 from ._reader import ReaderStatistics as ReaderStatistics
 from ._sink import Sink as Sink
+from ._sink import SinkStatistics as SinkStatistics
 from ._stream import EventSpec as EventSpec
 from ._stream import SinkInfo as SinkInfo
 from ._stream import Stream as Stream
@@ -29,6 +30,7 @@ __all__ = (
     "ReaderStatistics",
     "Sink",
     "SinkInfo",
+    "SinkStatistics",
     "Start",
     "StartPosition",
     "Stream",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -129,6 +130,35 @@ def _uninterrupted() -> contextlib.AbstractContextManager[anyio.CancelScope]:
 
 def _later_id(a: str, b: str) -> str:
     return a if id_key(a) >= id_key(b) else b
+
+
+@attrs.frozen
+class SinkStatistics:
+    """Counters of one sink instance since its block started (:meth:`Sink.statistics`).
+
+    Attributes:
+        consumer: The instance's consumer name.
+        streams: The streams it reads.
+        delivered: Events the iteration returned, redeliveries included.
+        redelivered: Of those, events claimed from the group's pending entries
+            (``deliveries > 1``).
+        skipped: Entries acknowledged without being delivered (filtered out or malformed).
+        dead_lettered: Entries moved to the dead-letter stream (or dropped) after
+            ``max_deliveries``.
+        acked: Entries :meth:`Sink.ack` acknowledged (as Redis counted them).
+        buffered: Events read and waiting for the iteration.
+        retries: Transient failures the background tasks retried.
+    """
+
+    consumer: str
+    streams: tuple[str, ...]
+    delivered: int
+    redelivered: int
+    skipped: int
+    dead_lettered: int
+    acked: int
+    buffered: int
+    retries: int
 
 
 @attrs.define(eq=False)
@@ -249,6 +279,10 @@ class Sink:
         self._tg: anyio.abc.TaskGroup | None = None
         self._keepalive: rmap.Map | None = None
         self._closed = False
+        # (stream, id) of the events waiting in the buffer: a reclaim round that claims one of
+        # them back (this instance is slow) does not queue it a second time.
+        self._in_buffer: set[tuple[str, str]] = set()
+        self._counts: Counter[str] = Counter()
         self._claim = bind_script(self._client, "sink_claim")
         self._delete_consumer = bind_script(self._client, "sink_delete_consumer")
         self._lease = bind_script(self._client, "sink_lease")
@@ -291,9 +325,29 @@ class Sink:
     async def __anext__(self) -> Event:
         """Wait for the next event; the iteration ends when the sink was left."""
         try:
-            return await self._receive.receive()
+            event = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
+        self._in_buffer.discard((event.stream_name, event.id))
+        self._counts["delivered"] += 1
+        if event.deliveries > 1:
+            self._counts["redelivered"] += 1
+        return event
+
+    def statistics(self) -> SinkStatistics:
+        """Return this instance's counters (a frozen snapshot; no I/O)."""
+        counts = self._counts
+        return SinkStatistics(
+            consumer=self._consumer,
+            streams=self.streams,
+            delivered=counts["delivered"],
+            redelivered=counts["redelivered"],
+            skipped=counts["skipped"],
+            dead_lettered=counts["dead_lettered"],
+            acked=counts["acked"],
+            buffered=self._receive.statistics().current_buffer_used,
+            retries=counts["retries"],
+        )
 
     async def ack(self, *events: Event) -> int:
         """Acknowledge events: they will not be delivered again.
@@ -326,11 +380,14 @@ class Sink:
             return 0
         if len(by_key) == 1:
             ((key, ids),) = by_key.items()
-            return await self._client.xack(key, self._name, ids)
-        async with self._client.pipeline(transaction=False) as pipe:
-            for key, ids in by_key.items():
-                pipe.xack(key, self._name, ids)
-        return sum(int(result) for result in pipe.results or ())
+            acked = int(await self._client.xack(key, self._name, ids))
+        else:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, ids in by_key.items():
+                    pipe.xack(key, self._name, ids)
+            acked = sum(int(result) for result in pipe.results or ())
+        self._counts["acked"] += acked
+        return acked
 
     async def add_stream(self, stream: Stream, start: StartPosition | None = None) -> None:
         """Also read ``stream`` (a no-op if a stream of that name is read already).
@@ -520,6 +577,7 @@ class Sink:
                 if not _retryable(exc):
                     raise
                 failures += 1
+                self._counts["retries"] += 1
                 self._logger.warning(
                     "sink %s: keep-alive failed (%r), %d in a row",
                     self._name,
@@ -568,6 +626,7 @@ class Sink:
                     raise
                 delay = backoff_delay(failures, cap=MAX_RETRY_DELAY)
                 failures += 1
+                self._counts["retries"] += 1
                 state.logger.warning(
                     "sink %s: reading stream %s failed (%r); %s in %.2fs",
                     self._name,
@@ -672,7 +731,12 @@ class Sink:
                     exc,
                     extra=self._extra(state, error=repr(exc)),
                 )
+        self._counts["skipped"] += len(skipped)
         for event in events:
+            key = (event.stream_name, event.id)
+            if key in self._in_buffer:
+                continue  # claimed back while still waiting here: queued once is enough
+            self._in_buffer.add(key)
             await self._send.send(event)
 
     async def _give_up(self, state: _StreamState, event: Event) -> None:
@@ -702,6 +766,7 @@ class Sink:
                     keys=[state.key, stream_key(target)],
                     args=[self._name, event.id, *fields],
                 )
+        self._counts["dead_lettered"] += 1
         state.logger.warning(
             "sink %s: event %s of stream %s delivered %d times without ack: %s",
             self._name,
@@ -733,6 +798,7 @@ class Sink:
                     if isinstance(exc, WrongTypeError) or "WRONGTYPE" in str(exc):
                         continue
                     raise
+                self._counts["retries"] += 1
                 state.logger.debug(
                     "sink %s: reclaim on stream %s skipped: %r",
                     self._name,

@@ -17,6 +17,8 @@ from pulse_trio import streaming
 from pulse_trio.streaming import NEWEST, OLDEST, Event, Stream
 from pulse_trio.streaming._sink import Sink, open_sink
 
+from .conftest import wait_until_async
+
 pytestmark = pytest.mark.anyio
 
 Client = Any
@@ -187,6 +189,10 @@ async def test_filtered_events_are_acked(client: Client, unique: str) -> None:
         await pattern.ack(*got_pattern)
         assert await pending_count(client, unique, "exact") == 0
         assert await pending_count(client, unique, "pattern") == 0
+        stats = exact.statistics()
+        assert (stats.delivered, stats.skipped, stats.acked, stats.buffered) == (2, 2, 2, 0)
+        stats = pattern.statistics()
+        assert (stats.delivered, stats.skipped, stats.acked) == (1, 3, 1)
 
 
 async def test_no_ack_leaves_nothing_pending(client: Client, unique: str) -> None:
@@ -230,3 +236,27 @@ async def test_unreachable_redis_raises_redis_unavailable(unique: str) -> None:
         with pytest.raises(pulse_trio.RedisUnavailableError, match="unreachable"):
             async with Stream(offline, unique).open_sink("s"):
                 pytest.fail("the block must not start")
+
+
+async def test_a_slow_instance_does_not_queue_its_own_events_twice(
+    client: Client, unique: str
+) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", ack_grace_period=0.05, buffer_size=10, block=0.1) as sink:
+        ids = await stream.add_many([(f"e{i}", b"") for i in range(3)])
+
+        async def claimed_back() -> bool:
+            # Each of the waiting entries was claimed back by this instance several times.
+            pending = await client.xpending(stream.key, "s", "-", "+", 10)
+            return len(pending) == 3 and all(p.delivered >= 3 for p in pending)
+
+        await wait_until_async(claimed_back, what="the slow instance's entries claimed back")
+        with anyio.fail_after(5):
+            received = [await sink.__anext__() for _ in ids]
+        assert [e.id for e in received] == ids
+        await sink.ack(*received)
+        assert sink.statistics().buffered == 0
+        with anyio.move_on_after(0.2):
+            extra = await sink.__anext__()
+            pytest.fail(f"queued twice: {extra}")
+        assert sink.statistics().delivered == 3

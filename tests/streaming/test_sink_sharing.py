@@ -198,6 +198,8 @@ async def test_poison_event_goes_to_the_dead_letter_stream(client: Client, uniqu
             # nothing came.
             await anyio.sleep(0.4)
             assert len(events) == 3
+            stats = sink.statistics()
+            assert (stats.delivered, stats.redelivered, stats.dead_lettered) == (3, 2, 1)
         # The dead-letter stream is an ordinary pulse stream.
         async with dead.open_reader(start=OLDEST) as reader:
             with anyio.fail_after(5):
