@@ -283,6 +283,9 @@ class Sink:
         # them back (this instance is slow) does not queue it a second time.
         self._in_buffer: set[tuple[str, str]] = set()
         self._counts: Counter[str] = Counter()
+        # Set when a stream was left with this consumer still in its group (entries pending,
+        # or cleanup failed): the keep-alive then stays, so others judge it by its age.
+        self._consumer_kept = False
         self._claim = bind_script(self._client, "sink_claim")
         self._delete_consumer = bind_script(self._client, "sink_delete_consumer")
         self._lease = bind_script(self._client, "sink_lease")
@@ -548,6 +551,8 @@ class Sink:
                         with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                             await self._unregister(state)
         finally:
+            if not state.released:
+                self._consumer_kept = True
             state.done.set()
 
     # ------------------------------------------------------------------ time and keep-alive
@@ -1025,7 +1030,7 @@ async def _run_sink(stream: Stream, name: str, options: _Options) -> AsyncIterat
                         sink._closed = True
             finally:
                 sink._closed = True
-                if sink._streams and all(s.released for s in sink._streams.values()):
+                if not sink._consumer_kept:
                     with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                         try:
                             await ka.delete(sink._consumer)

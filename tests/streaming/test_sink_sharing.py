@@ -251,6 +251,11 @@ async def test_add_and_remove_streams(client: Client, unique: str) -> None:
         # The group stayed: re-adding resumes where the sink left off.
         await sink.add_stream(second)
         await wait_until(lambda: "b2" in {e.event_name for e in events})
+        # Every stream removed: the instance idles, and leaves cleanly.
+        await sink.remove_stream(first)
+        await sink.remove_stream(second)
+        assert not sink.streams
+    assert await client.hget("map:sink:s:keepalive:content", sink.consumer) is None
     with pytest.raises(pulse_trio.ClosedError):
         await sink.add_stream(second)
     with pytest.raises(pulse_trio.ClosedError):
