@@ -264,7 +264,10 @@ class Sink:
     instance, this one included, and delivered again with ``deliveries`` increased. Ack within
     the grace period to avoid duplicates.
 
-    Attributes are read-only; the sink's tasks own its state.
+    Attributes are read-only; the sink's tasks own its state. The instance's background
+    tasks live in the task group of its ``async with`` block (see :func:`open_sink`,
+    Cancellation); after the block, iteration ends, :meth:`ack` still works and
+    :meth:`add_stream`/:meth:`remove_stream` raise :class:`pulse_trio.ClosedError`.
     """
 
     def __init__(self, stream: Stream, name: str, options: _Options) -> None:
