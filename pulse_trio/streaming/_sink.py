@@ -29,6 +29,7 @@ import anyio.abc
 import attrs
 import coredis
 from coredis.exceptions import (
+    NoScriptError,
     ResponseError,
     StreamConsumerGroupError,
     StreamDuplicateConsumerGroupError,
@@ -101,10 +102,15 @@ def _text(value: bytes | str) -> str:
 
 
 def _retryable(exc: BaseException) -> bool:
-    """Transient Redis trouble (also as reported by rmap writes): try again later."""
+    """Transient Redis trouble (also as reported by rmap writes): try again later.
+
+    ``NoScriptError`` counts too: after a server restart coredis reloads a script once, and
+    a restart racing with that reload lets NOSCRIPT through; the next call loads it again.
+    """
     parts = leaves(exc)
     return bool(parts) and all(
-        isinstance(part, (*TRANSIENT_ERRORS, RedisUnavailableError)) for part in parts
+        isinstance(part, (*TRANSIENT_ERRORS, RedisUnavailableError, NoScriptError))
+        for part in parts
     )
 
 
