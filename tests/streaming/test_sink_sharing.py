@@ -155,7 +155,7 @@ async def test_delete_script_refuses_a_consumer_with_pending_entries(
 
 async def test_a_live_slow_instance_is_not_deleted(client: Client, unique: str) -> None:
     stream = Stream(client, unique)
-    options: dict[str, Any] = {"ack_grace_period": 0.1, "block": 0.1}
+    options: dict[str, Any] = {"ack_grace_period": 0.2, "block": 0.1}
     async with stream.open_sink("s", buffer_size=1, **options) as slow:
         # The slow instance never iterates: its buffer fills and it stops reading, so its
         # consumer goes idle; its keep-alive protects it.
@@ -163,7 +163,7 @@ async def test_a_live_slow_instance_is_not_deleted(client: Client, unique: str) 
         async with stream.open_sink("s", **options) as other, consuming(other) as events:
             await wait_until(lambda: len(events) >= 2, what="the others' events")
             # Twice the stale threshold later the slow instance is still a member.
-            await anyio.sleep(0.5)
+            await anyio.sleep(0.8)
             assert slow.consumer in await consumers(client, unique, "s")
 
 
