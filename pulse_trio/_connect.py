@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import coredis
+from coredis.connection import TCPLocation
 
 #: Connections each client may open (coredis's own default is 64). Blocking reads and
 #: subscriptions each hold one for as long as they run; see the README for the arithmetic.
@@ -50,15 +51,27 @@ async def connect(
             f"unsupported URL scheme {parts.scheme!r} in {url!r}: use one of "
             + ", ".join(sorted(s + "://" for s in _SCHEMES))
         )
-    client: coredis.Redis[bytes] | coredis.RedisCluster[bytes]
     if scheme in _CLUSTER_SCHEMES:
         plain = urlunsplit(parts._replace(scheme=_CLUSTER_SCHEMES[scheme]))
-        client = coredis.RedisCluster.from_url(
+        if parts.hostname and "startup_nodes" not in kwargs:
+            # coredis 6.9's from_url builds its seed node with a deprecated type (and warns)
+            # unless the seed is given explicitly.
+            kwargs["startup_nodes"] = [TCPLocation(parts.hostname, parts.port or 6379)]
+        cluster = coredis.RedisCluster.from_url(
             plain, decode_responses=False, max_connections=max_connections, **kwargs
         )
-    else:
-        client = coredis.Redis.from_url(
-            url, decode_responses=False, max_connections=max_connections, **kwargs
-        )
+        try:
+            async with cluster:
+                yield cluster
+        finally:
+            # coredis 6.9 never closes the cluster layout's error streams (ResourceWarning
+            # when the client is collected).
+            layout = getattr(cluster.connection_pool, "cluster_layout", None)
+            for stream in getattr(layout, "_error_stream", ()):
+                stream.close()
+        return
+    client = coredis.Redis.from_url(
+        url, decode_responses=False, max_connections=max_connections, **kwargs
+    )
     async with client:
         yield client
