@@ -105,36 +105,37 @@ def _parse_revision(raw: bytes) -> int:
     return revision
 
 
+def _text(raw: bytes) -> str:
+    # Go writers may store any bytes; decode them the way snapshots are decoded, so that a
+    # non-UTF-8 value reads the same whether it came from a notification or from HGETALL.
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
 def decode_message(data: bytes) -> Message:
     """Decode one notification.
 
     Raises:
-        DecodeError: Unknown operation, truncated or trailing bytes, bad revision, or a key or
-            value that is not UTF-8.
+        DecodeError: Unknown operation, truncated or trailing bytes, or a bad revision. Keys
+            and values that are not UTF-8 are decoded with ``surrogateescape``.
     """
     op, sep, rest = data.partition(b":")
     if not sep:
         raise DecodeError("no ':' after the operation")
-    try:
-        if op == b"set":
-            key, offset = _take(rest, 0)
-            value, offset = _take(rest, offset)
-            rev, offset = _take(rest, offset)
-            if offset != len(rest):
-                raise DecodeError(f"{len(rest) - offset} trailing bytes")
-            return Message(
-                MessageKind.SET, _parse_revision(rev), key.decode("utf-8"), value.decode("utf-8")
-            )
-        if op == b"del":
-            key, offset = _take(rest, 0)
-            rev, offset = _take(rest, offset)
-            if offset != len(rest):
-                raise DecodeError(f"{len(rest) - offset} trailing bytes")
-            return Message(MessageKind.DEL, _parse_revision(rev), key.decode("utf-8"))
-        if op in (b"reset", b"destroy"):
-            return Message(MessageKind(op.decode()), _parse_revision(rest))
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"key or value is not UTF-8: {exc}") from exc
+    if op == b"set":
+        key, offset = _take(rest, 0)
+        value, offset = _take(rest, offset)
+        rev, offset = _take(rest, offset)
+        if offset != len(rest):
+            raise DecodeError(f"{len(rest) - offset} trailing bytes")
+        return Message(MessageKind.SET, _parse_revision(rev), _text(key), _text(value))
+    if op == b"del":
+        key, offset = _take(rest, 0)
+        rev, offset = _take(rest, offset)
+        if offset != len(rest):
+            raise DecodeError(f"{len(rest) - offset} trailing bytes")
+        return Message(MessageKind.DEL, _parse_revision(rev), _text(key))
+    if op in (b"reset", b"destroy"):
+        return Message(MessageKind(op.decode()), _parse_revision(rest))
     raise DecodeError(f"unknown operation {op[:20]!r}")
 
 

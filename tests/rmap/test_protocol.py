@@ -51,12 +51,18 @@ def test_del_reset_destroy_bytes() -> None:
         b"set:\x03\x00\x00\x00fo",
         b"set:\x03\x00\x00\x00foo\x03\x00\x00\x00bar",
         b"del:\x01\x00\x00\x00k\x01\x00\x00\x001extra",
-        b"set:\x01\x00\x00\x00\xff\x01\x00\x00\x00v\x01\x00\x00\x001",
     ],
 )
 def test_malformed_messages_are_rejected(data: bytes) -> None:
     with pytest.raises(DecodeError):
         decode_message(data)
+
+
+def test_non_utf8_bytes_decode_like_snapshots() -> None:
+    # Go may store arbitrary bytes: a notification and HGETALL must agree on the str.
+    message = decode_message(b"set:\x01\x00\x00\x00k\x01\x00\x00\x00\xff\x01\x00\x00\x001")
+    content, _, _ = snapshot_from_hash({b"k": b"\xff"})
+    assert message.value == content["k"] == "\udcff"
 
 
 @given(
