@@ -7,17 +7,13 @@ the function-scoped ``own_server`` fixture instead.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import coredis
 import pytest
-from coredis.connection import TCPLocation
 
 import pulse_trio
 from pulse_trio import EmbeddedServer
@@ -83,37 +79,11 @@ def cluster_url() -> Iterator[str]:
             portal.call(cluster.__aexit__, None, None, None)
 
 
-@contextlib.asynccontextmanager
-async def _connect_cluster(url: str) -> AsyncIterator[coredis.RedisCluster[bytes]]:
-    """``pulse_trio.connect(url)`` for a cluster URL, with two coredis 6.9 warts worked around.
-
-    1. ``RedisCluster.from_url`` builds its seed node with a deprecated type and warns (an
-       error under ``filterwarnings=error``) unless ``startup_nodes`` is given.
-    2. The cluster layout's error stream is never closed, so a ResourceWarning fires whenever
-       the client is garbage-collected (in whatever test runs then): close it after exit.
-    """
-    parts = urlsplit(url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    seed = [TCPLocation(parts.hostname, parts.port)]
-    async with pulse_trio.connect(url, startup_nodes=seed) as c:
-        assert isinstance(c, coredis.RedisCluster)
-        cluster_client = c
-        yield c
-    for stream in cluster_client.connection_pool.cluster_layout._error_stream:
-        stream.close()
-
-
-@pytest.fixture
-def connect_cluster() -> Callable[[str], AbstractAsyncContextManager[coredis.RedisCluster[bytes]]]:
-    """``connect_cluster(url)``: an async context manager yielding an entered RedisCluster."""
-    return _connect_cluster
-
-
 @pytest.fixture
 async def cluster_client(cluster_url: str) -> AsyncIterator[coredis.RedisCluster[bytes]]:
     """An entered ``coredis.RedisCluster`` on the shared cluster, after FLUSHALL on every master."""
-    async with _connect_cluster(cluster_url) as c:
+    async with pulse_trio.connect(cluster_url) as c:
+        assert isinstance(c, coredis.RedisCluster)
         await c.flushall()
         yield c
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-
 import anyio
 import coredis
 import pytest
@@ -80,12 +77,11 @@ async def test_publish_on_any_node_reaches_a_cluster_subscriber(
     assert received == {f"from {node['port']}".encode() for node in nodes}
 
 
-async def test_cluster_with_replicas_reports_them_and_cleans_up(
-    connect_cluster: Callable[[str], AbstractAsyncContextManager[coredis.RedisCluster[bytes]]],
-) -> None:
+async def test_cluster_with_replicas_reports_them_and_cleans_up() -> None:
     async with pulse_trio.embedded(cluster=True, replicas=1) as url:
         assert url.startswith("redis+cluster://127.0.0.1:")
-        async with connect_cluster(url) as client:
+        async with pulse_trio.connect(url) as client:
+            assert isinstance(client, coredis.RedisCluster)
             # What the client discovered (CLUSTER SLOTS): 3 shards of a master and a replica.
             layout = client.connection_pool.cluster_layout
             assert len(layout.primaries) == 3
