@@ -61,3 +61,17 @@ def validate_duration(what: str, value: float | None, *, allow_zero: bool = True
     if seconds == 0 and not allow_zero:
         raise ValueError(f"{what} must be > 0 seconds, got {value!r}")
     return seconds
+
+
+def ttl_script_args(ttl: float | None, sliding_ttl: float | None) -> tuple[str, str]:
+    """Return the ``(mode, milliseconds)`` pair that the Lua scripts take for a key's TTL.
+
+    ``("abs", ms)`` sets the TTL only when the key has none (so it counts from creation),
+    ``("slide", ms)`` refreshes it on every write, ``("", "0")`` leaves the key alone.
+    Durations are validated seconds (see :func:`validate_duration`), at most one of them set.
+    """
+    if ttl is not None:
+        return "abs", str(max(1, math.ceil(ttl * 1000)))
+    if sliding_ttl is not None:
+        return "slide", str(max(1, math.ceil(sliding_ttl * 1000)))
+    return "", "0"

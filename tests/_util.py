@@ -1,33 +1,67 @@
-"""Small helpers shared by the tests: polling with deadlines instead of sleeps."""
+"""Helpers shared by the tests: polling with deadlines instead of sleeps, collecting events."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 
+from pulse_trio.streaming import Event
+
 
 async def wait_until(
-    predicate: Callable[[], bool], *, timeout: float = 5.0, interval: float = 0.005, what: str = ""
+    predicate: Callable[[], bool], *, within: float = 5.0, interval: float = 0.005, what: str = ""
 ) -> None:
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
-    with anyio.move_on_after(timeout):
+    """Poll ``predicate`` until it is true; fail the test after ``within`` seconds."""
+    with anyio.move_on_after(within):
         while not predicate():
             await anyio.sleep(interval)
         return
-    raise AssertionError(f"condition not met within {timeout}s: {what or predicate}")
+    raise AssertionError(f"condition not met within {within}s: {what or predicate}")
 
 
 async def wait_until_async(
     predicate: Callable[[], Awaitable[bool]],
     *,
-    timeout: float = 5.0,
+    within: float = 5.0,
     interval: float = 0.005,
     what: str = "",
 ) -> None:
     """Like :func:`wait_until` for a predicate that needs I/O."""
-    with anyio.move_on_after(timeout):
+    with anyio.move_on_after(within):
         while not await predicate():
             await anyio.sleep(interval)
         return
-    raise AssertionError(f"condition not met within {timeout}s: {what or predicate}")
+    raise AssertionError(f"condition not met within {within}s: {what or predicate}")
+
+
+@contextlib.asynccontextmanager
+async def collecting(source: Any) -> AsyncIterator[list[Event]]:
+    """Consume a reader or sink in a background task into the yielded list (until the block
+    ends)."""
+    events: list[Event] = []
+
+    async def consume() -> None:
+        async for event in source:
+            events.append(event)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        yield events
+        tg.cancel_scope.cancel()
+
+
+def names(events: list[Event]) -> list[str]:
+    """The event names, in order."""
+    return [event.event_name for event in events]
+
+
+async def wait_count(events: list[Event], count: int, within: float = 5.0) -> None:
+    """Wait until ``events`` holds at least ``count`` events."""
+    await wait_until(
+        lambda: len(events) >= count,
+        within=within,
+        what=f"{count} events (have {len(events)}: {names(events)[-20:]})",
+    )

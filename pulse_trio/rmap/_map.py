@@ -21,7 +21,7 @@ from coredis.exceptions import ResponseError
 
 from .._errors import ClientConfigurationError, ClosedError, PulseError, RedisUnavailableError
 from .._lua import bind_script
-from .._names import validate_duration, validate_name
+from .._names import ttl_script_args, validate_duration, validate_name
 from .._retry import TRANSIENT_ERRORS, backoff_delay, is_transient, leaves
 from .._tasks import owned_task_group
 from ._protocol import (
@@ -245,12 +245,7 @@ class Map:
         self._log = logger or _LOGGER
         self._key = content_key(name)
         self._channel = updates_channel(name)
-        if ttl is not None:
-            self._ttl_args: tuple[str, str] = ("abs", str(max(1, math.ceil(ttl * 1000))))
-        elif sliding_ttl is not None:
-            self._ttl_args = ("slide", str(max(1, math.ceil(sliding_ttl * 1000))))
-        else:
-            self._ttl_args = ("", "0")
+        self._ttl_args = ttl_script_args(ttl, sliding_ttl)
         self._scripts = {
             name: bind_script(client, name, prelude="rmap_prelude") for name in _SCRIPTS
         }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, cast
@@ -16,7 +15,7 @@ from coredis.tokens import PureToken
 
 from .._errors import RedisUnavailableError
 from .._lua import bind_script
-from .._names import validate_duration, validate_name
+from .._names import ttl_script_args, validate_duration, validate_name
 from .._retry import TRANSIENT_ERRORS
 from ._event import (
     NEWEST,
@@ -175,12 +174,7 @@ class Stream:
             if max_len
             else {}
         )
-        if ttl is not None:
-            self._ttl_args = ["abs", str(max(1, math.ceil(ttl * 1000)))]
-        elif sliding_ttl is not None:
-            self._ttl_args = ["slide", str(max(1, math.ceil(sliding_ttl * 1000)))]
-        else:
-            self._ttl_args = ["", "0"]
+        self._ttl_args = ttl_script_args(ttl, sliding_ttl)
 
     @property
     def name(self) -> str:

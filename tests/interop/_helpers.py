@@ -3,45 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 
 from pulse_trio.streaming import Event
 
-
-async def wait_until(predicate: Callable[[], bool], *, within: float = 5.0, what: str = "") -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``within`` seconds."""
-    with anyio.move_on_after(within):
-        while not predicate():
-            await anyio.sleep(0.005)
-        return
-    raise AssertionError(f"condition not met within {within}s: {what or predicate}")
-
-
-@contextlib.asynccontextmanager
-async def collecting(source: Any) -> AsyncIterator[list[Event]]:
-    """Consume a reader or sink in a background task into the yielded list."""
-    events: list[Event] = []
-
-    async def consume() -> None:
-        async for event in source:
-            events.append(event)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(consume)
-        yield events
-        tg.cancel_scope.cancel()
-
-
-async def wait_count(events: list[Event], count: int, within: float = 5.0) -> None:
-    """Wait until ``events`` holds at least ``count`` events."""
-    await wait_until(
-        lambda: len(events) >= count,
-        within=within,
-        what=f"{count} events (have {len(events)})",
-    )
+from .._util import collecting as collecting
+from .._util import wait_count as wait_count
+from .._util import wait_until as wait_until
 
 
 @contextlib.asynccontextmanager

@@ -100,7 +100,7 @@ async def test_redis_restart_reads_keep_working_writes_raise_then_converges(
         async with pulse_trio.connect(own_server.url) as other, rmap.join(other, "rs") as w:
             assert w.map() == {"a": "1"}  # the AOF kept it
             await w.set("b", "2")
-        await wait_until(lambda: m.map() == {"a": "1", "b": "2"}, timeout=15)
+        await wait_until(lambda: m.map() == {"a": "1", "b": "2"}, within=15)
         await wait_until(lambda: m.statistics().connected)
         assert await m.set_and_wait("c", "3") is None
 
