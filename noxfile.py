@@ -24,7 +24,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """``ruff check`` and ``ruff format --check`` over the whole tree."""
-    session.install("ruff")
+    session.install("ruff>=0.17,<0.18")
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
 
