@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 
+from pulse_trio import rmap
 from pulse_trio.streaming import Event
 
 
@@ -65,3 +67,20 @@ async def wait_count(events: list[Event], count: int, within: float = 5.0) -> No
         within=within,
         what=f"{count} events (have {len(events)}: {names(events)[-20:]})",
     )
+
+
+@contextlib.asynccontextmanager
+async def recording(m: rmap.Map) -> AsyncIterator[list[rmap.EventKind]]:
+    """Collect ``m``'s change notifications in a list while the block runs."""
+    kinds: list[rmap.EventKind] = []
+
+    async def consume(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with m.subscribe() as changes:
+            task_status.started()
+            async for kind in changes:
+                kinds.append(kind)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(consume)
+        yield kinds
+        tg.cancel_scope.cancel()

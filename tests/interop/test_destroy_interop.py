@@ -7,16 +7,14 @@ sinks of either language hear about it.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-import anyio.abc
 import pytest
 
 from pulse_trio import rmap, streaming
 
+from .._util import recording
 from ._helpers import collecting, consuming, wait_count, wait_until
 from ._peer import b64, unb64
 
@@ -62,23 +60,6 @@ async def test_python_destroy_seen_by_go_reader_and_sink(
         line = await reader.wait_line(lambda line: line.get("id") == after)
         assert (line["name"], unb64(line["payload"])) == ("after", b"new life")
     assert [e["id"] for e in reader.of_type("event")] == [*before, after]
-
-
-@contextlib.asynccontextmanager
-async def recording(m: rmap.Map) -> Any:
-    """Collect ``m``'s notifications while the block runs."""
-    kinds: list[rmap.EventKind] = []
-
-    async def consume(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-        async with m.subscribe() as changes:
-            task_status.started()
-            async for kind in changes:
-                kinds.append(kind)
-
-    async with anyio.create_task_group() as tg:
-        await tg.start(consume)
-        yield kinds
-        tg.cancel_scope.cancel()
 
 
 async def test_go_destroy_seen_by_python_reader_sink_and_replica(

@@ -18,6 +18,7 @@ import pytest
 
 from pulse_trio import rmap
 
+from .._util import recording
 from ._helpers import wait_until
 from ._peer import GoProcess
 
@@ -98,23 +99,6 @@ async def python_apply(m: rmap.Map, op: str, args: dict[str, Any]) -> None:
         await m.reset()
     else:
         await m.destroy()
-
-
-@contextlib.asynccontextmanager
-async def recording(m: rmap.Map) -> AsyncIterator[list[rmap.EventKind]]:
-    """Collect ``m``'s change notifications in a list while the block runs."""
-    kinds: list[rmap.EventKind] = []
-
-    async def consume(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-        async with m.subscribe() as changes:
-            task_status.started()
-            async for kind in changes:
-                kinds.append(kind)
-
-    async with anyio.create_task_group() as tg:
-        await tg.start(consume)
-        yield kinds
-        tg.cancel_scope.cancel()
 
 
 @contextlib.asynccontextmanager
