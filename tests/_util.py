@@ -84,3 +84,24 @@ async def recording(m: rmap.Map) -> AsyncIterator[list[rmap.EventKind]]:
         await tg.start(consume)
         yield kinds
         tg.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def consuming(sink: Any, *, ack: bool = True) -> AsyncIterator[list[Event]]:
+    """Iterate a sink in a background task into the yielded list, acking each event if
+    ``ack``."""
+    events: list[Event] = []
+
+    async def consume() -> None:
+        async for event in sink:
+            events.append(event)
+            if ack:
+                # Shielded: coredis leaks the buffers of a connection whose creation is
+                # cancelled (ResourceWarning), and the test cancels this task at any point.
+                with anyio.CancelScope(shield=True):
+                    await sink.ack(event)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        yield events
+        tg.cancel_scope.cancel()

@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
-
-from pulse_trio.streaming import Event
-
 from .._util import collecting as collecting
+from .._util import consuming as consuming
 from .._util import wait_count as wait_count
 from .._util import wait_until as wait_until
-
-
-@contextlib.asynccontextmanager
-async def consuming(sink: Any, *, ack: bool = True) -> AsyncIterator[list[Event]]:
-    """Consume a sink in a background task into the yielded list, acking each event if ``ack``."""
-    events: list[Event] = []
-
-    async def consume() -> None:
-        async for event in sink:
-            events.append(event)
-            if ack:
-                await sink.ack(event)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(consume)
-        yield events
-        tg.cancel_scope.cancel()
 
 
 async def consumer_names(client: Any, stream: str, group: str) -> set[str]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -15,34 +13,15 @@ import pytest
 import pulse_trio
 from pulse_trio import streaming
 from pulse_trio.streaming import NEWEST, OLDEST, Event, Stream
-from pulse_trio.streaming._sink import Sink, open_sink
+from pulse_trio.streaming._sink import open_sink
 
+from .._util import consuming as consuming
 from .conftest import wait_until_async
 
 pytestmark = pytest.mark.anyio
 
 Client = Any
 GRACE = 0.3
-
-
-@contextlib.asynccontextmanager
-async def consuming(sink: Sink, *, ack: bool = True) -> AsyncIterator[list[Event]]:
-    """Iterate ``sink`` in a background task (acking each event unless told not to)."""
-    events: list[Event] = []
-
-    async def consume() -> None:
-        async for event in sink:
-            events.append(event)
-            if ack:
-                # Shielded: coredis leaks the buffers of a connection whose creation is
-                # cancelled (ResourceWarning), and the test cancels this task at any point.
-                with anyio.CancelScope(shield=True):
-                    await sink.ack(event)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(consume)
-        yield events
-        tg.cancel_scope.cancel()
 
 
 async def pending_count(client: Client, stream: str, sink: str) -> int:
