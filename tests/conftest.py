@@ -30,16 +30,20 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
-@pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
-    """URL of one server shared by the whole session (started in a helper thread's loop)."""
+def _serve_for_session(server: EmbeddedServer | pulse_trio.EmbeddedCluster) -> Iterator[str]:
+    """Run ``server`` in a helper thread's event loop for as long as the generator lives."""
     with anyio.from_thread.start_blocking_portal("trio") as portal:
-        server = EmbeddedServer()
         portal.call(server.__aenter__)
         try:
             yield server.url
         finally:
             portal.call(server.__aexit__, None, None, None)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """URL of one server shared by the whole session (started in a helper thread's loop)."""
+    yield from _serve_for_session(EmbeddedServer())
 
 
 @pytest.fixture
@@ -70,13 +74,7 @@ def unique() -> str:
 @pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
     """``redis+cluster://`` URL of one 3-master cluster shared by the session (helper thread)."""
-    with anyio.from_thread.start_blocking_portal("trio") as portal:
-        cluster = pulse_trio.EmbeddedCluster(masters=3)
-        portal.call(cluster.__aenter__)
-        try:
-            yield cluster.url
-        finally:
-            portal.call(cluster.__aexit__, None, None, None)
+    yield from _serve_for_session(pulse_trio.EmbeddedCluster(masters=3))
 
 
 @pytest.fixture

@@ -74,6 +74,23 @@ def go_events(peer: GoProcess) -> dict[str, bytes]:
     return {line["id"]: unb64(line["payload"]) for line in peer.of_type("event")}
 
 
+async def go_claims_then_deletes(
+    go_sink: Any, ids: list[str | None], payloads: list[bytes], py_consumer: str
+) -> None:
+    """The Go instance receives exactly ``ids`` by claiming them, then deletes the Python
+    consumer as stale with nothing pending on it."""
+    await go_sink.wait_count("event", len(ids), within=5 * GRACE + 5)
+    got = go_sink.of_type("event")
+    assert [line["id"] for line in got] == ids
+    assert [unb64(line["payload"]) for line in got] == payloads
+    assert all(line["claimed"] for line in got)
+    deleted = await go_sink.wait_line(
+        lambda line: line.get("type") == "deleted-consumer", within=5 * GRACE + 5
+    )
+    assert deleted["consumer"] == py_consumer
+    assert deleted["pending_dropped"] == 0
+
+
 async def test_mixed_sink_splits_events_without_loss_or_duplicates(
     client: Any, go: Callable[..., Any], unique: str
 ) -> None:
@@ -181,17 +198,8 @@ async def test_python_instance_leaving_unacked_entries_reach_the_go_instance(
     # The Python instance left holding 5 unacked entries: its consumer stays, with them.
     assert py_consumer in await consumer_names(client, unique, "jobs")
     async with go("sink", unique, "jobs", "--ack", *GO_SINK_FLAGS) as go_sink:
-        await go_sink.wait_count("event", 5, within=5 * GRACE + 5)
-        got = go_sink.of_type("event")
-        assert [line["id"] for line in got] == ids
-        assert [unb64(line["payload"]) for line in got] == [bytes([i]) * 3 for i in range(5)]
-        assert all(line["claimed"] for line in got)
-        # The Go instance then deletes the Python consumer as stale (nothing pending on it).
-        deleted = await go_sink.wait_line(
-            lambda line: line.get("type") == "deleted-consumer", within=5 * GRACE + 5
-        )
-        assert deleted["consumer"] == py_consumer
-        assert deleted["pending_dropped"] == 0
+        # The Go instance claims them, then deletes the Python consumer as stale.
+        await go_claims_then_deletes(go_sink, ids, [bytes([i]) * 3 for i in range(5)], py_consumer)
     pending = await client.xpending(f"pulse:stream:{unique}", "jobs")
     assert pending.pending == 0
 
@@ -247,16 +255,7 @@ async def test_killed_python_process_entries_reach_the_go_instance(
                 await anyio.sleep(GRACE / 4)
             await py_proc.kill()  # a crash: no cleanup of any kind
             # The Go instance claims the crashed instance's entries after the grace period...
-            await go_sink.wait_count("event", 5, within=5 * GRACE + 5)
-            got = go_sink.of_type("event")
-            assert [line["id"] for line in got] == ids
-            assert [unb64(line["payload"]) for line in got] == [bytes([i]) for i in range(5)]
-            assert all(line["claimed"] for line in got)
             # ...then deletes its consumer, nothing being pending on it any more.
-            deleted = await go_sink.wait_line(
-                lambda line: line.get("type") == "deleted-consumer", within=5 * GRACE + 5
-            )
-            assert deleted["consumer"] == py_consumer
-            assert deleted["pending_dropped"] == 0
+            await go_claims_then_deletes(go_sink, ids, [bytes([i]) for i in range(5)], py_consumer)
     pending = await client.xpending(f"pulse:stream:{unique}", "jobs")
     assert pending.pending == 0
