@@ -41,3 +41,12 @@ class RedisUnavailableError(PulseError):
     Local reads keep working; background tasks reconnect on their own. Retry the operation
     later.
     """
+
+
+class RedisCommandError(PulseError):
+    """Redis rejected a command with an error that pulse-trio does not expect.
+
+    For example an ACL denial (``NOPERM``), ``OOM`` when the server is out of memory, or a
+    key that another program filled with a value of the wrong type. The message holds
+    Redis's answer; the client's own exception is chained as ``__cause__``.
+    """

@@ -19,10 +19,11 @@ import attrs
 import coredis
 from coredis.exceptions import ResponseError
 
+from .._boundary import TRANSIENT_ERRORS, is_transient, leaves
 from .._errors import ClientConfigurationError, ClosedError, PulseError, RedisUnavailableError
 from .._lua import bind_script
 from .._names import ttl_script_args, validate_duration, validate_name
-from .._retry import TRANSIENT_ERRORS, backoff_delay, is_transient, leaves
+from .._retry import backoff_delay
 from .._tasks import owned_task_group
 from ._protocol import (
     KIND_FIELD,

@@ -22,9 +22,10 @@ import coredis
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from coredis.exceptions import WrongTypeError
 
+from .._boundary import TRANSIENT_ERRORS
 from .._errors import ClosedError
 from .._names import validate_duration
-from .._retry import TRANSIENT_ERRORS, backoff_delay
+from .._retry import backoff_delay
 from .._tasks import owned_task_group
 from ._event import (
     NEWEST,

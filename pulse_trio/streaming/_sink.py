@@ -38,10 +38,11 @@ from coredis.exceptions import (
 )
 
 from .. import rmap
+from .._boundary import TRANSIENT_ERRORS, leaves
 from .._errors import ClosedError, RedisUnavailableError
 from .._lua import bind_script
 from .._names import validate_duration, validate_name
-from .._retry import TRANSIENT_ERRORS, backoff_delay, leaves
+from .._retry import backoff_delay
 from .._tasks import owned_task_group
 from ._event import (
     NEWEST,

@@ -13,10 +13,10 @@ import coredis
 from coredis.exceptions import ResponseError, WrongTypeError
 from coredis.tokens import PureToken
 
+from .._boundary import TRANSIENT_ERRORS
 from .._errors import RedisUnavailableError
 from .._lua import bind_script
 from .._names import ttl_script_args, validate_duration, validate_name
-from .._retry import TRANSIENT_ERRORS
 from ._event import (
     NEWEST,
     StartPosition,

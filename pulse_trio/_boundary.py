@@ -1,0 +1,155 @@
+"""The one boundary between pulse-trio and its Redis client.
+
+Everything that knows about the client's types and exceptions lives here: the ``Client``
+type every entry point takes, which errors are transient (worth retrying), the translation
+of the client's errors into pulse-trio's (:func:`map_redis_errors`), and how bytes read from
+Redis become text (:func:`text` for values that may be written back, :func:`display` for
+logs and messages). Other modules never import the client's exception classes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeAlias
+
+import coredis
+from coredis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    NoScriptError,
+    RedisError,
+    StreamConsumerGroupError,
+    TryAgainError,
+    UnblockedError,
+    WrongTypeError,
+)
+from coredis.exceptions import ConnectionError as _ConnectionError
+
+from ._errors import RedisCommandError, RedisUnavailableError
+
+#: The Redis client every pulse-trio entry point takes: an entered coredis client created with
+#: ``decode_responses=False`` (what :func:`pulse_trio.connect` yields).
+Client: TypeAlias = coredis.Redis[Any] | coredis.RedisCluster[Any]
+
+#: Exception types after which the same operation may succeed later: the connection was lost
+#: or refused or timed out, the server is loading its data set, a cluster is reconfiguring,
+#: or a script vanished from the server's cache (a restart or ``SCRIPT FLUSH`` racing with
+#: the reload). :class:`RedisUnavailableError` is what they become at the boundary.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    _ConnectionError,
+    BusyLoadingError,
+    ClusterDownError,
+    TryAgainError,
+    NoScriptError,
+    TimeoutError,
+    OSError,
+    RedisUnavailableError,
+)
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """Flatten (nested) exception groups into their leaf exceptions."""
+    if isinstance(exc, BaseExceptionGroup):
+        found: list[BaseException] = []
+        for inner in exc.exceptions:
+            found.extend(leaves(inner))
+        return found
+    return [exc]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every leaf of an exception group) is a transient Redis error."""
+    parts = leaves(exc)
+    return bool(parts) and all(isinstance(part, TRANSIENT_ERRORS) for part in parts)
+
+
+def is_wrong_type(exc: BaseException) -> bool:
+    """Whether Redis answered ``WRONGTYPE`` (a key holds another kind of value)."""
+    if isinstance(exc, WrongTypeError):
+        return True
+    return isinstance(exc, RedisError) and str(exc).startswith("WRONGTYPE")
+
+
+def is_group_missing(exc: BaseException) -> bool:
+    """Whether a consumer group or its stream is gone (a destroyed stream, lost state)."""
+    if isinstance(exc, StreamConsumerGroupError | UnblockedError):
+        return True
+    message = str(exc)
+    return isinstance(exc, RedisError) and ("NOGROUP" in message or "no such key" in message)
+
+
+def is_no_such_key(exc: BaseException) -> bool:
+    """Whether Redis answered that the key does not exist (``XINFO`` of a missing stream)."""
+    return isinstance(exc, RedisError) and "no such key" in str(exc).lower()
+
+
+def error_reply(exc: BaseException) -> str | None:
+    """The text of a Redis error reply (``ERR ...``), ``None`` for any other exception."""
+    if isinstance(exc, RedisError) and not isinstance(exc, _ConnectionError):
+        return str(exc)
+    return None
+
+
+@contextlib.contextmanager
+def map_redis_errors(
+    operation: str,
+    *,
+    wrong_type: Callable[[], Exception] | None = None,
+    reply: Callable[[str], Exception | None] | None = None,
+) -> Iterator[None]:
+    """Translate the Redis client's errors raised in the block into pulse-trio's.
+
+    Args:
+        operation: What was being done, for the message ("map 'x': set of key 'k'").
+        wrong_type: Builds the error for a ``WRONGTYPE`` reply (default: a
+            :class:`RedisCommandError`).
+        reply: Given the text of any other error reply, returns the error to raise instead,
+            or ``None`` to raise a :class:`RedisCommandError`.
+
+    Raises:
+        RedisUnavailableError: A transient error (see :data:`TRANSIENT_ERRORS`).
+        RedisCommandError: Redis rejected a command (an error reply not handled above).
+
+    Errors that are not the client's pass unchanged; the client's error is always chained
+    as the ``__cause__``.
+    """
+    try:
+        yield
+    except RedisUnavailableError:
+        raise
+    except TRANSIENT_ERRORS as exc:
+        raise RedisUnavailableError(
+            f"{operation} failed: Redis is unreachable ({exc!r}); retry later"
+        ) from exc
+    except RedisError as exc:
+        if wrong_type is not None and is_wrong_type(exc):
+            raise wrong_type() from exc
+        if reply is not None:
+            replaced = reply(str(exc))
+            if replaced is not None:
+                raise replaced from exc
+        raise RedisCommandError(f"{operation} failed: Redis answered {str(exc)!r}") from exc
+
+
+def text(raw: bytes | str) -> str:
+    """Decode what Redis returned, losslessly: UTF-8, other bytes kept as surrogates.
+
+    The policy for everything that may be written back or compared with what another
+    process wrote (map keys and values, stream and consumer names, event fields, ids):
+    ``text(b).encode("utf-8", "surrogateescape") == b`` for any bytes ``b``.
+    """
+    if isinstance(raw, str):
+        return raw
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def optional_text(raw: bytes | str | None) -> str | None:
+    """:func:`text`, with ``None`` kept as ``None``."""
+    return None if raw is None else text(raw)
+
+
+def display(raw: object, limit: int = 200) -> str:
+    """Text for a log line or an error message: lossy (``\\ufffd`` for bad bytes), short."""
+    shown = raw[:limit].decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)[:limit]
+    return shown if len(shown) < limit else shown + "..."
