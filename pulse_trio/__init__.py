@@ -4,7 +4,6 @@ The packages are :mod:`pulse_trio.rmap` (replicated maps) and :mod:`pulse_trio.s
 (streams, readers, sinks). This top-level module re-exports what they share.
 """
 
-from . import _coredis_compat
 from ._connect import connect as connect
 from ._embedded import EmbeddedCluster as EmbeddedCluster
 from ._embedded import EmbeddedServer as EmbeddedServer
@@ -17,8 +16,6 @@ from ._errors import PulseError as PulseError
 from ._errors import RedisUnavailableError as RedisUnavailableError
 
 __version__ = "0.1.0"
-
-_coredis_compat.apply()
 
 __all__ = (
     "ClientConfigurationError",

@@ -10,6 +10,7 @@ logs and messages). Other modules never import the client's exception classes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
@@ -26,7 +27,8 @@ from coredis.exceptions import (
 )
 from coredis.exceptions import ConnectionError as _ConnectionError
 
-from ._errors import RedisCommandError, RedisUnavailableError
+from ._coredis_compat import fix_client_pool
+from ._errors import ClientConfigurationError, RedisCommandError, RedisUnavailableError
 
 #: The Redis client every pulse-trio entry point takes: an entered coredis client created with
 #: ``decode_responses=False`` (what :func:`pulse_trio.connect` yields).
@@ -97,6 +99,7 @@ def map_redis_errors(
     *,
     wrong_type: Callable[[], Exception] | None = None,
     reply: Callable[[str], Exception | None] | None = None,
+    hint: str = "retry later",
 ) -> Iterator[None]:
     """Translate the Redis client's errors raised in the block into pulse-trio's.
 
@@ -106,6 +109,7 @@ def map_redis_errors(
             :class:`RedisCommandError`).
         reply: Given the text of any other error reply, returns the error to raise instead,
             or ``None`` to raise a :class:`RedisCommandError`.
+        hint: What to do next, ending the message of :class:`RedisUnavailableError`.
 
     Raises:
         RedisUnavailableError: A transient error (see :data:`TRANSIENT_ERRORS`).
@@ -120,7 +124,7 @@ def map_redis_errors(
         raise
     except TRANSIENT_ERRORS as exc:
         raise RedisUnavailableError(
-            f"{operation} failed: Redis is unreachable ({exc!r}); retry later"
+            f"{operation} failed: Redis is unreachable ({exc!r}); {hint}"
         ) from exc
     except RedisError as exc:
         if wrong_type is not None and is_wrong_type(exc):
@@ -153,3 +157,26 @@ def display(raw: object, limit: int = 200) -> str:
     """Text for a log line or an error message: lossy (``\\ufffd`` for bad bytes), short."""
     shown = raw[:limit].decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)[:limit]
     return shown if len(shown) < limit else shown + "..."
+
+
+def check_client(client: object, logger: logging.Logger | None = None) -> None:
+    """Check, before any I/O, that ``client`` can be used by pulse-trio.
+
+    A client pulse-trio did not build gets coredis 6.9's pool-slot fix on its own pool when
+    its code is recognised (see :mod:`pulse_trio._coredis_compat`).
+
+    Raises:
+        TypeError: ``client`` is not a coredis client.
+        ClientConfigurationError: The client decodes responses (pulse-trio needs bytes).
+    """
+    if not isinstance(client, coredis.Redis | coredis.RedisCluster):
+        raise TypeError(
+            "client must be a coredis.Redis or coredis.RedisCluster (pulse_trio.connect() "
+            f"opens one), not {type(client).__name__}"
+        )
+    if getattr(client, "decode_responses", False):
+        raise ClientConfigurationError(
+            "pulse-trio needs a coredis client created with decode_responses=False "
+            "(pulse_trio.connect() creates one)"
+        )
+    fix_client_pool(client, logger)
