@@ -21,6 +21,7 @@ from coredis.exceptions import (
     NoScriptError,
     RedisError,
     StreamConsumerGroupError,
+    StreamDuplicateConsumerGroupError,
     TryAgainError,
     UnblockedError,
     WrongTypeError,
@@ -81,6 +82,13 @@ def is_group_missing(exc: BaseException) -> bool:
     return isinstance(exc, RedisError) and ("NOGROUP" in message or "no such key" in message)
 
 
+def is_group_exists(exc: BaseException) -> bool:
+    """Whether ``XGROUP CREATE`` found the group already there (``BUSYGROUP``)."""
+    if isinstance(exc, StreamDuplicateConsumerGroupError):
+        return True
+    return isinstance(exc, RedisError) and str(exc).startswith("BUSYGROUP")
+
+
 def is_no_such_key(exc: BaseException) -> bool:
     """Whether Redis answered that the key does not exist (``XINFO`` of a missing stream)."""
     return isinstance(exc, RedisError) and "no such key" in str(exc).lower()
@@ -120,20 +128,38 @@ def map_redis_errors(
     """
     try:
         yield
-    except RedisUnavailableError:
-        raise
-    except TRANSIENT_ERRORS as exc:
-        raise RedisUnavailableError(
-            f"{operation} failed: Redis is unreachable ({exc!r}); {hint}"
-        ) from exc
-    except RedisError as exc:
+    except Exception as exc:
+        translated = to_pulse_error(exc, operation, wrong_type=wrong_type, reply=reply, hint=hint)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def to_pulse_error(
+    exc: Exception,
+    operation: str,
+    *,
+    wrong_type: Callable[[], Exception] | None = None,
+    reply: Callable[[str], Exception | None] | None = None,
+    hint: str = "retry later",
+) -> Exception:
+    """The pulse-trio error for an error of the Redis client (see :func:`map_redis_errors`).
+
+    Returns ``exc`` itself when it is not the client's (or is already pulse-trio's).
+    """
+    if isinstance(exc, RedisUnavailableError):
+        return exc
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return RedisUnavailableError(f"{operation} failed: Redis is unreachable ({exc!r}); {hint}")
+    if isinstance(exc, RedisError):
         if wrong_type is not None and is_wrong_type(exc):
-            raise wrong_type() from exc
+            return wrong_type()
         if reply is not None:
             replaced = reply(str(exc))
             if replaced is not None:
-                raise replaced from exc
-        raise RedisCommandError(f"{operation} failed: Redis answered {str(exc)!r}") from exc
+                return replaced
+        return RedisCommandError(f"{operation} failed: Redis answered {str(exc)!r}")
+    return exc
 
 
 def text(raw: bytes | str) -> str:
@@ -180,3 +206,12 @@ def check_client(client: object, logger: logging.Logger | None = None) -> None:
             "(pulse_trio.connect() creates one)"
         )
     fix_client_pool(client, logger)
+
+
+def strict_text(raw: bytes | str) -> str:
+    """Decode text that must be UTF-8 (event names and topics): bad bytes raise.
+
+    Raises:
+        UnicodeDecodeError: ``raw`` is not UTF-8; the caller reports the entry as malformed.
+    """
+    return raw if isinstance(raw, str) else raw.decode("utf-8")

@@ -13,7 +13,6 @@ import pytest
 import pulse_trio
 from pulse_trio import streaming
 from pulse_trio.streaming import NEWEST, OLDEST, Event, Stream
-from pulse_trio.streaming._sink import open_sink
 
 from .._util import consuming as consuming
 from .conftest import wait_until_async
@@ -69,7 +68,7 @@ async def test_open_sink_validates_before_io(
 
 async def test_dead_letter_must_differ_from_the_stream(client: Client, unique: str) -> None:
     with pytest.raises(ValueError, match="must differ"):
-        open_sink(Stream(client, unique), "s", max_deliveries=1, dead_letter=unique)
+        Stream(client, unique).open_sink("s", max_deliveries=1, dead_letter=unique)
 
 
 async def test_wrong_type_key_raises_from_async_with(client: Client, unique: str) -> None:

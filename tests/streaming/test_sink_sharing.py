@@ -13,7 +13,7 @@ import pytest
 import pulse_trio
 from pulse_trio._lua import bind_script
 from pulse_trio.streaming import OLDEST, Event, Stream
-from pulse_trio.streaming._sink import lease_key
+from pulse_trio.streaming._options import lease_key
 
 from .conftest import wait_until, wait_until_async
 from .test_sink import consumers, consuming, pending_count
