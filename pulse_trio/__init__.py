@@ -13,6 +13,7 @@ from ._errors import ClientConfigurationError as ClientConfigurationError
 from ._errors import ClosedError as ClosedError
 from ._errors import InvalidNameError as InvalidNameError
 from ._errors import PulseError as PulseError
+from ._errors import RedisCommandError as RedisCommandError
 from ._errors import RedisUnavailableError as RedisUnavailableError
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = (
     "EmbeddedServerError",
     "InvalidNameError",
     "PulseError",
+    "RedisCommandError",
     "RedisUnavailableError",
     "__version__",
     "connect",
