@@ -231,13 +231,15 @@ class StreamConsumer:
         """Register, then read and reclaim until cancelled; unregister on the way out."""
         try:
             with self.scope:
-                await self.register()
-                task_status.started()
                 try:
+                    await self.register()
+                    task_status.started()
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._read_loop)
                         tg.start_soon(self._reclaim_loop)
                 finally:
+                    # Also when registering was cancelled half-way (the consumer may exist
+                    # in Redis already): never leave a consumer behind that nobody owns.
                     with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                         await self.unregister()
         finally:
