@@ -1,13 +1,14 @@
 """pulse-trio: event streams, worker pools and replicated maps on Redis, for Trio and asyncio.
 
 The packages are :mod:`pulse_trio.rmap` (replicated maps) and :mod:`pulse_trio.streaming`
-(streams, readers, sinks). This top-level module re-exports what they share.
+(streams, readers, sinks). This top-level module re-exports what they share: connecting
+(:func:`connect`), a throwaway local server (:func:`embedded`; more control in
+:mod:`pulse_trio.testing`) and the root of the error hierarchy.
 """
 
+from typing import Any
+
 from ._connect import connect as connect
-from ._embedded import EmbeddedCluster as EmbeddedCluster
-from ._embedded import EmbeddedServer as EmbeddedServer
-from ._embedded import EmbeddedServerError as EmbeddedServerError
 from ._embedded import embedded as embedded
 from ._errors import ClientConfigurationError as ClientConfigurationError
 from ._errors import ClosedError as ClosedError
@@ -21,9 +22,6 @@ __version__ = "0.1.0"
 __all__ = (
     "ClientConfigurationError",
     "ClosedError",
-    "EmbeddedCluster",
-    "EmbeddedServer",
-    "EmbeddedServerError",
     "InvalidNameError",
     "PulseError",
     "RedisCommandError",
@@ -32,3 +30,15 @@ __all__ = (
     "connect",
     "embedded",
 )
+
+#: Names that moved to :mod:`pulse_trio.testing`; still reachable here for code written
+#: against pulse-trio 0.1.0.
+_MOVED_TO_TESTING = frozenset({"EmbeddedCluster", "EmbeddedServer", "EmbeddedServerError"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_TESTING:
+        from . import testing
+
+        return getattr(testing, name)
+    raise AttributeError(f"module 'pulse_trio' has no attribute {name!r}")

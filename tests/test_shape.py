@@ -16,6 +16,7 @@ import pytest
 from coredis.pool import ClusterConnectionPool, ConnectionPool
 
 import pulse_trio
+import pulse_trio.testing
 from pulse_trio import rmap, streaming
 from pulse_trio._coredis_compat import fix_client_pool
 from pulse_trio._lifecycle import State
@@ -162,7 +163,7 @@ async def test_sink_ack_raises_pulse_errors(client: Any, unique: str) -> None:
 
 async def test_sink_ack_with_redis_gone_raises_redis_unavailable(unique: str) -> None:
     async with (
-        pulse_trio.EmbeddedServer() as server,
+        pulse_trio.testing.EmbeddedServer() as server,
         pulse_trio.connect(server.url) as client,
     ):
         stream = Stream(client, unique)

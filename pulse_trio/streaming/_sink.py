@@ -29,11 +29,18 @@ import attrs
 from .._boundary import Client, is_transient, map_redis_errors
 from .._lifecycle import Service, State
 from .._lua import bind_script
+from .._retry import backoff_delay
 from ..rmap._ops import MapOps
 from ._event import Event, StartPosition, start_to_id, stream_key
 from ._options import SinkOptions, StreamRef, keepalive_map_name, validate_start
 from ._sink_policy import new_consumer_name
-from ._sink_stream import CLEANUP_TIMEOUT, SinkCore, StreamConsumer, uninterrupted
+from ._sink_stream import (
+    CLEANUP_TIMEOUT,
+    MAX_RETRY_DELAY,
+    SinkCore,
+    StreamConsumer,
+    uninterrupted,
+)
 
 _SCRIPTS = ("sink_claim", "sink_delete_consumer", "sink_lease", "sink_dead_letter", "sink_time")
 
@@ -121,6 +128,10 @@ class Sink(Service):
             scripts={script: bind_script(stream.client, script) for script in _SCRIPTS},
         )
         self._streams: dict[str, StreamConsumer] = {}
+        # Acknowledgements queued by ack_nowait, per stream key; sent by _ack_loop.
+        self._ack_queue: dict[str, list[str]] = {}
+        self._ack_wakeup = anyio.Event()
+        self._ack_lock = anyio.Lock()
 
     # ------------------------------------------------------------------ public API
 
@@ -184,6 +195,35 @@ class Sink(Service):
             retries=counts["retries"],
         )
 
+    def _by_stream_key(self, events: tuple[Event, ...]) -> dict[str, list[str]]:
+        by_key: dict[str, list[str]] = {}
+        for event in events:
+            if not isinstance(event, Event):
+                raise TypeError(f"ack takes streaming.Event objects, not {type(event).__name__}")
+            if event.sink_name != self._name:
+                raise ValueError(
+                    f"event {event.id} of stream {event.stream_name!r} was delivered by "
+                    f"{'a reader' if event.sink_name is None else repr(event.sink_name)}, "
+                    f"not by sink {self._name!r}"
+                )
+            by_key.setdefault(stream_key(event.stream_name), []).append(event.id)
+        return by_key
+
+    async def _xack(self, by_key: dict[str, list[str]]) -> int:
+        """One round trip: XACK per stream, pipelined when there are several."""
+        count = sum(len(ids) for ids in by_key.values())
+        with map_redis_errors(f"sink {self._name!r}: ack of {count} event(s)"):
+            if len(by_key) == 1:
+                ((key, ids),) = by_key.items()
+                acked = int(await self._client.xack(key, self._name, ids))
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for key, ids in by_key.items():
+                        pipe.xack(key, self._name, ids)
+                acked = sum(int(result) for result in pipe.results or ())
+        self._core.counts["acked"] += acked
+        return acked
+
     async def ack(self, *events: Event) -> int:
         """Acknowledge events: they will not be delivered again.
 
@@ -200,35 +240,83 @@ class Sink(Service):
             had to retry after a lost connection (acknowledging is idempotent).
 
         Raises:
+            TypeError: An argument is not an :class:`~pulse_trio.streaming.Event`.
             ValueError: An event was not delivered by a sink of this name.
             pulse_trio.RedisUnavailableError: Redis could not be reached (the events stay
                 pending: ack them again, or they are redelivered after the grace period).
             pulse_trio.RedisCommandError: Redis refused the acknowledgement.
         """
-        by_key: dict[str, list[str]] = {}
-        for event in events:
-            if not isinstance(event, Event):
-                raise TypeError(f"ack takes streaming.Event objects, not {type(event).__name__}")
-            if event.sink_name != self._name:
-                raise ValueError(
-                    f"event {event.id} of stream {event.stream_name!r} was delivered by "
-                    f"{'a reader' if event.sink_name is None else repr(event.sink_name)}, "
-                    f"not by sink {self._name!r}"
-                )
-            by_key.setdefault(stream_key(event.stream_name), []).append(event.id)
+        by_key = self._by_stream_key(events)
         if not by_key or self._options.no_ack:
+            await anyio.lowlevel.checkpoint()
             return 0
-        with map_redis_errors(f"sink {self._name!r}: ack of {len(events)} event(s)"):
-            if len(by_key) == 1:
-                ((key, ids),) = by_key.items()
-                acked = int(await self._client.xack(key, self._name, ids))
-            else:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for key, ids in by_key.items():
-                        pipe.xack(key, self._name, ids)
-                acked = sum(int(result) for result in pipe.results or ())
-        self._core.counts["acked"] += acked
-        return acked
+        return await self._xack(by_key)
+
+    def ack_nowait(self, *events: Event) -> None:
+        """Queue events for acknowledgement, without a round trip here.
+
+        The sink's own task sends the queued acknowledgements in one batch as soon as the
+        previous one returned (no timer: no added latency when idle, one round trip per batch
+        under load), retries them after transient failures, and flushes what is left before
+        the sink leaves its streams. Delivery stays at least once: acknowledgements lost with
+        the process (a crash before the flush) mean the events are delivered again.
+
+        Args:
+            *events: Events this sink delivered.
+
+        Raises:
+            TypeError: An argument is not an :class:`~pulse_trio.streaming.Event`.
+            ValueError: An event was not delivered by a sink of this name.
+            pulse_trio.ClosedError: The sink is not open (use :meth:`ack` after the block).
+        """
+        by_key = self._by_stream_key(events)
+        if self._state is not State.OPEN:
+            self._check_open("ack_nowait")
+            raise self._closed_error(
+                f"sink {self._name!r} is closing: ack_nowait is not possible, use `await ack()`"
+            )
+        if not by_key or self._options.no_ack:
+            return
+        for key, ids in by_key.items():
+            self._ack_queue.setdefault(key, []).extend(ids)
+        self._ack_wakeup.set()
+
+    async def _flush_acks(self) -> None:
+        """Send every queued acknowledgement (one round trip per batch)."""
+        async with self._ack_lock:
+            while self._ack_queue:
+                batch, self._ack_queue = self._ack_queue, {}
+                try:
+                    await self._xack(batch)
+                except BaseException:
+                    for key, ids in batch.items():  # keep them for the next attempt
+                        self._ack_queue.setdefault(key, [])[:0] = ids
+                    raise
+
+    async def _ack_loop(self) -> None:
+        """Send the acknowledgements queued by :meth:`ack_nowait` as soon as possible."""
+        failures = 0
+        while True:
+            await self._ack_wakeup.wait()
+            self._ack_wakeup = anyio.Event()
+            try:
+                await self._flush_acks()
+                failures = 0
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = backoff_delay(failures, cap=MAX_RETRY_DELAY)
+                failures += 1
+                self._core.counts["retries"] += 1
+                self._logger.warning(
+                    "sink %s: queued acknowledgements failed (%r); retrying in %.2fs",
+                    self._name,
+                    exc,
+                    delay,
+                    extra=self._core.extra(error=repr(exc), delay=delay),
+                )
+                await anyio.sleep(delay)
+                self._ack_wakeup.set()
 
     async def add_stream(self, stream: object, start: StartPosition | None = None) -> None:
         """Also read ``stream`` (a no-op if a stream of that name is read already).
@@ -300,6 +388,7 @@ class Sink(Service):
         (first,) = self._streams.values()
         await tg.start(first.run)
         tg.start_soon(self._keepalive_loop)
+        tg.start_soon(self._ack_loop)
         self._logger.info(
             "sink %s: instance %s reading stream %s",
             self._name,
@@ -311,6 +400,19 @@ class Sink(Service):
     async def _stop(self) -> None:
         core = self._core
         with anyio.move_on_after(2 * CLEANUP_TIMEOUT, shield=True):
+            # Queued acknowledgements first: then nothing stays pending that was processed,
+            # and the consumers can be deleted.
+            try:
+                await self._flush_acks()
+            except Exception as exc:
+                self._logger.warning(
+                    "sink %s: %d queued acknowledgements were not sent (%r): redelivered "
+                    "after the grace period",
+                    self._name,
+                    sum(len(ids) for ids in self._ack_queue.values()),
+                    exc,
+                    extra=core.extra(error=repr(exc)),
+                )
             # Each stream unregisters its consumer on the way out; wait for all of them
             # before deciding whether the keep-alive may go.
             for consumer in list(self._streams.values()):

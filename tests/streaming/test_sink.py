@@ -238,3 +238,50 @@ async def test_a_slow_instance_does_not_queue_its_own_events_twice(
             extra = await sink.__anext__()
             pytest.fail(f"queued twice: {extra}")
         assert sink.statistics().delivered == 3
+
+
+# --- ack_nowait ------------------------------------------------------------------------------
+
+
+async def test_ack_nowait_is_sent_by_the_sink_in_batches(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", start=OLDEST, block=0.1) as sink:
+        await stream.add_many([("e", str(i).encode()) for i in range(50)])
+        with anyio.fail_after(5):
+            for _ in range(50):
+                sink.ack_nowait(await sink.__anext__())  # no round trip in the consumer
+
+        async def all_acked() -> bool:
+            return await pending_count(client, unique, "s") == 0
+
+        await wait_until_async(all_acked, what="queued acks sent")
+        assert sink.statistics().acked == 50
+
+
+async def test_ack_nowait_is_flushed_when_the_sink_leaves(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", start=OLDEST, block=0.1) as sink:
+        await stream.add_many([("e", b"1"), ("e", b"2"), ("e", b"3")])
+        with anyio.fail_after(5):
+            events = [await sink.__anext__() for _ in range(3)]
+        sink.ack_nowait(*events)  # and leave at once
+    assert await pending_count(client, unique, "s") == 0
+    # Nothing was pending any more, so the instance's consumer left the group.
+    assert await consumers(client, unique, "s") == {}
+    with pytest.raises(pulse_trio.ClosedError, match="ack_nowait"):
+        sink.ack_nowait(events[0])
+    assert await sink.ack(events[0]) == 0  # awaited acks still work after the block
+
+
+async def test_ack_nowait_checks_its_events(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", start=OLDEST, block=0.1) as sink:
+        await stream.add("e", b"")
+        with anyio.fail_after(5):
+            event = await sink.__anext__()
+        with pytest.raises(ValueError, match="not by sink 'other'"):
+            async with stream.open_sink("other", block=0.1) as other:
+                other.ack_nowait(event)
+        with pytest.raises(TypeError, match="Event"):
+            sink.ack_nowait("1-0")  # type: ignore[arg-type]
+        sink.ack_nowait(event)
