@@ -285,3 +285,22 @@ async def test_ack_nowait_checks_its_events(client: Client, unique: str) -> None
         with pytest.raises(TypeError, match="Event"):
             sink.ack_nowait("1-0")  # type: ignore[arg-type]
         sink.ack_nowait(event)
+
+
+async def test_a_sink_needs_one_dedicated_connection_per_stream(
+    server_url: str, unique: str
+) -> None:
+    """A pool of 2 runs a one-stream sink: its blocking read, plus one shared connection.
+
+    Before sinks wrote their maps through the stateless rmap layer they joined two replicas
+    (two subscriptions) and needed 2 x streams + 1 dedicated connections: this would hang.
+    """
+    async with pulse_trio.connect(server_url, max_connections=2) as small:
+        stream = Stream(small, unique)
+        async with stream.open_sink("s", block=0.1, ack_grace_period=0.3) as sink:
+            await stream.add_many([("e", str(i).encode()) for i in range(5)])
+            with anyio.fail_after(10):
+                events = [await sink.__anext__() for _ in range(5)]
+                assert await sink.ack(*events) == 5
+                await anyio.sleep(0.25)  # keep-alives and a reclaim round run meanwhile
+                assert await small.ping() == b"PONG"
