@@ -30,6 +30,10 @@ from coredis.exceptions import ConnectionError as _ConnectionError
 
 from ._coredis_compat import fix_client_pool
 from ._errors import ClientConfigurationError, RedisCommandError, RedisUnavailableError
+from ._text import display as display
+from ._text import optional_text as optional_text
+from ._text import strict_text as strict_text
+from ._text import text as text
 
 #: The Redis client every pulse-trio entry point takes: an entered coredis client created with
 #: ``decode_responses=False`` (what :func:`pulse_trio.connect` yields).
@@ -162,29 +166,6 @@ def to_pulse_error(
     return exc
 
 
-def text(raw: bytes | str) -> str:
-    """Decode what Redis returned, losslessly: UTF-8, other bytes kept as surrogates.
-
-    The policy for everything that may be written back or compared with what another
-    process wrote (map keys and values, stream and consumer names, event fields, ids):
-    ``text(b).encode("utf-8", "surrogateescape") == b`` for any bytes ``b``.
-    """
-    if isinstance(raw, str):
-        return raw
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def optional_text(raw: bytes | str | None) -> str | None:
-    """:func:`text`, with ``None`` kept as ``None``."""
-    return None if raw is None else text(raw)
-
-
-def display(raw: object, limit: int = 200) -> str:
-    """Text for a log line or an error message: lossy (``\\ufffd`` for bad bytes), short."""
-    shown = raw[:limit].decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)[:limit]
-    return shown if len(shown) < limit else shown + "..."
-
-
 def check_client(client: object, logger: logging.Logger | None = None) -> None:
     """Check, before any I/O, that ``client`` can be used by pulse-trio.
 
@@ -206,12 +187,3 @@ def check_client(client: object, logger: logging.Logger | None = None) -> None:
             "(pulse_trio.connect() creates one)"
         )
     fix_client_pool(client, logger)
-
-
-def strict_text(raw: bytes | str) -> str:
-    """Decode text that must be UTF-8 (event names and topics): bad bytes raise.
-
-    Raises:
-        UnicodeDecodeError: ``raw`` is not UTF-8; the caller reports the entry as malformed.
-    """
-    return raw if isinstance(raw, str) else raw.decode("utf-8")
