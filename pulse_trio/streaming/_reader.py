@@ -106,30 +106,17 @@ class Reader(Service):
     Connections: while it waits for events the reader holds one dedicated connection of the
     client's pool (on Redis Cluster: one per hash slot its streams live in).
 
-    Args:
-        stream: The first stream to read.
-        start: ``streaming.NEWEST`` (default: events added after the block is entered),
-            ``streaming.OLDEST`` (every event still in the stream), an event id (events after
-            it) or a timezone-aware ``datetime`` (events created at or after it).
-        block: Seconds each ``XREAD`` waits for new events before it is re-issued; ``0``
-            waits indefinitely. Leaving the block never waits for it.
-        max_polled: Most events fetched per stream in one ``XREAD`` (``COUNT``).
-        buffer_size: Capacity of the event buffer between the read loop and the consumer.
-        topic: Deliver only events with exactly this topic.
-        topic_pattern: Deliver only events whose topic matches this regular expression
-            (searched anywhere in the topic; events without a topic have topic ``""``);
-            ignored when ``topic`` is given.
-
-    Raises:
-        ValueError: An option is invalid (raised by :meth:`Stream.open_reader`, before any
-            I/O).
+    Options (``start``, ``block``, ``max_polled``, ``buffer_size``, ``topic``,
+    ``topic_pattern``) are given to :meth:`Stream.open_reader`, which checks them before any
+    I/O. The object has no public constructor and can be entered once.
 
     Cancellation:
         The read loops run in the reader's own task group, entered with the block. Leaving
         the block cancels them at once, interrupting a blocking ``XREAD`` (its connection is
         closed by coredis rather than returned to the pool mid-command). Transient Redis
         errors are retried with jittered exponential backoff and logged; any other error
-        (for example :class:`StreamError` when a stream's key holds another type) cancels the
+        (for example :class:`StreamError` when a stream's key holds another type, or
+        :class:`pulse_trio.RedisCommandError`) cancels the
         block and is raised from ``async with`` inside an exception group (``except*``). An
         exception raised by the block's own code comes out as it is.
         Errors while entering (the stream is looked at then, whatever the start) are raised
