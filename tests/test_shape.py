@@ -245,3 +245,38 @@ async def test_an_unknown_pool_is_left_alone_with_one_log_line(
     assert "release" not in vars(pool)
     lines = [r for r in caplog.records if "left as it is" in r.getMessage()]
     assert len(lines) == 1
+
+
+# --- imports run one way in streaming -------------------------------------------------------
+
+#: The layers of ``pulse_trio.streaming``, bottom first: a module may import only from layers
+#: below its own.
+STREAMING_LAYERS = (
+    {"_event", "_sink_policy"},
+    {"_options"},
+    {"_io"},
+    {"_sink_stream", "_reader"},
+    {"_sink"},
+    {"_stream"},
+    {"__init__"},
+)
+
+
+def test_streaming_imports_run_one_way() -> None:
+    import ast
+    from pathlib import Path
+
+    package = Path(streaming.__file__).parent
+    layer_of = {name: i for i, layer in enumerate(STREAMING_LAYERS) for name in layer}
+    assert set(layer_of) == {path.stem for path in package.glob("*.py")}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        top_level = set(map(id, tree.body))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.level != 1:
+                continue
+            assert id(node) in top_level, f"{path.name}:{node.lineno}: import inside a function"
+            target = (node.module or "").split(".")[0]
+            assert layer_of[target] < layer_of[path.stem], (
+                f"{path.name} imports {target}: imports must go down the layers"
+            )
