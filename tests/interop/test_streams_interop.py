@@ -29,7 +29,7 @@ EVENTS: list[tuple[str, bytes, str | None]] = [
     ("last", b"\r\n\x00", None),
 ]
 
-SINK_FLAGS = ("--grace", "1000", "--block", "100", "--check-idle", "100", "--start", "oldest")
+SINK_FLAGS = ("--grace", "1000", "--block", "100", "--start", "oldest")
 
 
 def as_tuple(line: dict[str, Any]) -> tuple[str, str, bytes, str | None]:
