@@ -318,43 +318,48 @@ async def wait_pttl_below(client: Any, key: str, limit_ms: int) -> int:
     return int(pttl)
 
 
+async def check_ttl_map(
+    client: Any, go: Callable[..., Any], name: str, mode: str, first: str, ttl_ms: int
+) -> None:
+    """Writes from Go and Python to a TTL'd map, ``first`` writing first."""
+    key = f"map:{name}:content"
+    ttl, sliding = (ttl_ms / 1000, None) if mode == "ttl" else (None, ttl_ms / 1000)
+    async with (
+        go("map-join", name, f"--{mode}", str(ttl_ms)) as peer,
+        rmap.join(client, name, ttl=ttl, sliding_ttl=sliding) as m,
+    ):
+
+        async def write(side: str) -> None:
+            if side == "go":
+                await peer.call("set", key="k", value=side)
+            else:
+                await m.set("k", side)
+
+        second = "python" if first == "go" else "go"
+        # The first write gives the hash its TTL...
+        await write(first)
+        assert ttl_ms - 1000 < await client.pttl(key) <= ttl_ms
+        # ...some time passes; the other side's write keeps an absolute TTL running and
+        # restarts a sliding one, as the first side's own write does.
+        for side in (second, first):
+            before = await wait_pttl_below(client, key, ttl_ms - 300)
+            await write(side)
+            after = await client.pttl(key)
+            if mode == "ttl":
+                assert 0 < after <= before, (side, before, after)
+            else:
+                assert after > before, (side, before, after)
+        # Both replicas follow writes on the TTL'd map.
+        await wait_until(lambda: m.get("k") == first, what="Python replica")
+        await peer.wait_for(lambda _: content_of(peer)[0] == {"k": first})
+
+
 @pytest.mark.parametrize("mode", ["ttl", "sliding-ttl"])
 async def test_ttl_maps_either_side(
     client: Any, go: Callable[..., Any], unique: str, mode: str
 ) -> None:
-    ttl_ms = 5000
-    ttl, sliding = (ttl_ms / 1000, None) if mode == "ttl" else (None, ttl_ms / 1000)
     for first in ("go", "python"):
-        name = f"{unique}-{first}"
-        key = f"map:{name}:content"
-        async with (
-            go("map-join", name, f"--{mode}", str(ttl_ms)) as peer,
-            rmap.join(client, name, ttl=ttl, sliding_ttl=sliding) as m,
-        ):
-
-            async def write(side: str, value: str, peer: Any = peer, m: rmap.Map = m) -> None:
-                if side == "go":
-                    await peer.call("set", key="k", value=value)
-                else:
-                    await m.set("k", value)
-
-            second = "python" if first == "go" else "go"
-            # The first write gives the hash its TTL...
-            await write(first, "1")
-            assert ttl_ms - 1000 < await client.pttl(key) <= ttl_ms
-            # ...some time passes; the other side's write keeps an absolute TTL running
-            # and restarts a sliding one, as the first side's own write does.
-            for side in (second, first):
-                before = await wait_pttl_below(client, key, ttl_ms - 300)
-                await write(side, side)
-                after = await client.pttl(key)
-                if mode == "ttl":
-                    assert 0 < after <= before, (side, before, after)
-                else:
-                    assert after > before, (side, before, after)
-            # Both replicas follow writes on the TTL'd map.
-            await wait_until(lambda: m.get("k") == first, what="Python replica")
-            await peer.wait_for(lambda _: content_of(peer)[0] == {"k": first})
+        await check_ttl_map(client, go, f"{unique}-{first}", mode, first, ttl_ms=5000)
 
 
 #: Stored values that are JSON but not a list of strings, and two that are other text.
