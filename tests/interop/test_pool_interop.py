@@ -60,7 +60,9 @@ async def test_go_and_python_pools_of_one_name_do_not_meet(
         before = await go_state(client, name)
 
         handler = Recorder()
-        async with pool.open_node(client, name, worker_ttl=2.0, ack_grace_period=1.0) as node:
+        async with pool.open_node(
+            client, name, worker_ttl=2.0, worker_shutdown_ttl=2.0, ack_grace_period=1.0
+        ) as node:
             await node.add_worker(handler)
             # The same job key is free in the Python pool: its own worker starts it, once.
             await node.dispatch_job("job-1", b"from python")
@@ -101,8 +103,13 @@ async def test_go_and_python_pools_of_one_name_do_not_meet(
             await go_node.call("dispatch", key="go-2", payload=b64(b"g2"))
             await go_node.wait_line(lambda line: line.get("key") == "go-2")
             assert sorted(await node.job_keys()) == ["job-1"]
+            # Leave with no job running (nothing to hand over on close).
+            await node.stop_job("job-1")
+            assert handler.stopped == ["py-only", "job-1"]
         await go_job_keys(go_node, ["go-2", "go-only"])
         assert (await go_node.call("workers"))["workers"] == [go_worker]
+        # Only the Go stop reached the Go worker (closing the Go node stops the rest).
+        assert [s["key"] for s in go_node.of_type("job-stop")] == ["job-1"]
 
     starts = go_node.of_type("job-start")
     assert [(s["key"], unb64(s["payload"])) for s in starts] == [
@@ -111,4 +118,3 @@ async def test_go_and_python_pools_of_one_name_do_not_meet(
         ("go-2", b"g2"),
     ]
     assert all(s["worker"] == go_worker for s in starts)
-    assert [s["key"] for s in go_node.of_type("job-stop")] == ["job-1"]
