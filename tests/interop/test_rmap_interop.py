@@ -266,6 +266,7 @@ async def test_python_writes_go_replica_follows(
         # Go reads the Python-written list the way Python does.
         await m.append_values("regions", "eu/west", "us")
         await peer.wait_for(lambda _: content_of(peer)[1] == rev + 1, what="the list")
+        await wait_until(lambda: m.revision == rev + 1, what="Python's own echo")
         got = await peer.call("get", key="regions")
         assert got["values"] == ["eu/west", "us"] == m.get_values("regions")
         # The values the Go API returns for Python-written state are Python's.

@@ -98,12 +98,15 @@ async def go_claims_then_deletes(
     the Python consumer as stale."""
     await go_sink.wait_count("event", len(ids), within=5 * GRACE + 5)
     got = go_sink.of_type("event")
-    assert [line["id"] for line in got] == ids
-    assert [unb64(line["payload"]) for line in got] == payloads
+    # Claim rounds may take them in more than one batch (their idle times differ under
+    # load), so only the set is fixed, each id once.
+    assert sorted((line["id"], unb64(line["payload"])) for line in got) == sorted(
+        zip(ids, payloads, strict=True)
+    )
     assert all(line["consumer"] == go_sink.of_type("ready")[0]["consumer"] for line in got)
     # The library logs each XAUTOCLAIM batch: they all came from claims, not from new reads.
     claimed = go_logs(go_sink, "claimed")
-    assert sum(int(line["fields"]["messages"]) for line in claimed) == len(ids)
+    assert sum(int(line["fields"]["messages"]) for line in claimed) >= len(ids)
     await go_sink.wait_for(
         lambda _: py_consumer in go_deleted_consumers(go_sink),
         within=5 * GRACE + 5,
@@ -186,9 +189,12 @@ async def test_killed_go_instance_entries_reach_the_python_instance(
             await go_sink.kill()
             # After the grace period the Python instance claims what the Go one held.
             await wait_until(lambda: len(py_events) >= 5, within=5 * GRACE + 5, what="claims")
-            assert [e.id for e in py_events] == ids
-            assert [e.payload for e in py_events] == [f"job {i}".encode() for i in range(5)]
-            assert all(e.deliveries == 2 for e in py_events)
+            # Each once (claim rounds may take them in more than one batch, in any order).
+            assert sorted((e.id, e.payload) for e in py_events) == sorted(
+                zip(ids, [f"job {i}".encode() for i in range(5)], strict=True)
+            )
+            # Delivered to the Go instance first (more than once if it reclaimed them).
+            assert all(e.deliveries >= 2 for e in py_events)
             # Then, nothing pending on it any more, the dead Go consumer is deleted and
             # forgotten by the membership and keep-alive maps.
             await wait_until_async(
