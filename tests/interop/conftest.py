@@ -78,9 +78,15 @@ def build_peer(go: str, workdir: Path) -> Path:
             pytest.fail(f"`{' '.join(step)}` took more than {BUILD_TIMEOUT:.0f} s")
         if done.returncode != 0:
             where = f"against {source}" if source else "from the Go module proxy"
+            hint = (
+                ""
+                if source
+                else "\n(set PULSE_GO_SOURCE to a copy of goa.design/pulse v1.6.5's source if "
+                "the proxy refuses the module)"
+            )
             pytest.fail(
                 f"building the Go peer {where} failed: `{' '.join(step)}`:\n"
-                f"{done.stdout}{done.stderr}"
+                f"{done.stdout}{done.stderr}{hint}"
             )
     return binary
 
