@@ -219,11 +219,6 @@ async def test_go_sink_creating_a_stream_applies_its_ttl(
         assert (0 < after <= before) if mode == "ttl" else (after > before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pulse_trio: open_sink creates the stream (MKSTREAM) without applying the "
-    "Stream's ttl/sliding_ttl; goa.design/pulse's NewSink applies it (EXPIRE NX / EXPIRE)",
-)
 @pytest.mark.parametrize("mode", ["ttl", "sliding-ttl"])
 async def test_python_sink_creating_a_stream_applies_its_ttl(
     client: Any, unique: str, mode: str
