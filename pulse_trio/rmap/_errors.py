@@ -32,7 +32,9 @@ class MapValueError(RMapError, ValueError):
     """The stored value is not what the operation needs (nothing was changed).
 
     For example :meth:`Map.inc` on a value that is not an integer, or a list operation on a
-    value that is a JSON document other than a list of strings.
+    value that is a JSON document other than a list of strings. (goa.design/pulse v1.6.5's
+    ``AppendValues`` writes to such a value anyway and its ``RemoveValues`` removes nothing;
+    both sides *read* such a value alike, split on commas: see ``Map.get_values``.)
 
     Attributes:
         key: The key whose value was unsuitable.
