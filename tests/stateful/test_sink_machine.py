@@ -19,7 +19,8 @@ Safety, after every step:
   instance never queues an event twice (its reclaim loop may claim back an event still
   waiting in its own buffer; pulse-trio de-duplicates those).
 
-Liveness, at the end (teardown): once every instance acks, every added event is delivered
+Liveness, at the end (teardown): after a grace period in which whatever is held or buffered
+becomes claimable (redeliveries), once every instance acks, every added event is delivered
 and acknowledged by the group (nothing pending, nothing undelivered), and the instances that
 left are gone from the group, claimed from and deleted by the others even when they left
 holding events; then, leaving with nothing pending, the last instances delete their own
@@ -261,6 +262,11 @@ class SinkMachine(PortalMachine):
 
     def _settle(self) -> None:
         """Everyone acks from now on; wait until the group has acked everything."""
+        if any(i.held or i.sink.statistics().buffered for i in self.instances):
+            # As in `resume`: let what is held or waits in a buffer become claimable, so
+            # that every example with a slow instance ends with redeliveries (to it or to
+            # another instance) and claiming back events still in its buffer.
+            self.call(anyio.sleep, CLAIMABLE_AFTER)
         for instance in list(self.instances):
             if instance.kind is Kind.PAUSED:
                 self._resume(instance, Kind.ACKING)
