@@ -3,21 +3,18 @@ connections; after each step Redis matches a pure model and every replica conver
 
 from __future__ import annotations
 
-import contextlib
 import json
-import uuid
 from typing import Any
 
 import anyio
-import anyio.from_thread
-import pytest
 from coredis.tokens import PureToken
-from hypothesis import HealthCheck, note, settings
+from hypothesis import note
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import invariant, rule
 
-import pulse_trio
 from pulse_trio import rmap
+
+from ._harness import PortalMachine, run_machine
 
 KEYS = st.sampled_from(["a", "b", "c/d", "é"])
 VALUES = st.text(alphabet='xy/,é"\\ ', max_size=6)
@@ -28,142 +25,116 @@ REPLICAS = 3
 CONVERGE_TIMEOUT = 10.0
 
 
-def make_machine(url: str, backend: str) -> type[RuleBasedStateMachine]:
-    class RMapMachine(RuleBasedStateMachine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stack = contextlib.ExitStack()
-            self.portal = self.stack.enter_context(anyio.from_thread.start_blocking_portal(backend))
-            self.client: Any = self.stack.enter_context(
-                self.portal.wrap_async_context_manager(pulse_trio.connect(url))
-            )
-            self.name = "sm-" + uuid.uuid4().hex[:8]
-            self.replicas: list[rmap.Map] = [
-                self.stack.enter_context(
-                    self.portal.wrap_async_context_manager(
-                        rmap.join(self.client, self.name, ping_interval=60.0)
-                    )
-                )
-                for _ in range(REPLICAS)
-            ]
-            self.model: dict[str, str] = {}
+class RMapMachine(PortalMachine):
+    """Replicas of one map (health checks every minute: never what repairs them) vs a dict."""
 
-        def teardown(self) -> None:
-            self.stack.close()
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = self.prefix
+        self.replicas: list[rmap.Map] = [
+            self.enter(rmap.join(self.client, self.name, ping_interval=60.0)).value
+            for _ in range(REPLICAS)
+        ]
+        self.model: dict[str, str] = {}
 
-        def call(self, fn: Any, *args: Any) -> Any:
-            return self.portal.call(fn, *args)
+    @rule(i=st.integers(0, REPLICAS - 1), key=KEYS, value=VALUES)
+    def set(self, i: int, key: str, value: str) -> None:
+        note(f"replica {i}: set {key!r}={value!r}")
+        previous = self.call(self.replicas[i].set, key, value)
+        assert previous == self.model.get(key)
+        self.model[key] = value
 
-        @rule(i=st.integers(0, REPLICAS - 1), key=KEYS, value=VALUES)
-        def set(self, i: int, key: str, value: str) -> None:
-            note(f"replica {i}: set {key!r}={value!r}")
-            previous = self.call(self.replicas[i].set, key, value)
-            assert previous == self.model.get(key)
+    @rule(i=st.integers(0, REPLICAS - 1), key=KEYS)
+    def delete(self, i: int, key: str) -> None:
+        note(f"replica {i}: delete {key!r}")
+        assert self.call(self.replicas[i].delete, key) == self.model.pop(key, None)
+
+    @rule(i=st.integers(0, REPLICAS - 1), key=KEYS, test=VALUES, value=VALUES)
+    def test_and_set(self, i: int, key: str, test: str, value: str) -> None:
+        found = self.call(self.replicas[i].test_and_set, key, test, value)
+        note(f"replica {i}: test_and_set {key!r} {test!r}->{value!r} found {found!r}")
+        assert found == self.model.get(key)
+        if found == test:
             self.model[key] = value
 
-        @rule(i=st.integers(0, REPLICAS - 1), key=KEYS)
-        def delete(self, i: int, key: str) -> None:
-            note(f"replica {i}: delete {key!r}")
-            assert self.call(self.replicas[i].delete, key) == self.model.pop(key, None)
+    @rule(i=st.integers(0, REPLICAS - 1), key=COUNTERS, delta=st.integers(-5, 5))
+    def inc(self, i: int, key: str, delta: int) -> None:
+        note(f"replica {i}: inc {key!r} by {delta}")
+        expected = int(self.model.get(key, "0")) + delta
+        assert self.call(self.replicas[i].inc, key, delta) == expected
+        self.model[key] = str(expected)
 
-        @rule(i=st.integers(0, REPLICAS - 1), key=KEYS, test=VALUES, value=VALUES)
-        def test_and_set(self, i: int, key: str, test: str, value: str) -> None:
-            found = self.call(self.replicas[i].test_and_set, key, test, value)
-            note(f"replica {i}: test_and_set {key!r} {test!r}->{value!r} found {found!r}")
-            assert found == self.model.get(key)
-            if found == test:
-                self.model[key] = value
+    @rule(i=st.integers(0, REPLICAS - 1), key=LISTS, items=ITEMS, unique=st.booleans())
+    def append(self, i: int, key: str, items: list[str], unique: bool) -> None:
+        note(f"replica {i}: append {key!r} {items!r} unique={unique}")
+        current = json.loads(self.model[key]) if key in self.model else []
+        for item in items:
+            if not unique or item not in current:
+                current.append(item)
+        fn = self.replicas[i].append_unique_values if unique else self.replicas[i].append_values
+        result = self.call(fn, key, *items)
+        assert result == current
+        if current:
+            self.model[key] = json.dumps(current, ensure_ascii=False, separators=(",", ":"))
+            self.model[key] = self.model[key].replace("/", "\\/")
 
-        @rule(i=st.integers(0, REPLICAS - 1), key=COUNTERS, delta=st.integers(-5, 5))
-        def inc(self, i: int, key: str, delta: int) -> None:
-            note(f"replica {i}: inc {key!r} by {delta}")
-            expected = int(self.model.get(key, "0")) + delta
-            assert self.call(self.replicas[i].inc, key, delta) == expected
-            self.model[key] = str(expected)
+    @rule(i=st.integers(0, REPLICAS - 1), key=LISTS, items=ITEMS)
+    def remove(self, i: int, key: str, items: list[str]) -> None:
+        note(f"replica {i}: remove {key!r} {items!r}")
+        remaining, removed = self.call(self.replicas[i].remove_values, key, *items)
+        if key not in self.model:
+            assert (remaining, removed) == (None, False)
+            return
+        current = json.loads(self.model[key])
+        kept = [item for item in current if item not in items]
+        assert removed == (len(kept) != len(current))
+        if not kept:
+            assert remaining is None
+            del self.model[key]
+        else:
+            assert remaining == kept
+            self.model[key] = json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+            self.model[key] = self.model[key].replace("/", "\\/")
 
-        @rule(i=st.integers(0, REPLICAS - 1), key=LISTS, items=ITEMS, unique=st.booleans())
-        def append(self, i: int, key: str, items: list[str], unique: bool) -> None:
-            note(f"replica {i}: append {key!r} {items!r} unique={unique}")
-            current = json.loads(self.model[key]) if key in self.model else []
-            for item in items:
-                if not unique or item not in current:
-                    current.append(item)
-            fn = self.replicas[i].append_unique_values if unique else self.replicas[i].append_values
-            result = self.call(fn, key, *items)
-            assert result == current
-            if current:
-                self.model[key] = json.dumps(current, ensure_ascii=False, separators=(",", ":"))
-                self.model[key] = self.model[key].replace("/", "\\/")
+    @rule(i=st.integers(0, REPLICAS - 1), destroy=st.booleans())
+    def reset(self, i: int, destroy: bool) -> None:
+        note(f"replica {i}: {'destroy' if destroy else 'reset'}")
+        self.call(self.replicas[i].destroy if destroy else self.replicas[i].reset)
+        self.model.clear()
 
-        @rule(i=st.integers(0, REPLICAS - 1), key=LISTS, items=ITEMS)
-        def remove(self, i: int, key: str, items: list[str]) -> None:
-            note(f"replica {i}: remove {key!r} {items!r}")
-            remaining, removed = self.call(self.replicas[i].remove_values, key, *items)
-            if key not in self.model:
-                assert (remaining, removed) == (None, False)
-                return
-            current = json.loads(self.model[key])
-            kept = [item for item in current if item not in items]
-            assert removed == (len(kept) != len(current))
-            if not kept:
-                assert remaining is None
-                del self.model[key]
-            else:
-                assert remaining == kept
-                self.model[key] = json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
-                self.model[key] = self.model[key].replace("/", "\\/")
+    @rule(key=KEYS, value=VALUES, i=st.integers(0, REPLICAS - 1), other=KEYS)
+    def lost_write(self, key: str, value: str, i: int, other: str) -> None:
+        """A write whose notification never reached anyone, then an ordinary one: the
+        replicas must notice the gap in revisions. (Health checks are slowed down to a
+        minute here so that they cannot be what repairs the replicas.)"""
+        note(f"lost write {key!r}={value!r}, then replica {i} sets {other!r}")
+        self.call(self.client.hset, f"map:{self.name}:content", {key: value})
+        self.call(self.client.hincrby, f"map:{self.name}:content", "=rev", 1)
+        self.model[key] = value
+        self.set(i, other, "after-gap")
 
-        @rule(i=st.integers(0, REPLICAS - 1), destroy=st.booleans())
-        def reset(self, i: int, destroy: bool) -> None:
-            note(f"replica {i}: {'destroy' if destroy else 'reset'}")
-            self.call(self.replicas[i].destroy if destroy else self.replicas[i].reset)
-            self.model.clear()
+    @rule()
+    def kill_subscriptions(self) -> None:
+        note("CLIENT KILL TYPE pubsub")
+        self.call(lambda: self.client.client_kill(type_=PureToken.PUBSUB))
 
-        @rule(key=KEYS, value=VALUES, i=st.integers(0, REPLICAS - 1), other=KEYS)
-        def lost_write(self, key: str, value: str, i: int, other: str) -> None:
-            """A write whose notification never reached anyone, then an ordinary one: the
-            replicas must notice the gap in revisions. (Health checks are slowed down to a
-            minute here so that they cannot be what repairs the replicas.)"""
-            note(f"lost write {key!r}={value!r}, then replica {i} sets {other!r}")
-            self.call(self.client.hset, f"map:{self.name}:content", {key: value})
-            self.call(self.client.hincrby, f"map:{self.name}:content", "=rev", 1)
-            self.model[key] = value
-            self.set(i, other, "after-gap")
+    @invariant()
+    def redis_matches_model_and_replicas_converge(self) -> None:
+        raw = self.call(self.client.hgetall, f"map:{self.name}:content")
+        stored = {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"=")}
+        assert stored == self.model
 
-        @rule()
-        def kill_subscriptions(self) -> None:
-            note("CLIENT KILL TYPE pubsub")
-            self.call(lambda: self.client.client_kill(type_=PureToken.PUBSUB))
+        async def converged() -> None:
+            with anyio.fail_after(CONVERGE_TIMEOUT):
+                while any(r.map() != stored for r in self.replicas):
+                    await anyio.sleep(0.005)
 
-        @invariant()
-        def redis_matches_model_and_replicas_converge(self) -> None:
-            raw = self.call(self.client.hgetall, f"map:{self.name}:content")
-            stored = {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"=")}
-            assert stored == self.model
-
-            async def converged() -> None:
-                with anyio.fail_after(CONVERGE_TIMEOUT):
-                    while any(r.map() != stored for r in self.replicas):
-                        await anyio.sleep(0.005)
-
-            try:
-                self.call(converged)
-            except TimeoutError:
-                views = [r.map() for r in self.replicas]
-                raise AssertionError(f"replicas {views} did not converge to {stored}") from None
-
-    return RMapMachine
+        try:
+            self.call(converged)
+        except TimeoutError:
+            views = [r.map() for r in self.replicas]
+            raise AssertionError(f"replicas {views} did not converge to {stored}") from None
 
 
-@pytest.mark.parametrize("backend", ["trio", "asyncio"])
-def test_replicas_always_converge_to_redis(server_url: str, backend: str) -> None:
-    machine = make_machine(server_url, backend)
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=12,
-            stateful_step_count=25,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
+def test_replicas_always_converge_to_redis(server_url: str, anyio_backend: Any) -> None:
+    run_machine(RMapMachine, server_url, anyio_backend, max_examples=12, steps=25)

@@ -5,30 +5,16 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future
 from typing import Any
 
 import anyio
-import attrs
 import pytest
-from anyio.from_thread import BlockingPortal
 from coredis.response._callbacks import NoopCallback
 from coredis.tokens import PureToken
-from hypothesis import HealthCheck, note, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
 
 import pulse_trio
-from pulse_trio.streaming import NEWEST, OLDEST, Event, Reader, Stream, StreamError
-from pulse_trio.streaming._event import id_key, id_to_datetime
+from pulse_trio.streaming import NEWEST, OLDEST, Stream, StreamError
 from pulse_trio.testing import EmbeddedServer
 
 from .conftest import collecting, names, wait_count, wait_until, wait_until_async
@@ -225,180 +211,6 @@ async def test_wrong_type_of_an_added_stream(client: Client, unique: str) -> Non
         with pytest.raises(StreamError, match=other.key):
             await reader.add_stream(other)
         assert reader.streams == (unique,)
-
-
-# --- state machine -------------------------------------------------------------------------
-
-MAX_SEQ = 2**64 - 1
-
-
-@attrs.define
-class _OpenReader:
-    """A reader the state machine opened, with what it must see."""
-
-    context: Any  # the portal-wrapped context manager
-    reader: Reader
-    consumer: Future[None]
-    events: list[Event]
-    after: dict[int, tuple[int, int]]  # stream index -> read strictly after this (ms, seq)
-
-
-class ReaderMachine(RuleBasedStateMachine):
-    """Two streams, readers opened at random starts, connections killed; Redis vs a model.
-
-    Invariant: every open reader has seen exactly the model's events after its start in each
-    of its streams, in stream order, with no duplicates.
-    """
-
-    portal: BlockingPortal
-    url: str
-
-    def __init__(self) -> None:
-        super().__init__()
-        prefix = "sm" + uuid.uuid4().hex[:8]
-        self.client_context = self.portal.wrap_async_context_manager(pulse_trio.connect(self.url))
-        self.client = self.client_context.__enter__()
-        self.streams = [Stream(self.client, f"{prefix}-{i}", max_len=0) for i in range(2)]
-        self.model: list[list[tuple[str, str]]] = [[], []]  # per stream: (id, event name)
-        self.readers: list[_OpenReader] = []
-        self.counter = 0
-
-    def teardown(self) -> None:
-        for handle in self.readers:
-            self._close(handle)
-        self.client_context.__exit__(None, None, None)
-
-    # -- helpers
-
-    def _position(self, index: int, kind: str, pick: int) -> tuple[Any, tuple[int, int]]:
-        """A start position for stream ``index`` and the (ms, seq) the reader reads after."""
-        entries = self.model[index]
-        if kind == "newest" or (kind in ("id", "datetime") and not entries):
-            return NEWEST, id_key(entries[-1][0]) if entries else (0, 0)
-        if kind == "oldest":
-            return OLDEST, (0, 0)
-        event_id = entries[pick % len(entries)][0]
-        if kind == "id":
-            return event_id, id_key(event_id)
-        ms = id_key(event_id)[0]
-        return id_to_datetime(event_id), (ms - 1, MAX_SEQ)
-
-    def _close(self, handle: _OpenReader) -> None:
-        handle.consumer.cancel()
-        handle.context.__exit__(None, None, None)
-
-    def _expected(self, handle: _OpenReader, index: int) -> list[str]:
-        after = handle.after[index]
-        return [name for eid, name in self.model[index] if id_key(eid) > after]
-
-    def _observed(self, handle: _OpenReader, index: int) -> list[str]:
-        name = self.streams[index].name
-        return [e.event_name for e in list(handle.events) if e.stream_name == name]
-
-    # -- rules
-
-    @rule(index=st.integers(0, 1), count=st.integers(1, 8), batch=st.booleans())
-    def add_events(self, index: int, count: int, batch: bool) -> None:
-        names = [f"e{self.counter + i}" for i in range(count)]
-        self.counter += count
-        stream = self.streams[index]
-        if batch:
-            ids = self.portal.call(stream.add_many, [(n, b"") for n in names])
-        else:
-            ids = []
-            for n in names:
-                event_id = self.portal.call(stream.add, n, b"")
-                assert event_id is not None
-                ids.append(event_id)
-        self.model[index].extend(zip(ids, names, strict=True))
-        note(f"added {names} to stream {index}")
-
-    @precondition(lambda self: len(self.readers) < 3)
-    @rule(
-        index=st.integers(0, 1),
-        kind=st.sampled_from(["newest", "oldest", "id", "datetime"]),
-        pick=st.integers(0, 50),
-        other=st.none() | st.sampled_from(["newest", "oldest", "id", "datetime"]),
-        block=st.sampled_from([0.05, 10.0]),
-    )
-    def open_reader(
-        self, index: int, kind: str, pick: int, other: str | None, block: float
-    ) -> None:
-        start, after = self._position(index, kind, pick)
-        context = self.portal.wrap_async_context_manager(
-            self.streams[index].open_reader(start=start, block=block)
-        )
-        reader = context.__enter__()
-        afters = {index: after}
-        if other is not None:
-            other_start, other_after = self._position(1 - index, other, pick + 1)
-            self.portal.call(reader.add_stream, self.streams[1 - index], other_start)
-            afters[1 - index] = other_after
-        events: list[Event] = []
-
-        async def consume() -> None:
-            async for event in reader:
-                events.append(event)
-
-        consumer = self.portal.start_task_soon(consume)
-        self.readers.append(_OpenReader(context, reader, consumer, events, afters))
-        note(f"opened reader {len(self.readers) - 1} on {index} at {kind}, other={other}")
-
-    @precondition(lambda self: bool(self.readers))
-    @rule(which=st.integers(0, 2))
-    def close_reader(self, which: int) -> None:
-        handle = self.readers.pop(which % len(self.readers))
-        self._close(handle)
-        note(f"closed reader {which % (len(self.readers) + 1)}")
-
-    @rule()
-    def kill_connections(self) -> None:
-        self.portal.call(
-            functools.partial(self.client.client_kill, type_=PureToken.NORMAL, skipme=True)
-        )
-        note("killed every normal connection")
-
-    # -- invariant
-
-    @invariant()
-    def readers_see_exactly_the_model(self) -> None:
-        async def settle() -> None:
-            with anyio.move_on_after(5):
-                while not all(
-                    self._observed(h, i) == self._expected(h, i)
-                    for h in self.readers
-                    for i in h.after
-                ):
-                    for h in self.readers:
-                        for i in h.after:
-                            observed, expected = self._observed(h, i), self._expected(h, i)
-                            assert observed == expected[: len(observed)], (observed, expected)
-                    await anyio.sleep(0.005)
-
-        self.portal.call(settle)
-        for handle in self.readers:
-            assert set(handle.reader.streams) == {self.streams[i].name for i in handle.after}
-            for index in handle.after:
-                assert self._observed(handle, index) == self._expected(handle, index)
-
-
-@pytest.mark.usefixtures("collect_garbage")
-def test_reader_state_machine(server_url: str, anyio_backend: Any) -> None:
-    backend, options = (
-        (anyio_backend, {}) if isinstance(anyio_backend, str) else tuple(anyio_backend)
-    )
-    with anyio.from_thread.start_blocking_portal(backend, options) as portal:
-        ReaderMachine.portal = portal
-        ReaderMachine.url = server_url
-        run_state_machine_as_test(
-            ReaderMachine,
-            settings=settings(
-                max_examples=20,
-                stateful_step_count=20,
-                deadline=None,
-                suppress_health_check=[HealthCheck.too_slow],
-            ),
-        )
 
 
 @coredis_unclosed_buffers[0]
