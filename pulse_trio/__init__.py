@@ -6,7 +6,7 @@ The packages are :mod:`pulse_trio.rmap` (replicated maps) and :mod:`pulse_trio.s
 :mod:`pulse_trio.testing`) and the root of the error hierarchy.
 """
 
-from typing import Any
+from typing import Any as _Any
 
 from ._connect import connect as connect
 from ._embedded import embedded as embedded
@@ -36,7 +36,7 @@ __all__ = (
 _MOVED_TO_TESTING = frozenset({"EmbeddedCluster", "EmbeddedServer", "EmbeddedServerError"})
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in _MOVED_TO_TESTING:
         from . import testing
 

@@ -130,8 +130,12 @@ class Sink(Service):
         self._streams: dict[str, StreamConsumer] = {}
         # Acknowledgements queued by ack_nowait, per stream key; sent by _ack_loop.
         self._ack_queue: dict[str, list[str]] = {}
-        self._ack_wakeup = anyio.Event()
-        self._ack_lock = anyio.Lock()
+        # The keep-alive loop is stopped (and waited for) before the consumers unregister:
+        # a tick after that would write the keep-alive and membership entry back.
+        self._keepalive_done: anyio.Event | None = None
+        self._ack_wakeup: anyio.Event
+        self._ack_lock: anyio.Lock
+        self._keepalive_scope: anyio.CancelScope
 
     # ------------------------------------------------------------------ public API
 
@@ -377,6 +381,11 @@ class Sink(Service):
     # ------------------------------------------------------------------ lifecycle
 
     async def _prepare(self) -> None:
+        # Synchronisation primitives belong to the event loop: made here, not in __init__
+        # (the sink may be built outside the loop, as open_sink does no I/O).
+        self._ack_wakeup = anyio.Event()
+        self._ack_lock = anyio.Lock()
+        self._keepalive_scope = anyio.CancelScope()
         first = StreamConsumer(self._core, self._first, self._options.start_id)
         # The group first, outside any task group, so that a wrong-type key raises plainly.
         await first.create_group(first.start_id)
@@ -387,7 +396,8 @@ class Sink(Service):
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         (first,) = self._streams.values()
         await tg.start(first.run)
-        tg.start_soon(self._keepalive_loop)
+        self._keepalive_done = anyio.Event()
+        tg.start_soon(self._keepalive_loop, self._keepalive_done)
         tg.start_soon(self._ack_loop)
         self._logger.info(
             "sink %s: instance %s reading stream %s",
@@ -413,6 +423,10 @@ class Sink(Service):
                     exc,
                     extra=core.extra(error=repr(exc)),
                 )
+            # No keep-alive tick from now on (it would re-list the consumers being removed).
+            self._keepalive_scope.cancel()
+            if self._keepalive_done is not None:
+                await self._keepalive_done.wait()
             # Each stream unregisters its consumer on the way out; wait for all of them
             # before deciding whether the keep-alive may go.
             for consumer in list(self._streams.values()):
@@ -438,8 +452,15 @@ class Sink(Service):
             "sink %s: instance %s left", self._name, self.consumer, extra=self._core.extra()
         )
 
-    async def _keepalive_loop(self) -> None:
+    async def _keepalive_loop(self, done: anyio.Event) -> None:
         """Write the keep-alive every grace/3 and keep this consumer in the membership lists."""
+        try:
+            with self._keepalive_scope:
+                await self._keep_alive()
+        finally:
+            done.set()
+
+    async def _keep_alive(self) -> None:
         core = self._core
         period = self._options.timing.keepalive_period
         deadline = anyio.current_time()

@@ -306,14 +306,20 @@ class SinkMachine(PortalMachine):
         self.call(self._check_statistics)
 
     def _leave_last_instances(self) -> None:
-        """With nothing pending, leaving deletes each instance's consumer at once.
-
-        (Its membership entry and keep-alive should go too, but a keep-alive tick during
-        the leaving can write them back: see the xfail regression test below.)
-        """
+        """With nothing pending, leaving deletes each instance's consumer, membership entry
+        and keep-alive at once."""
         for instance in list(self.instances):
             self._leave(instance)
         assert self.call(self._consumers) == set()
+        assert self.call(self._traces) == (None, [])
+
+    async def _traces(self) -> tuple[Any, list[bytes]]:
+        """The sink's membership entry and the keep-alives left in Redis."""
+        membership = await self.client.hget(
+            content_key(membership_map_name(self.stream.name)), self.sink_name
+        )
+        keepalives = await self.client.hkeys(content_key(keepalive_map_name(self.sink_name)))
+        return membership, [k for k in keepalives if not k.startswith(b"=")]
 
     async def _consumers(self) -> set[str]:
         """The consumers of the sink's group, as Redis lists them."""
@@ -329,11 +335,6 @@ def test_sink_state_machine(server_url: str, anyio_backend: Any) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="Sink._stop unregisters while the keep-alive loop still runs: a tick in between "
-    "writes the keep-alive and the membership entry back after they were removed",
-)
 async def test_leaving_removes_membership_and_keepalive(client: Any, unique: str) -> None:
     """An instance that leaves with nothing pending leaves no trace: consumer, membership
     entry, keep-alive. A short grace period makes keep-alive ticks frequent (every 10 ms),
