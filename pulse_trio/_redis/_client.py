@@ -1,0 +1,421 @@
+"""The transport's public face: :func:`open_client` and :class:`Client`.
+
+Usage::
+
+    async with open_client("redis://localhost:6379/0", client_name="me") as client:
+        await client.execute("SET", "k", b"v")              # -> raw reply (b"OK")
+        await client.execute_script(Script.of(source), keys=["k"], args=[1])
+        async with client.blocking() as conn:                # a dedicated connection
+            await conn.execute("XREAD", "BLOCK", 5000, "STREAMS", "s", "$")
+        async with client.subscribe("channel") as sub:       # a subscriber connection
+            async for item in sub:                           # Message | Resubscribed
+                ...
+
+Public API (re-exported by :mod:`pulse_trio._redis`):
+
+- ``open_client(url, *, client_name=None, connect_timeout=5.0, command_timeout=10.0,
+  health_check_interval=5.0, max_blocking_connections=64, max_pending=4096,
+  ssl_context=None, protocol=3) -> AsyncContextManager[Client]``
+- ``Client.execute(*args, key=None) -> Any``: one command on the multiplexed connection.
+- ``Client.execute_script(script, keys=(), args=()) -> Any``: EVALSHA, EVAL on NOSCRIPT.
+- ``Client.blocking(*, key=None) -> AsyncContextManager[DirectConnection]``;
+  ``DirectConnection.execute(*args, timeout="auto") -> Any``.
+- ``Client.subscribe(*channels, patterns=()) -> Subscription``; ``async for item in sub``;
+  ``sub.ping()``, ``sub.subscribe(...)``, ``sub.unsubscribe(...)``.
+- ``Script.of(source)``; ``ResponseError`` (``.message``, ``.code``); ``Message``,
+  ``Resubscribed``; :class:`pulse_trio.RedisUnavailableError` (``ConnectionLostError``).
+
+Replies are raw (see :mod:`._resp`): with the default ``protocol=3``, maps are ``dict``,
+doubles ``float``, booleans ``bool``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import anyio
+import anyio.abc
+import attrs
+
+from ._connection import (
+    COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
+    HEALTH_CHECK_INTERVAL,
+    MAX_BLOCKING_CONNECTIONS,
+    MAX_PENDING,
+    Address,
+    ConnectionSettings,
+    DirectConnection,
+    Node,
+)
+from ._pubsub import Subscription
+from ._resp import Arg, ResponseError, encode_command
+
+#: Commands that are safe to send twice: retried once on a new connection when their
+#: connection was lost after they were written (read-only commands and PING).
+IDEMPOTENT_COMMANDS = frozenset(
+    {
+        "PING", "ECHO", "TIME", "INFO", "DBSIZE", "GET", "MGET", "STRLEN", "EXISTS", "TYPE",
+        "TTL", "PTTL", "HGET", "HMGET", "HGETALL", "HKEYS", "HVALS", "HLEN", "HEXISTS", "HSCAN",
+        "SCAN", "SMEMBERS", "SISMEMBER", "SCARD", "LRANGE", "LLEN", "LINDEX", "ZRANGE", "ZSCORE",
+        "ZCARD", "ZRANK", "XLEN", "XRANGE", "XREVRANGE", "XINFO", "XPENDING", "EVALSHA_RO",
+        "EVAL_RO", "CLUSTER", "ROLE", "SCRIPT",
+    }
+)  # fmt: skip
+_IDEMPOTENT = frozenset(
+    {*IDEMPOTENT_COMMANDS}
+    | {c.lower() for c in IDEMPOTENT_COMMANDS}
+    | {c.encode() for c in IDEMPOTENT_COMMANDS}
+    | {c.lower().encode() for c in IDEMPOTENT_COMMANDS}
+)
+
+
+def is_idempotent(args: Sequence[Arg]) -> bool:
+    """Whether the command ``args`` may be sent again after its connection was lost."""
+    return args[0] in _IDEMPOTENT
+
+
+@attrs.frozen
+class Script:
+    """A Lua script, run by SHA1 (``EVALSHA``) with ``EVAL`` when the server lacks it.
+
+    Build it once with :meth:`of` and run it with :meth:`Client.execute_script`.
+
+    Attributes:
+        source: The Lua source.
+        sha: Its SHA1 as lowercase hex (ASCII bytes), what ``EVALSHA`` takes.
+    """
+
+    source: bytes
+    sha: bytes
+
+    @staticmethod
+    @functools.cache
+    def of(source: str | bytes) -> Script:
+        """The script for ``source`` (cached: the same object for the same source)."""
+        raw = source.encode() if isinstance(source, str) else source
+        return Script(raw, hashlib.sha1(raw, usedforsecurity=False).hexdigest().encode())
+
+
+class Topology(Protocol):
+    """How a client reaches its servers (one server, Sentinel, or a cluster)."""
+
+    async def request(self, args: Sequence[Arg], payload: bytes, key: Arg | None) -> Any:
+        """Send a command to the right server; return its raw reply (errors not raised)."""
+
+    def node_for(self, key: Arg | None) -> Node:
+        """The node that serves ``key`` (any node for ``None``)."""
+
+    async def start(self) -> None:
+        """Connect (raising what connecting raises)."""
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+
+
+class Standalone:
+    """One server (directly, or found by Sentinel through ``node``'s resolver)."""
+
+    def __init__(self, node: Node, *, follow_failover: bool = False) -> None:
+        self.node = node
+        self._follow_failover = follow_failover
+
+    async def request(self, args: Sequence[Arg], payload: bytes, key: Arg | None) -> Any:
+        """Send on the node's multiplexed connection (idempotent commands retried once)."""
+        reply = await self.node.request(payload, retry=args[0] in _IDEMPOTENT)
+        if (
+            self._follow_failover
+            and type(reply) is ResponseError
+            and reply.code == "READONLY"
+            and self.node._mux is not None
+        ):
+            # The server was demoted (a Sentinel failover): reconnect, which asks again.
+            self.node._mux.abort("the server became a replica")
+        return reply
+
+    def node_for(self, key: Arg | None) -> Node:
+        """The only node."""
+        return self.node
+
+    async def start(self) -> None:
+        """Open the multiplexed connection."""
+        await self.node.multiplexed()
+
+    async def aclose(self) -> None:
+        """Close the node's connections."""
+        await self.node.aclose()
+
+
+class Client:
+    """A connection to Redis (one server, Sentinel-managed, or a Cluster) for many tasks.
+
+    Use :func:`open_client` to get one. Ordinary commands from every task share one
+    multiplexed connection per server and are pipelined automatically; blocking commands and
+    subscriptions get dedicated connections.
+    """
+
+    def __init__(self, topology: Topology, settings: ConnectionSettings, url: str) -> None:
+        self._topology = topology
+        self.settings = settings
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"<Client {self.url!r} {type(self._topology).__name__}>"
+
+    async def execute(self, *args: Arg, key: Arg | None = None) -> Any:
+        """Run one command and return its raw reply.
+
+        Args:
+            *args: The command and its arguments (bytes, str, int or float).
+            key: For a cluster: the key whose slot routes the command, when it is not the
+                command's usual first key (ignored on a single server).
+
+        Returns:
+            The reply as hiredis builds it: ``bytes``, ``int``, ``float``, ``bool``, ``None``,
+            ``list``, ``dict`` (RESP3 maps); error replies nested in arrays stay
+            :class:`ResponseError` instances.
+
+        Raises:
+            ResponseError: Redis answered with an error.
+            RedisUnavailableError: Redis could not be reached, or the connection was lost
+                with the request (``ConnectionLostError``; idempotent commands and requests
+                not yet written are retried once on a new connection first).
+
+        Cancellation:
+            The caller stops waiting at once; the request may still run on the server (it
+            may already be on the wire), and its reply is read and dropped.
+        """
+        reply = await self._topology.request(args, encode_command(args), key)
+        if type(reply) is ResponseError:
+            raise reply
+        return reply
+
+    async def execute_script(
+        self, script: Script | str | bytes, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()
+    ) -> Any:
+        """Run a Lua script by SHA1; on ``NOSCRIPT`` send its source with ``EVAL``.
+
+        Args:
+            script: A :class:`Script`, or a source (turned into one, cached).
+            keys: Its KEYS (on a cluster, all in one slot; the first routes the call).
+            args: Its ARGV.
+
+        Raises:
+            ResponseError: The script failed, or Redis refused it.
+            RedisUnavailableError: As for :meth:`execute`.
+        """
+        if not isinstance(script, Script):
+            script = Script.of(script)
+        key = keys[0] if keys else None
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args, key=key)
+        except ResponseError as exc:
+            if exc.code != "NOSCRIPT":
+                raise
+        # EVAL runs the source and adds it to the server's script cache.
+        return await self.execute("EVAL", script.source, len(keys), *keys, *args, key=key)
+
+    def blocking(
+        self, *, key: Arg | None = None
+    ) -> contextlib.AbstractAsyncContextManager[DirectConnection]:
+        """Borrow a dedicated connection for blocking commands (``XREAD BLOCK``...).
+
+        Args:
+            key: For a cluster, a key of the server to reach.
+
+        Returns:
+            An async context manager yielding a :class:`DirectConnection`; use its
+            ``execute(*args, timeout="auto")``. At most ``max_blocking_connections`` per
+            server are lent at once; further callers wait.
+        """
+        return self._topology.node_for(key).blocking()
+
+    def subscribe(self, *channels: Arg, patterns: Sequence[Arg] = ()) -> Subscription:
+        """A subscription to ``channels`` (and ``patterns``) on a dedicated connection.
+
+        Use it as ``async with client.subscribe("c") as sub: async for item in sub``. Items
+        are ``Message(channel, data, pattern)`` and, after each reconnection, a
+        ``Resubscribed(reconnects)``: messages published while disconnected are lost.
+        """
+        node = self._topology.node_for(None)
+        return Subscription(node.open_direct, self.settings, tuple(channels), tuple(patterns))
+
+
+def _parse_hosts(netloc: str, default_port: int) -> tuple[str | None, str | None, list[Address]]:
+    userinfo, _, hostlist = netloc.rpartition("@")
+    username: str | None = None
+    password: str | None = None
+    if userinfo:
+        user, sep, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if sep else None
+    addresses = []
+    for item in hostlist.split(","):
+        if not item:
+            continue
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else default_port
+        else:
+            host, sep, port_text = item.rpartition(":")
+            if not sep:
+                host, port_text = item, ""
+            port = int(port_text) if port_text else default_port
+        addresses.append(Address(host or "127.0.0.1", port))
+    return username, password, addresses
+
+
+@attrs.frozen
+class ParsedURL:
+    """What a Redis URL says (see :func:`parse_url`)."""
+
+    kind: str  # "standalone", "cluster" or "sentinel"
+    addresses: tuple[Address, ...]
+    username: str | None
+    password: str | None
+    db: int
+    tls: bool
+    service: str | None = None
+    options: dict[str, str] = attrs.field(factory=dict)
+
+
+def parse_url(url: str) -> ParsedURL:
+    """Parse a ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+    ``rediss+cluster://``, ``redis+sentinel://`` or ``rediss+sentinel://`` URL.
+
+    - ``redis://[user[:password]@]host[:port][/db][?client_name=x]``
+    - ``unix://[user[:password]@]/path/to/socket[?db=n]``
+    - ``redis+cluster://[user[:password]@]host:port[,host:port...]`` (seeds)
+    - ``redis+sentinel://[user[:password]@]host:port[,host:port...]/service[/db]`` (the
+      sentinels; the credentials are the data servers'; ``?sentinel_password=...``)
+
+    Raises:
+        ValueError: The scheme is none of those, or the URL is malformed.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if scheme == "unix":
+        username, password, _ = _parse_hosts(parts.netloc, 0)
+        db = int(options.get("db", "0"))
+        return ParsedURL(
+            "standalone", (Address(path=unquote(parts.path)),), username, password, db, False,
+            options=options,
+        )  # fmt: skip
+    base, _, variant = scheme.partition("+")
+    if base not in ("redis", "rediss") or variant not in ("", "cluster", "sentinel"):
+        raise ValueError(
+            f"unsupported URL scheme {parts.scheme!r} in {url!r}: use redis://, rediss://, "
+            "unix://, redis+cluster://, rediss+cluster://, redis+sentinel:// or "
+            "rediss+sentinel://"
+        )
+    default_port = 26379 if variant == "sentinel" else 6379
+    username, password, addresses = _parse_hosts(parts.netloc, default_port)
+    if not addresses:
+        addresses = [Address("127.0.0.1", default_port)]
+    segments = [s for s in parts.path.split("/") if s]
+    service = None
+    if variant == "sentinel":
+        if not segments:
+            raise ValueError(f"{url!r}: a Sentinel URL names the service: .../service_name")
+        service = unquote(segments.pop(0))
+    db = int(segments[0]) if segments else int(options.get("db", "0"))
+    return ParsedURL(
+        {"": "standalone", "cluster": "cluster", "sentinel": "sentinel"}[variant],
+        tuple(addresses),
+        username,
+        password,
+        db,
+        base == "rediss",
+        service,
+        options,
+    )
+
+
+def _fixed(address: Address) -> Callable[[], Awaitable[Address]]:
+    async def resolve() -> Address:
+        return address
+
+    return resolve
+
+
+@contextlib.asynccontextmanager
+async def open_client(
+    url: str,
+    *,
+    client_name: str | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    command_timeout: float = COMMAND_TIMEOUT,
+    health_check_interval: float = HEALTH_CHECK_INTERVAL,
+    max_blocking_connections: int = MAX_BLOCKING_CONNECTIONS,
+    max_pending: int = MAX_PENDING,
+    ssl_context: ssl.SSLContext | None = None,
+    protocol: int = 3,
+) -> AsyncIterator[Client]:
+    """Connect to Redis and yield a ready :class:`Client`; close everything on exit.
+
+    Args:
+        url: See :func:`parse_url` for the forms (TLS with ``rediss``).
+        client_name: ``CLIENT SETNAME`` of every connection (default: the URL's
+            ``?client_name=``, else none).
+        connect_timeout: Bound on connect + handshake, seconds (default 5).
+        command_timeout: A multiplexed connection that answers nothing for this long while
+            requests wait is replaced and its requests fail (default 10 s).
+        health_check_interval: Idle connections are PINGed this often, seconds (default 5).
+        max_blocking_connections: Dedicated connections per server for blocking commands
+            (default 64); subscriptions have their own connection each, outside this bound.
+        max_pending: Outstanding requests per multiplexed connection before callers wait.
+        ssl_context: For ``rediss``: the TLS context (default: the system's trust store).
+        protocol: RESP version (3, or 2 for replies shaped as RESP2).
+
+    Raises:
+        ValueError: The URL is not understood.
+        RedisUnavailableError: The server (or no seed / sentinel) could be reached.
+        ResponseError: The server refused the handshake (``WRONGPASS``, bad database...).
+
+    Cancellation:
+        The client owns a task group (connection readers, writers, watchdogs); leaving the
+        block cancels it and closes every connection. Requests still in flight then fail with
+        ``ConnectionLostError``.
+    """
+    parsed = parse_url(url)
+    if parsed.tls and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    settings = ConnectionSettings(
+        username=parsed.username,
+        password=parsed.password,
+        db=parsed.db,
+        client_name=client_name or parsed.options.get("client_name"),
+        protocol=protocol,
+        ssl_context=ssl_context if parsed.tls else None,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
+        health_check_interval=health_check_interval,
+        max_pending=max_pending,
+    )
+    async with anyio.create_task_group() as tg:
+        topology: Topology
+        if parsed.kind != "standalone":
+            raise ValueError(f"{parsed.kind} URLs are not supported yet")
+        else:
+            node = Node(
+                tg,
+                _fixed(parsed.addresses[0]),
+                settings,
+                max_blocking=max_blocking_connections,
+                name=str(parsed.addresses[0]),
+            )
+            topology = Standalone(node)
+        try:
+            await topology.start()
+            yield Client(topology, settings, url)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await topology.aclose()
+            tg.cancel_scope.cancel()
