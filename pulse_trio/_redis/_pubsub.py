@@ -185,31 +185,34 @@ class Subscription:
             self._conn = conn
             self._state.resubscribe()
             self._conn_scope = scope = anyio.CancelScope()
+            lost: BaseException | None = None
             try:
                 with scope:
                     await self._write()
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._health)
-                        await self._read_until_confirmed(conn)
-                        if started:
-                            self.reconnects += 1
-                            await self._send.send(Resubscribed(self.reconnects))
-                        else:
-                            started = True
-                            task_status.started()
-                        backoff.reset()
-                        await self._read(conn)
-            except (*_NETWORK_ERRORS, TimeoutError) as exc:
-                if not started:
-                    raise RedisUnavailableError(f"subscribing failed: {exc!r}") from exc
-                logger.warning("subscriber connection lost (%r); reconnecting", exc)
+                        try:
+                            await self._read_until_confirmed(conn)
+                            if started:
+                                self.reconnects += 1
+                                await self._send.send(Resubscribed(self.reconnects))
+                            else:
+                                started = True
+                                task_status.started()
+                            backoff.reset()
+                            await self._read(conn)
+                        except (*_NETWORK_ERRORS, TimeoutError) as exc:
+                            lost = exc
+                            tg.cancel_scope.cancel()
             finally:
                 self._conn = None
                 self._conn_scope = None
                 with anyio.CancelScope(shield=True):
                     await conn.aclose()
+            # Here the connection was lost, or stopped answering PINGs (scope cancelled).
             if not started:
-                raise RedisUnavailableError("the subscriber connection stopped answering")
+                raise RedisUnavailableError(f"subscribing failed: {lost!r}") from lost
+            logger.warning("subscriber connection lost (%r); reconnecting", lost)
             await anyio.sleep(backoff.next_delay())
 
     async def _read_until_confirmed(self, conn: DirectConnection) -> None:
