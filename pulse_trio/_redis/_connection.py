@@ -30,14 +30,16 @@ import contextlib
 import logging
 import math
 import random
+import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import anyio
 import anyio.abc
 import attrs
+import sniffio
 
 from .._errors import RedisUnavailableError
 from ._resp import Arg, ProtocolError, ResponseError, RespState, encode_command
@@ -382,13 +384,36 @@ def _name(args: tuple[Arg, ...] | list[Arg]) -> str:
     return first.decode(errors="replace") if isinstance(first, bytes) else str(first)
 
 
+class _Event(Protocol):
+    def set(self) -> Any: ...
+    async def wait(self) -> Any: ...
+
+
+def _event_factory() -> Callable[[], _Event]:
+    """The cheapest event of the running backend (one is made per request).
+
+    ``anyio.Event`` wraps the backend's own; on the hot path the wrapper is measurable, and
+    the native events behave the same under AnyIO's cancellation on their own backend.
+    """
+    library = sniffio.current_async_library()
+    if library == "trio":
+        import trio
+
+        return trio.Event
+    if library == "asyncio":
+        import asyncio
+
+        return asyncio.Event
+    return anyio.Event
+
+
 class _Waiter:
     """A caller waiting for its reply on a multiplexed connection."""
 
     __slots__ = ("event", "failure", "reply")
 
-    def __init__(self) -> None:
-        self.event = anyio.Event()
+    def __init__(self, event: _Event) -> None:
+        self.event = event
         self.reply: Any = None
         self.failure: ConnectionLostError | None = None
 
@@ -409,6 +434,14 @@ class MultiplexedConnection:
 
     def __init__(self, direct: DirectConnection) -> None:
         self._stream = direct.stream
+        # On Trio, a plain socket (not TLS) can be written without awaiting when nothing else
+        # is being sent: a lone request then leaves at once instead of waking the writer task.
+        self._raw: socket.socket | None = None
+        if sniffio.current_async_library() == "trio" and isinstance(
+            direct.stream, anyio.abc.SocketStream
+        ):
+            self._raw = direct.stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        self._new_event = _event_factory()
         self.address = direct.address
         self.client_id = direct.client_id
         self._settings = direct._settings
@@ -455,17 +488,42 @@ class MultiplexedConnection:
             raise ConnectionLostError(
                 f"connection to Redis at {self.address} lost: {self._reason}", written=False
             )
-        waiter = _Waiter()
-        self._core.queue(waiter, payload)
+        waiter = _Waiter(self._new_event())
+        core = self._core
+        core.queue(waiter, payload)
         self.requests += 1
         wanted = self._write_wanted
-        if wanted is not None:
-            self._write_wanted = None
-            wanted.set()
+        if wanted is not None:  # the writer is idle: nothing is being sent
+            if self._raw is not None and core.waiting == 1:
+                # The only request in flight: no other caller's request can join it in the
+                # same write, so write it now (synchronous, non-blocking; never partial but
+                # in a full socket buffer, whose rest the writer then sends).
+                self._send_now(self._raw)
+            else:
+                self._write_wanted = None
+                wanted.set()
         await waiter.event.wait()
         if waiter.failure is not None:
             raise waiter.failure
         return waiter.reply
+
+    def _send_now(self, raw: socket.socket) -> None:
+        core = self._core
+        data = core.data_to_send()
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.abort(repr(exc))
+            return
+        self.writes += 1
+        if sent < len(data):
+            core.unsend(data[sent:])
+            wanted = self._write_wanted
+            if wanted is not None:
+                self._write_wanted = None
+                wanted.set()
 
     def queue_unanswered(self, payload: bytes) -> None:
         """Queue a request whose reply nobody waits for (it is read and dropped)."""

@@ -144,6 +144,13 @@ class RespState(Generic[_T]):
         self._unsent = 0
         return data
 
+    def unsend(self, data: bytes) -> None:
+        """Put back, before anything queued since, the part of :meth:`data_to_send`'s bytes
+        that the driver could not send (a partial write). Their requests still count as
+        handed out."""
+        if data:
+            self._outgoing.insert(0, data)
+
     def receive_data(self, data: bytes) -> list[tuple[_T | None, Any]]:
         """Parse bytes received from the server.
 
