@@ -47,6 +47,7 @@ from ._connection import (
     COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
     HEALTH_CHECK_INTERVAL,
+    IDEMPOTENT_COMMANDS,
     MAX_BLOCKING_CONNECTIONS,
     MAX_PENDING,
     Address,
@@ -57,17 +58,6 @@ from ._connection import (
 from ._pubsub import Subscription
 from ._resp import Arg, ResponseError, encode_command
 
-#: Commands that are safe to send twice: retried once on a new connection when their
-#: connection was lost after they were written (read-only commands and PING).
-IDEMPOTENT_COMMANDS = frozenset(
-    {
-        "PING", "ECHO", "TIME", "INFO", "DBSIZE", "GET", "MGET", "STRLEN", "EXISTS", "TYPE",
-        "TTL", "PTTL", "HGET", "HMGET", "HGETALL", "HKEYS", "HVALS", "HLEN", "HEXISTS", "HSCAN",
-        "SCAN", "SMEMBERS", "SISMEMBER", "SCARD", "LRANGE", "LLEN", "LINDEX", "ZRANGE", "ZSCORE",
-        "ZCARD", "ZRANK", "XLEN", "XRANGE", "XREVRANGE", "XINFO", "XPENDING", "EVALSHA_RO",
-        "EVAL_RO", "CLUSTER", "ROLE", "SCRIPT",
-    }
-)  # fmt: skip
 _IDEMPOTENT = frozenset(
     {*IDEMPOTENT_COMMANDS}
     | {c.lower() for c in IDEMPOTENT_COMMANDS}
@@ -115,6 +105,9 @@ class Topology(Protocol):
     async def start(self) -> None:
         """Connect (raising what connecting raises)."""
 
+    async def open_subscriber(self) -> DirectConnection:
+        """A new direct connection for a subscription."""
+
     async def aclose(self) -> None:
         """Close every connection."""
 
@@ -146,6 +139,10 @@ class Standalone:
     async def start(self) -> None:
         """Open the multiplexed connection."""
         await self.node.multiplexed()
+
+    async def open_subscriber(self) -> DirectConnection:
+        """A new direct connection to the server."""
+        return await self.node.open_direct()
 
     async def aclose(self) -> None:
         """Close the node's connections."""
@@ -243,8 +240,9 @@ class Client:
         are ``Message(channel, data, pattern)`` and, after each reconnection, a
         ``Resubscribed(reconnects)``: messages published while disconnected are lost.
         """
-        node = self._topology.node_for(None)
-        return Subscription(node.open_direct, self.settings, tuple(channels), tuple(patterns))
+        return Subscription(
+            self._topology.open_subscriber, self.settings, tuple(channels), tuple(patterns)
+        )
 
 
 def _parse_hosts(netloc: str, default_port: int) -> tuple[str | None, str | None, list[Address]]:
@@ -399,23 +397,50 @@ async def open_client(
         health_check_interval=health_check_interval,
         max_pending=max_pending,
     )
-    async with anyio.create_task_group() as tg:
-        topology: Topology
-        if parsed.kind != "standalone":
-            raise ValueError(f"{parsed.kind} URLs are not supported yet")
-        else:
-            node = Node(
-                tg,
-                _fixed(parsed.addresses[0]),
-                settings,
-                max_blocking=max_blocking_connections,
-                name=str(parsed.addresses[0]),
-            )
-            topology = Standalone(node)
-        try:
-            await topology.start()
-            yield Client(topology, settings, url)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await topology.aclose()
-            tg.cancel_scope.cancel()
+    failure: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            topology = _topology(parsed, settings, tg, max_blocking_connections)
+            try:
+                try:
+                    await topology.start()
+                except Exception as exc:
+                    failure = exc  # raised below, outside the task group (not in a group)
+                else:
+                    try:
+                        yield Client(topology, settings, url)
+                    except BaseException as exc:
+                        failure = exc
+                        raise
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await topology.aclose()
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The client's own tasks never raise: an error of the block comes out as it was
+        # raised, not wrapped in a group by the client's task group.
+        if failure is None or len(group.exceptions) != 1 or group.exceptions[0] is not failure:
+            raise
+    if failure is not None:
+        raise failure
+
+
+def _topology(
+    parsed: ParsedURL,
+    settings: ConnectionSettings,
+    tg: anyio.abc.TaskGroup,
+    max_blocking: int,
+) -> Topology:
+    if parsed.kind == "cluster":
+        from ._cluster import Cluster
+
+        return Cluster(tg, parsed.addresses, settings, max_blocking=max_blocking)
+    if parsed.kind == "sentinel":
+        from ._sentinel import sentinel_resolver
+
+        resolve = sentinel_resolver(parsed, settings)
+        node = Node(tg, resolve, settings, max_blocking=max_blocking, name=str(parsed.service))
+        return Standalone(node, follow_failover=True)
+    address = parsed.addresses[0]
+    node = Node(tg, _fixed(address), settings, max_blocking=max_blocking, name=str(address))
+    return Standalone(node)

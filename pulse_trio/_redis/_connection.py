@@ -64,6 +64,18 @@ BACKOFF_INITIAL: Final = 0.05
 BACKOFF_MAX: Final = 2.0
 _RECEIVE_SIZE = 65536
 
+#: Commands that are safe to send twice: retried once on a new connection when their
+#: connection was lost after they were written (read-only commands and PING).
+IDEMPOTENT_COMMANDS = frozenset(
+    {
+        "PING", "ECHO", "TIME", "INFO", "DBSIZE", "GET", "MGET", "STRLEN", "EXISTS", "TYPE",
+        "TTL", "PTTL", "HGET", "HMGET", "HGETALL", "HKEYS", "HVALS", "HLEN", "HEXISTS", "HSCAN",
+        "SCAN", "SMEMBERS", "SISMEMBER", "SCARD", "LRANGE", "LLEN", "LINDEX", "ZRANGE", "ZSCORE",
+        "ZCARD", "ZRANK", "XLEN", "XRANGE", "XREVRANGE", "XINFO", "XPENDING", "EVALSHA_RO",
+        "EVAL_RO", "CLUSTER", "ROLE", "SCRIPT",
+    }
+)  # fmt: skip
+
 
 class ConnectionLostError(RedisUnavailableError):
     """A request was lost with its connection (closed, reset, frozen, or the client closed).
@@ -639,6 +651,8 @@ class Node:
         resolve: Returns the server's current address (fixed, or asked of Sentinel).
         settings: Connection settings.
         max_blocking: Bound on the direct connections (in use plus idle).
+        name: For ``repr``.
+        address: The fixed address, when there is one (cluster nodes).
     """
 
     def __init__(
@@ -649,8 +663,10 @@ class Node:
         *,
         max_blocking: int = MAX_BLOCKING_CONNECTIONS,
         name: str = "",
+        address: Address | None = None,
     ) -> None:
         self._tg = task_group
+        self.address = address
         self._resolve = resolve
         self.settings = settings
         self.name = name
