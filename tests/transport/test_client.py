@@ -165,3 +165,17 @@ async def test_cancelled_callers_never_desynchronise_the_connection(
     assert node.connects == connects
     assert await node.multiplexed() is mux
     assert mux.waiting == 0
+
+
+async def test_resp2_protocol(server_url: str, unique: str) -> None:
+    async with open_client(server_url, protocol=2) as client:
+        await client.execute("HSET", f"{unique}:h", "a", 1)
+        assert await client.execute("HGETALL", f"{unique}:h") == [b"a", b"1"]  # no maps
+        async with client.subscribe(f"{unique}:c") as sub:
+            await sub.ping()  # RESP2 answers ["pong", ""] in subscribed mode
+            await client.execute("PUBLISH", f"{unique}:c", "m")
+            with anyio.fail_after(5):
+                item = await sub.__anext__()
+            assert item.data == b"m"  # type: ignore[union-attr]
+        async with client.blocking() as conn:
+            assert conn.client_id is not None  # from the RESP2 HELLO reply

@@ -170,3 +170,22 @@ async def test_master_failover_is_followed(unique: str) -> None:
         assert new_owner.port != owner.port
         assert await client.execute("SET", key, "after") == b"OK"
         assert await client.execute("GET", key) == b"after"
+
+
+async def test_subscription_on_a_cluster_gets_messages_published_anywhere(
+    cclient: Client, unique: str
+) -> None:
+    cluster = _cluster(cclient)
+    channel = f"{unique}:ch"
+    masters = sorted({a for a in cluster._slots if a is not None}, key=str)
+    async with cclient.subscribe(channel) as sub:
+        for address in masters:
+            async with open_client(f"redis://{address.host}:{address.port}") as direct:
+                await direct.execute("PUBLISH", channel, str(address.port))
+        got = set()
+        with anyio.fail_after(5):
+            async for item in sub:
+                got.add(item.data)  # type: ignore[union-attr]
+                if len(got) == len(masters):
+                    break
+    assert got == {str(a.port).encode() for a in masters}

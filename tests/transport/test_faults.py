@@ -276,3 +276,24 @@ async def test_tls_with_certificates_made_here(tmp_path: Path) -> None:
         with pytest.raises(RedisUnavailableError):
             async with open_client(f"rediss://localhost:{tls_port}", ssl_context=untrusting):
                 pass
+
+
+async def test_frozen_blocking_read_times_out_and_is_discarded(
+    server_url: str, unique: str
+) -> None:
+    port = int(server_url.rsplit(":", 1)[1])
+    async with (
+        freezing_proxy(port) as proxy,
+        open_client(proxy.url, command_timeout=0.3, health_check_interval=60) as client,
+    ):
+        async with client.blocking() as conn:
+            assert await conn.execute("PING") == b"PONG"
+            for link in proxy.links:
+                link.subscriber = True
+            proxy.freeze_subscribers()  # every connection so far, this one included
+            with anyio.fail_after(5), pytest.raises(RedisUnavailableError, match="within"):
+                await conn.execute("XREAD", "BLOCK", 100, "STREAMS", f"{unique}:s", "$")
+            assert conn.closed  # timed out: never lent again
+        async with client.blocking() as fresh:
+            assert fresh is not conn
+            assert await fresh.execute("PING") == b"PONG"
