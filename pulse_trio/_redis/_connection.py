@@ -674,6 +674,8 @@ class Node:
         self._lock = anyio.Lock()
         self._backoff = Backoff()
         self._next_attempt = -math.inf
+        self._attempts = 0
+        self._last_failure: Exception | None = None
         self._blocking_slots = anyio.Semaphore(max_blocking)
         self._idle: list[DirectConnection] = []
         self.connects = 0
@@ -702,16 +704,27 @@ class Node:
             return mux
         if self.closed:
             raise RedisUnavailableError("the client is closed")
+        attempts_seen = self._attempts
         async with self._lock:
             mux = self._mux
             if mux is not None and not mux.closed:
                 return mux
+            if self._attempts != attempts_seen and self._last_failure is not None:
+                # An attempt made while this caller waited for the lock failed: fail as it
+                # did instead of queueing one more attempt (and backoff) per waiting caller.
+                last = self._last_failure
+                if isinstance(last, ResponseError):
+                    raise ResponseError(last.message) from last
+                raise RedisUnavailableError(str(last)) from last
             await anyio.sleep_until(self._next_attempt)
+            self._attempts += 1
             try:
                 direct = await self.open_direct()
-            except (RedisUnavailableError, ResponseError):
+            except (RedisUnavailableError, ResponseError) as exc:
+                self._last_failure = exc
                 self._next_attempt = anyio.current_time() + self._backoff.next_delay()
                 raise
+            self._last_failure = None
             mux = MultiplexedConnection(direct)
             try:
                 await self._tg.start(mux.run)

@@ -156,7 +156,8 @@ class Subscription:
             RedisUnavailableError: No answer in time, or no connection right now.
         """
         timeout = self._settings.command_timeout
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             raise RedisUnavailableError("the subscription is reconnecting")
         target = self._pongs + 1
         self._state.ping()
@@ -166,7 +167,8 @@ class Subscription:
                 event = self._pong_event
                 await event.wait()
             return
-        self._drop_connection()
+        if self._conn is conn:  # not already replaced while this PING waited
+            self._drop_connection()
         raise RedisUnavailableError(f"the subscriber connection did not answer PING in {timeout} s")
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:

@@ -100,6 +100,22 @@ async def test_server_restart_and_outage(own_server: EmbeddedServer, unique: str
             await client.execute("PING")
         with anyio.fail_after(5), pytest.raises(RedisUnavailableError):
             await client.execute("PING")  # again, after a backoff
+        # Callers that queue up while an attempt fails fail with it: one attempt for all.
+        attempts = node._attempts
+        failures = 0
+
+        async def call() -> None:
+            nonlocal failures
+            with pytest.raises(RedisUnavailableError):
+                await client.execute("PING")
+            failures += 1
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(call)
+        assert failures == 20
+        assert node._attempts - attempts == 1
         await own_server.start()
 
         async def pings() -> bool:
