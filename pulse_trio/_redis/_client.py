@@ -17,6 +17,7 @@ Public API (re-exported by :mod:`pulse_trio._redis`):
   health_check_interval=5.0, max_blocking_connections=64, max_pending=4096,
   ssl_context=None, protocol=3) -> AsyncContextManager[Client]``
 - ``Client.execute(*args, key=None) -> Any``: one command on the multiplexed connection.
+- ``Client.execute_many(commands, *, raise_on_error=True) -> list[Any]``: a pipeline.
 - ``Client.execute_script(script, keys=(), args=()) -> Any``: EVALSHA, EVAL on NOSCRIPT.
 - ``Client.blocking(*, key=None) -> AsyncContextManager[DirectConnection]``;
   ``DirectConnection.execute(*args, timeout="auto") -> Any``.
@@ -99,6 +100,11 @@ class Topology(Protocol):
     async def request(self, args: Sequence[Arg], payload: bytes, key: Arg | None) -> Any:
         """Send a command to the right server; return its raw reply (errors not raised)."""
 
+    async def request_many(
+        self, commands: Sequence[Sequence[Arg]], payloads: list[bytes]
+    ) -> list[Any]:
+        """Send several commands (pipelined); raw replies in order (errors not raised)."""
+
     def node_for(self, key: Arg | None) -> Node:
         """The node that serves ``key`` (any node for ``None``)."""
 
@@ -131,6 +137,18 @@ class Standalone:
             # The server was demoted (a Sentinel failover): reconnect, which asks again.
             self.node._mux.abort("the server became a replica")
         return reply
+
+    async def request_many(
+        self, commands: Sequence[Sequence[Arg]], payloads: list[bytes]
+    ) -> list[Any]:
+        """Send in one write on the node's multiplexed connection."""
+        replies = await self.node.request_many(payloads)
+        if self._follow_failover and self.node._mux is not None:
+            for reply in replies:
+                if type(reply) is ResponseError and reply.code == "READONLY":
+                    self.node._mux.abort("the server became a replica")
+                    break
+        return replies
 
     def node_for(self, key: Arg | None) -> Node:
         """The only node."""
@@ -192,6 +210,39 @@ class Client:
         if type(reply) is ResponseError:
             raise reply
         return reply
+
+    async def execute_many(
+        self, commands: Sequence[Sequence[Arg]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Run several commands in one round trip (a pipeline, not a transaction).
+
+        They leave in one write per server and their replies come back in order. Other
+        tasks' commands may run between them; use a Lua script for atomicity.
+
+        Args:
+            commands: Each a sequence like the arguments of :meth:`execute`; on a cluster
+                each is routed by its own first key (commands for several nodes go out in
+                parallel).
+            raise_on_error: Raise the first error reply (after every reply arrived) instead
+                of returning :class:`ResponseError` instances in the list.
+
+        Returns:
+            One raw reply per command, in order.
+
+        Raises:
+            ResponseError: With ``raise_on_error``, the first error reply.
+            RedisUnavailableError: As for :meth:`execute` (retried only if nothing was
+                written).
+        """
+        if not commands:
+            return []
+        payloads = [encode_command(c) for c in commands]
+        replies = await self._topology.request_many(commands, payloads)
+        if raise_on_error:
+            for reply in replies:
+                if type(reply) is ResponseError:
+                    raise reply
+        return replies
 
     async def execute_script(
         self, script: Script | str | bytes, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()

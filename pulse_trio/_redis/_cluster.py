@@ -54,6 +54,7 @@ _NO_KEY = frozenset(
 _NUMKEYS_AT_2 = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
 _STREAMS = frozenset({"XREAD", "XREADGROUP"})
 _ASKING = encode_command(("ASKING",))
+_REDIRECTS = frozenset({"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"})
 
 
 def _as_bytes(value: Arg) -> bytes:
@@ -255,6 +256,35 @@ class Cluster:
             else:
                 return reply
         return reply
+
+    async def request_many(
+        self, commands: Sequence[Sequence[Arg]], payloads: list[bytes]
+    ) -> list[Any]:
+        """One pipeline per slot owner, in parallel; redirected replies are resent singly."""
+        groups: dict[Node, list[int]] = {}
+        for i, command in enumerate(commands):
+            groups.setdefault(self.node_for(command_key(command)), []).append(i)
+        replies: list[Any] = [None] * len(commands)
+        failures: list[Exception] = []
+
+        async def send(node: Node, indices: list[int]) -> None:
+            try:
+                got = await node.request_many([payloads[i] for i in indices])
+            except Exception as exc:  # raised below, outside the task group
+                failures.append(exc)
+                return
+            for i, reply in zip(indices, got, strict=True):
+                replies[i] = reply
+
+        async with anyio.create_task_group() as tg:
+            for node, indices in groups.items():
+                tg.start_soon(send, node, indices)
+        if failures:
+            raise failures[0]
+        for i, reply in enumerate(replies):
+            if type(reply) is ResponseError and reply.code in _REDIRECTS:
+                replies[i] = await self.request(commands[i], payloads[i], None)
+        return replies
 
     async def _refresh_quietly(self, avoid: Address | None = None) -> None:
         try:

@@ -33,7 +33,7 @@ import random
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final, Literal, Protocol
 
 import anyio
@@ -519,6 +519,46 @@ class MultiplexedConnection:
             raise waiter.failure
         return waiter.reply
 
+    async def request_many(self, payloads: Sequence[bytes]) -> list[Any]:
+        """Queue several encoded requests at once (they leave in one write); return their raw
+        replies in order (errors returned, not raised). Not atomic: other callers' requests
+        may be executed between them, as with any pipeline.
+
+        Raises:
+            ConnectionLostError: The connection was lost before every reply arrived (its
+                ``written`` is that of the first request: if it is False, none was written).
+
+        Cancellation:
+            As for :meth:`request`: the replies still due are read and dropped.
+        """
+        while self._core.waiting >= self._max_pending and not self.closed:
+            if self._space is None:
+                self._space = anyio.Event()
+            await self._space.wait()
+        if self.closed:
+            raise ConnectionLostError(
+                f"connection to Redis at {self.address} lost: {self._reason}", written=False
+            )
+        core = self._core
+        waiters = [_Waiter(self._new_event()) for _ in payloads]
+        for waiter, payload in zip(waiters, payloads, strict=True):
+            core.queue(waiter, payload)
+        self.requests += len(waiters)
+        wanted = self._write_wanted
+        if wanted is not None:
+            if self._raw is not None and core.waiting == len(waiters):
+                self._send_now(self._raw)
+            else:
+                self._write_wanted = None
+                wanted.set()
+        replies = []
+        for waiter in waiters:
+            await waiter.event.wait()
+            if waiter.failure is not None:
+                raise waiter.failure
+            replies.append(waiter.reply)
+        return replies
+
     def _send_now(self, raw: socket.socket) -> None:
         core = self._core
         data = core.data_to_send()
@@ -756,6 +796,25 @@ class Node:
                 return await mux.request(payload)
             except ConnectionLostError as exc:
                 if attempt == 2 or (exc.written and not retry):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def request_many(self, payloads: Sequence[bytes]) -> list[Any]:
+        """Send encoded requests in one write on the multiplexed connection; raw replies.
+
+        Retried once on a new connection only if none of them had been written.
+
+        Raises:
+            RedisUnavailableError: The server could not be reached, or the requests were lost.
+        """
+        for attempt in (1, 2):
+            mux = self._mux
+            if mux is None or mux.closed:
+                mux = await self.multiplexed()
+            try:
+                return await mux.request_many(payloads)
+            except ConnectionLostError as exc:
+                if attempt == 2 or exc.written:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 

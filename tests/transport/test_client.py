@@ -179,3 +179,26 @@ async def test_resp2_protocol(server_url: str, unique: str) -> None:
             assert item.data == b"m"  # type: ignore[union-attr]
         async with client.blocking() as conn:
             assert conn.client_id is not None  # from the RESP2 HELLO reply
+
+
+async def test_execute_many_is_one_write_with_replies_in_order(
+    rclient: Client, unique: str
+) -> None:
+    mux = await _node(rclient).multiplexed()
+    writes = mux.writes
+    commands: list[list[Any]] = [["SET", f"{unique}:{i}", i] for i in range(50)]
+    commands += [["GET", f"{unique}:{i}"] for i in range(50)]
+    replies = await rclient.execute_many(commands)
+    assert mux.writes - writes == 1
+    assert replies == [b"OK"] * 50 + [str(i).encode() for i in range(50)]
+    mixed = await rclient.execute_many(
+        [["INCR", f"{unique}:0"], ["HGET", f"{unique}:0", "f"], ["INCR", f"{unique}:0"]],
+        raise_on_error=False,
+    )
+    assert mixed[0] == 1
+    assert isinstance(mixed[1], ResponseError)
+    assert mixed[1].code == "WRONGTYPE"
+    assert mixed[2] == 2  # the error did not stop the rest
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await rclient.execute_many([["HGET", f"{unique}:0", "f"], ["PING"]])
+    assert await rclient.execute_many([]) == []

@@ -189,3 +189,11 @@ async def test_subscription_on_a_cluster_gets_messages_published_anywhere(
                 if len(got) == len(masters):
                     break
     assert got == {str(a.port).encode() for a in masters}
+
+
+async def test_execute_many_spans_every_node(cclient: Client, unique: str) -> None:
+    keys = [f"{unique}:{i}" for i in range(40)]
+    assert len({_cluster(cclient).node_for(k).address for k in keys}) == 3
+    assert await cclient.execute_many([["SET", k, k] for k in keys]) == [b"OK"] * 40
+    assert await cclient.execute_many([["GET", k] for k in keys]) == [k.encode() for k in keys]
+    await cclient.execute_many([["DEL", k] for k in keys])
