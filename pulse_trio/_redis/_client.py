@@ -487,10 +487,11 @@ def _topology(
 
         return Cluster(tg, parsed.addresses, settings, max_blocking=max_blocking)
     if parsed.kind == "sentinel":
-        from ._sentinel import sentinel_resolver
+        from ._sentinel import sentinel_resolver, watch_failovers
 
         resolve = sentinel_resolver(parsed, settings)
         node = Node(tg, resolve, settings, max_blocking=max_blocking, name=str(parsed.service))
+        tg.start_soon(watch_failovers, node, parsed, settings)
         return Standalone(node, follow_failover=True)
     address = parsed.addresses[0]
     node = Node(tg, _fixed(address), settings, max_blocking=max_blocking, name=str(address))

@@ -849,6 +849,24 @@ class Node:
                 else:
                     self._idle.append(conn)
 
+    def address_in_use(self) -> Address | None:
+        """The address of the current multiplexed connection, if there is one."""
+        mux = self._mux
+        return mux.address if mux is not None and not mux.closed else None
+
+    def reset(self, reason: str) -> None:
+        """Drop the multiplexed connection and the idle pooled ones (the server moved).
+
+        Requests in flight on the multiplexed connection fail with
+        :class:`ConnectionLostError`; the next request connects again (and resolves again).
+        """
+        if self._mux is not None:
+            self._mux.abort(reason)
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.closed = True
+            self._tg.start_soon(conn.aclose)
+
     async def aclose(self) -> None:
         """Close every connection of this node; in-flight requests fail."""
         self.closed = True
