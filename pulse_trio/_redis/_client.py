@@ -108,6 +108,9 @@ class Topology(Protocol):
     def node_for(self, key: Arg | None) -> Node:
         """The node that serves ``key`` (any node for ``None``)."""
 
+    def blocking(self, key: Arg | None) -> contextlib.AbstractAsyncContextManager[DirectConnection]:
+        """A pooled direct connection to the node that serves ``key``."""
+
     async def start(self) -> None:
         """Connect (raising what connecting raises)."""
 
@@ -153,6 +156,10 @@ class Standalone:
     def node_for(self, key: Arg | None) -> Node:
         """The only node."""
         return self.node
+
+    def blocking(self, key: Arg | None) -> contextlib.AbstractAsyncContextManager[DirectConnection]:
+        """A pooled direct connection to the server."""
+        return self.node.blocking()
 
     async def start(self) -> None:
         """Open the multiplexed connection."""
@@ -275,14 +282,16 @@ class Client:
         """Borrow a dedicated connection for blocking commands (``XREAD BLOCK``...).
 
         Args:
-            key: For a cluster, a key of the server to reach.
+            key: For a cluster, a key of the server to reach (a ``MOVED`` answer on the
+                connection updates the slot map; the caller's next call goes to the new
+                owner).
 
         Returns:
             An async context manager yielding a :class:`DirectConnection`; use its
             ``execute(*args, timeout="auto")``. At most ``max_blocking_connections`` per
             server are lent at once; further callers wait.
         """
-        return self._topology.node_for(key).blocking()
+        return self._topology.blocking(key)
 
     def subscribe(self, *channels: Arg, patterns: Sequence[Arg] = ()) -> Subscription:
         """A subscription to ``channels`` (and ``patterns``) on a dedicated connection.

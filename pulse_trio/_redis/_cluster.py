@@ -18,8 +18,9 @@
 from __future__ import annotations
 
 import binascii
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
 import anyio
@@ -147,7 +148,7 @@ class Cluster:
 
             node = Node(
                 self._tg, resolve, self._settings, max_blocking=self._max_blocking,
-                name=str(address), address=address,
+                name=str(address), address=address, on_error=self._note_error,
             )  # fmt: skip
             self._nodes[address] = node
         return node
@@ -285,6 +286,28 @@ class Cluster:
             if type(reply) is ResponseError and reply.code in _REDIRECTS:
                 replies[i] = await self.request(commands[i], payloads[i], None)
         return replies
+
+    @contextlib.asynccontextmanager
+    async def blocking(self, key: Arg | None) -> AsyncIterator[DirectConnection]:
+        """A pooled direct connection to the owner of ``key``'s slot.
+
+        A ``MOVED`` reply to a command on it (see :meth:`_note_error`), or a node that cannot
+        be reached, updates the slot map; the error still reaches the caller, whose next
+        call goes to the new owner.
+        """
+        try:
+            async with self.node_for(key).blocking() as conn:
+                yield conn
+        except RedisUnavailableError:
+            self._tg.start_soon(self._refresh_quietly)
+            raise
+
+    def _note_error(self, error: ResponseError) -> None:
+        """Learn from an error reply on a direct connection (``MOVED``: the slot moved)."""
+        if error.code == "MOVED":
+            slot, address = _redirect_target(error.message)
+            self._slots[slot] = address
+            self._tg.start_soon(self._refresh_quietly)
 
     async def _refresh_quietly(self, avoid: Address | None = None) -> None:
         try:

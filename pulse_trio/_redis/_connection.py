@@ -234,8 +234,10 @@ class DirectConnection:
         settings: ConnectionSettings,
         *,
         unblock: Callable[[int], Awaitable[Any]] | None = None,
+        on_error: Callable[[ResponseError], None] | None = None,
     ) -> None:
         self._stream = stream
+        self._on_error = on_error
         self.address = address
         self._settings = settings
         self._core: RespState[bool] = RespState()
@@ -252,6 +254,7 @@ class DirectConnection:
         settings: ConnectionSettings,
         *,
         unblock: Callable[[int], Awaitable[Any]] | None = None,
+        on_error: Callable[[ResponseError], None] | None = None,
     ) -> DirectConnection:
         """Connect to ``address`` and perform the handshake.
 
@@ -261,7 +264,7 @@ class DirectConnection:
             ResponseError: The server refused the handshake (wrong password, bad database).
         """
         stream = await open_stream(address, settings)
-        conn = cls(stream, address, settings, unblock=unblock)
+        conn = cls(stream, address, settings, unblock=unblock, on_error=on_error)
         try:
             with anyio.fail_after(settings.connect_timeout):
                 replies = await conn._roundtrip(handshake_requests(settings))
@@ -362,6 +365,8 @@ class DirectConnection:
             raise
         self.last_used = anyio.current_time()
         if isinstance(reply, ResponseError):
+            if self._on_error is not None:
+                self._on_error(reply)
             raise reply
         return reply
 
@@ -693,6 +698,8 @@ class Node:
         max_blocking: Bound on the direct connections (in use plus idle).
         name: For ``repr``.
         address: The fixed address, when there is one (cluster nodes).
+        on_error: Called with every error reply on a direct connection (the cluster uses it
+            to learn from ``MOVED``).
     """
 
     def __init__(
@@ -704,9 +711,11 @@ class Node:
         max_blocking: int = MAX_BLOCKING_CONNECTIONS,
         name: str = "",
         address: Address | None = None,
+        on_error: Callable[[ResponseError], None] | None = None,
     ) -> None:
         self._tg = task_group
         self.address = address
+        self._on_error = on_error
         self._resolve = resolve
         self.settings = settings
         self.name = name
@@ -727,7 +736,9 @@ class Node:
     async def open_direct(self) -> DirectConnection:
         """Open a new handshaken direct connection to the server (not pooled)."""
         address = await self._resolve()
-        return await DirectConnection.open(address, self.settings, unblock=self._unblock)
+        return await DirectConnection.open(
+            address, self.settings, unblock=self._unblock, on_error=self._on_error
+        )
 
     async def _unblock(self, client_id: int) -> Any:
         return await self.request(encode_command(("CLIENT", "UNBLOCK", client_id)))

@@ -133,7 +133,17 @@ async def test_moved_and_ask_during_a_slot_migration(cclient: Client, unique: st
             await src.execute("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", old_key)
         finally:
             await _setslot_everywhere([target, source, *others], slot, target_id)
-    # The client's map still says "source": MOVED sends it to the target and fixes the map.
+    # A blocking connection to the old owner gets MOVED, which fixes the map for the next.
+    stream = f"{{{unique}}}:stream"
+    async with cclient.blocking(key=stream) as conn:
+        with pytest.raises(ResponseError) as moved:
+            await conn.execute("XREAD", "BLOCK", 10, "STREAMS", stream, "$")
+    assert moved.value.code == "MOVED"
+    assert cluster._slots[slot] == target
+    async with cclient.blocking(key=stream) as conn:
+        assert await conn.execute("XREAD", "BLOCK", 10, "STREAMS", stream, "$") is None
+    cluster._slots[slot] = source  # forget, to check that ordinary commands follow MOVED too
+    # The client's map says "source" again: MOVED sends it to the target and fixes the map.
     assert await cclient.execute("GET", old_key) == b"v1"
     assert await cclient.execute("GET", new_key) == b"v2"
     assert cluster._slots[slot] == target
