@@ -54,7 +54,8 @@ class Subscription:
         reconnects: How many times the connection was replaced.
 
     Cancellation:
-        Leaving the block cancels the subscriber task and closes its connection.
+        Leaving the block cancels the subscriber task and closes its connection. An exception
+        raised in the block propagates unchanged (not in an exception group).
     """
 
     def __init__(
@@ -108,6 +109,12 @@ class Subscription:
         self._tg.cancel_scope.cancel()
         try:
             return await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The subscriber task never raises: an error of the block propagates as it was
+            # raised (returning None re-raises it), not wrapped in the task group's group.
+            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                return None
+            raise
         finally:
             self._send.close()
             self._receive.close()

@@ -136,3 +136,12 @@ async def test_subscription_resubscribes_after_a_kill_and_says_so(
         await rclient.execute("PUBLISH", channel, "after")
         with anyio.fail_after(5):
             assert await sub.__anext__() == Message(channel.encode(), b"after")
+
+
+async def test_errors_of_the_block_propagate_unwrapped(rclient: Client, server_url: str) -> None:
+    with pytest.raises(KeyError, match="from the block"):
+        async with rclient.subscribe("any"):
+            raise KeyError("from the block")
+    with pytest.raises(LookupError, match="from the client block"):
+        async with open_client(server_url):
+            raise LookupError("from the client block")
