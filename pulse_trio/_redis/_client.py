@@ -67,6 +67,38 @@ _IDEMPOTENT = frozenset(
 )
 
 
+#: Commands that block their connection or change its state: every task shares the
+#: multiplexed connection, so they go on a dedicated one (``blocking()``, ``subscribe()``).
+DEDICATED_COMMANDS = frozenset(
+    {
+        "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
+        "MONITOR", "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SELECT", "SWAPDB", "AUTH",
+        "HELLO", "RESET", "QUIT", "BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BLMPOP",
+        "BZPOPMIN", "BZPOPMAX", "BZMPOP",
+    }
+)  # fmt: skip
+_DEDICATED = frozenset(
+    {*DEDICATED_COMMANDS}
+    | {c.lower() for c in DEDICATED_COMMANDS}
+    | {c.encode() for c in DEDICATED_COMMANDS}
+    | {c.lower().encode() for c in DEDICATED_COMMANDS}
+)
+_STREAM_READS = frozenset({"XREAD", "XREADGROUP", "xread", "xreadgroup", b"XREAD", b"XREADGROUP",
+                           b"xread", b"xreadgroup"})  # fmt: skip
+_BLOCK = frozenset({"BLOCK", "block", b"BLOCK", b"block"})
+
+
+def _check_shareable(args: Sequence[Arg]) -> None:
+    name = args[0]
+    if name in _DEDICATED or (name in _STREAM_READS and any(a in _BLOCK for a in args)):
+        shown = name.decode() if isinstance(name, bytes) else str(name)
+        raise ValueError(
+            f"{shown} would block or change the connection every task shares: run it on a "
+            "dedicated connection (async with client.blocking() as conn: await "
+            "conn.execute(...)), or use client.subscribe() for pub/sub"
+        )
+
+
 def is_idempotent(args: Sequence[Arg]) -> bool:
     """Whether the command ``args`` may be sent again after its connection was lost."""
     return args[0] in _IDEMPOTENT
@@ -208,11 +240,16 @@ class Client:
             RedisUnavailableError: Redis could not be reached, or the connection was lost
                 with the request (``ConnectionLostError``; idempotent commands and requests
                 not yet written are retried once on a new connection first).
+            ValueError: The command blocks or changes its connection (``XREAD ... BLOCK``,
+                ``BLPOP``, ``SUBSCRIBE``, ``MULTI``, ``SELECT``...: see
+                :data:`DEDICATED_COMMANDS`); use :meth:`blocking` or :meth:`subscribe`.
 
         Cancellation:
             The caller stops waiting at once; the request may still run on the server (it
             may already be on the wire), and its reply is read and dropped.
         """
+        if args and (args[0] in _DEDICATED or args[0] in _STREAM_READS):
+            _check_shareable(args)
         reply = await self._topology.request(args, encode_command(args), key)
         if type(reply) is ResponseError:
             raise reply
@@ -243,6 +280,8 @@ class Client:
         """
         if not commands:
             return []
+        for command in commands:
+            _check_shareable(command)
         payloads = [encode_command(c) for c in commands]
         replies = await self._topology.request_many(commands, payloads)
         if raise_on_error:
@@ -289,7 +328,10 @@ class Client:
         Returns:
             An async context manager yielding a :class:`DirectConnection`; use its
             ``execute(*args, timeout="auto")``. At most ``max_blocking_connections`` per
-            server are lent at once; further callers wait.
+            server are lent at once; further callers wait. The connection goes back to the
+            pool afterwards: leave it as you found it (a ``MULTI`` ended by ``EXEC`` or
+            ``DISCARD``, no ``WATCH`` left, the database of the URL). Transactions
+            (``MULTI``/``EXEC``) belong here, never on the shared connection.
         """
         return self._topology.blocking(key)
 

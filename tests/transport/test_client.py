@@ -53,9 +53,10 @@ async def test_handshake_sets_name_and_database(server_url: str, unique: str) ->
         assert b" db=3 " in info
     async with open_client(server_url) as client:
         assert await client.execute("GET", unique) is None
-        await client.execute("SELECT", 3)  # harmless here: a fresh client only for this check
-        assert await client.execute("GET", unique) == b"in-db-3"
-        await client.execute("DEL", unique)
+        async with client.blocking() as conn:  # SELECT only on a connection of its own
+            await conn.execute("SELECT", 3)
+            assert await conn.execute("GET", unique) == b"in-db-3"
+            await conn.execute("DEL", unique)
 
 
 async def test_scripts_run_by_sha_and_survive_a_script_flush(rclient: Client, unique: str) -> None:
@@ -202,3 +203,22 @@ async def test_execute_many_is_one_write_with_replies_in_order(
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await rclient.execute_many([["HGET", f"{unique}:0", "f"], ["PING"]])
     assert await rclient.execute_many([]) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("SUBSCRIBE", "c"),
+        (b"multi",),
+        ("SELECT", 1),
+        ("BLPOP", "l", 0),
+        ("XREAD", "BLOCK", 0, "STREAMS", "s", "$"),
+        (b"XREADGROUP", b"GROUP", b"g", b"c", b"block", 5, b"STREAMS", b"s", b">"),
+    ],
+)
+async def test_connection_blocking_commands_are_refused(rclient: Client, command: Any) -> None:
+    with pytest.raises(ValueError, match="dedicated connection"):
+        await rclient.execute(*command)
+    with pytest.raises(ValueError, match="dedicated connection"):
+        await rclient.execute_many([("PING",), command])
+    assert await rclient.execute("PING") == b"PONG"
