@@ -222,3 +222,22 @@ async def test_connection_blocking_commands_are_refused(rclient: Client, command
     with pytest.raises(ValueError, match="dedicated connection"):
         await rclient.execute_many([("PING",), command])
     assert await rclient.execute("PING") == b"PONG"
+
+
+async def test_large_values_alongside_small_commands(rclient: Client, unique: str) -> None:
+    """A request bigger than the socket buffer is written in parts (the first part by the
+    caller on Trio, the rest by the writer task); replies stay matched."""
+    big = bytes(range(256)) * (8 * 4096)  # 8 MiB
+    results: dict[str, Any] = {}
+
+    async def small(i: int) -> None:
+        results[f"echo{i}"] = await rclient.execute("ECHO", i)
+
+    assert await rclient.execute("SET", f"{unique}:big", big) == b"OK"
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(small, i)
+        results["big"] = await rclient.execute("GET", f"{unique}:big")
+    assert results.pop("big") == big
+    assert results == {f"echo{i}": str(i).encode() for i in range(20)}
+    await rclient.execute("DEL", f"{unique}:big")
