@@ -28,6 +28,14 @@ Public API (re-exported by :mod:`pulse_trio._redis`):
 
 Replies are raw (see :mod:`._resp`): with the default ``protocol=3``, maps are ``dict``,
 doubles ``float``, booleans ``bool``.
+
+Connections held, per server (per primary on a cluster): one multiplexed connection for every
+``execute``/``execute_many``/``execute_script`` of every task; up to
+``max_blocking_connections`` pooled ones lent by ``blocking()`` (opened on demand, kept idle
+for reuse); one per open subscription (on a cluster, on one primary). A Sentinel client also
+keeps one subscription to a sentinel (``+switch-master``). Commands that would block or change
+the shared connection (:data:`DEDICATED_COMMANDS`, ``XREAD``/``XREADGROUP`` with ``BLOCK``)
+are refused by ``execute`` with a ``ValueError``.
 """
 
 from __future__ import annotations
