@@ -64,7 +64,7 @@ from ._connection import (
     DirectConnection,
     Node,
 )
-from ._pubsub import Subscription
+from ._pubsub import SUBSCRIPTION_BUFFER, Subscription
 from ._resp import Arg, ResponseError, encode_command
 
 _IDEMPOTENT = frozenset(
@@ -343,15 +343,31 @@ class Client:
         """
         return self._topology.blocking(key)
 
-    def subscribe(self, *channels: Arg, patterns: Sequence[Arg] = ()) -> Subscription:
+    def subscribe(
+        self,
+        *channels: Arg,
+        patterns: Sequence[Arg] = (),
+        buffer_size: int = SUBSCRIPTION_BUFFER,
+    ) -> Subscription:
         """A subscription to ``channels`` (and ``patterns``) on a dedicated connection.
 
         Use it as ``async with client.subscribe("c") as sub: async for item in sub``. Items
         are ``Message(channel, data, pattern)`` and, after each reconnection, a
         ``Resubscribed(reconnects)``: messages published while disconnected are lost.
+
+        Args:
+            *channels: Channels to subscribe to.
+            patterns: Patterns to subscribe to (``PSUBSCRIBE``).
+            buffer_size: Messages buffered for the consumer (default 1000); when full, the
+                connection is not read until the consumer catches up (and the silence is
+                not taken for a dead connection).
         """
         return Subscription(
-            self._topology.open_subscriber, self.settings, tuple(channels), tuple(patterns)
+            self._topology.open_subscriber,
+            self.settings,
+            tuple(channels),
+            tuple(patterns),
+            buffer_size,
         )
 
 

@@ -77,6 +77,8 @@ class Subscription:
         self._conn_scope: anyio.CancelScope | None = None
         self._write_lock = anyio.Lock()
         self._pongs = 0
+        self._delivering = False  # the reader waits for room in the buffer
+        self._last_activity = 0.0
         self._pong_event = anyio.Event()
         self._confirmed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -169,14 +171,17 @@ class Subscription:
         target = self._pongs + 1
         self._state.ping()
         await self._write()
-        with anyio.move_on_after(timeout):
-            while self._pongs < target:
-                event = self._pong_event
-                await event.wait()
-            return
-        if self._conn is conn:  # not already replaced while this PING waited
-            self._drop_connection()
-        raise RedisUnavailableError(f"the subscriber connection did not answer PING in {timeout} s")
+        while self._pongs < target:
+            with anyio.move_on_after(timeout) as scope:
+                await self._pong_event.wait()
+            if scope.cancelled_caught and not self._delivering:
+                if self._conn is conn:  # not already replaced while this PING waited
+                    self._drop_connection()
+                raise RedisUnavailableError(
+                    f"the subscriber connection did not answer PING in {timeout} s"
+                )
+            # Woken by a PONG (maybe an earlier PING's), or timed out while the reader was
+            # held up by a full buffer (a slow consumer, not a dead connection): wait on.
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         backoff = Backoff()
@@ -238,7 +243,17 @@ class Subscription:
         self._last_activity = anyio.current_time()
         for event in self._state.receive_data(data):
             if isinstance(event, Message):
-                await self._send.send(event)
+                try:
+                    self._send.send_nowait(event)
+                except anyio.WouldBlock:
+                    # The consumer is behind: stop reading (back-pressure) without letting
+                    # the health check mistake the silence for a dead connection.
+                    self._delivering = True
+                    try:
+                        await self._send.send(event)
+                    finally:
+                        self._delivering = False
+                        self._last_activity = anyio.current_time()
             elif isinstance(event, Pong):
                 self._pongs += 1
                 pong, self._pong_event = self._pong_event, anyio.Event()
@@ -252,6 +267,9 @@ class Subscription:
         self._last_activity = anyio.current_time()
         while True:
             await anyio.sleep_until(self._last_activity + interval)
+            if self._delivering:
+                await anyio.sleep(interval)
+                continue
             if anyio.current_time() - self._last_activity < interval:
                 continue
             try:

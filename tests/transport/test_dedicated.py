@@ -145,3 +145,28 @@ async def test_errors_of_the_block_propagate_unwrapped(rclient: Client, server_u
     with pytest.raises(LookupError, match="from the client block"):
         async with open_client(server_url):
             raise LookupError("from the client block")
+
+
+async def test_slow_consumer_is_not_mistaken_for_a_dead_connection(
+    server_url: str, unique: str
+) -> None:
+    channel = f"{unique}:c"
+    async with (
+        open_client(server_url, command_timeout=0.2, health_check_interval=0.05) as client,
+        client.subscribe(channel, buffer_size=1) as sub,
+    ):
+        for i in range(50):
+            await client.execute("PUBLISH", channel, i)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sub.ping)  # answered only once the reader can read again
+            # The consumer is slow on purpose: many health-check intervals and PING
+            # timeouts pass while the subscriber cannot deliver.
+            await anyio.sleep(1.0)
+            got = []
+            with anyio.fail_after(5):
+                async for item in sub:
+                    got.append(item)
+                    if len(got) == 50:
+                        break
+        assert got == [Message(channel.encode(), str(i).encode()) for i in range(50)]
+        assert sub.reconnects == 0
