@@ -69,12 +69,17 @@ def encode_command(args: Sequence[Arg]) -> bytes:
     """
     if not args:
         raise ValueError("a command needs at least its name")
-    for arg in args:
-        if not isinstance(arg, bytes | str | int | float | memoryview):
-            raise TypeError(
-                f"cannot send {type(arg).__name__} {arg!r} to Redis: use bytes, str, int or float"
-            )
-    return hiredis.pack_command(tuple(args))  # type: ignore[arg-type,no-any-return]
+    try:
+        return hiredis.pack_command(tuple(args))  # type: ignore[arg-type,no-any-return]
+    except TypeError:
+        # hiredis says only that some item is wrong: name it (bools are refused too).
+        for arg in args:
+            if type(arg) is bool or not isinstance(arg, bytes | str | int | float | memoryview):
+                raise TypeError(
+                    f"cannot send {type(arg).__name__} {arg!r} to Redis: use bytes, str, int "
+                    "or float"
+                ) from None
+        raise
 
 
 def _new_reader() -> hiredis.Reader:

@@ -149,6 +149,8 @@ def test_encode_rejects_what_redis_cannot_take() -> None:
         encode_command(())
     with pytest.raises(TypeError, match="NoneType"):
         encode_command(("SET", "k", None))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bool"):
+        encode_command(("SET", "k", True))
 
 
 def test_dropped_tokens_and_push_messages_keep_the_fifo_in_step() -> None:
