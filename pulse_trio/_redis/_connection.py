@@ -464,7 +464,7 @@ class MultiplexedConnection:
         self._settings = direct._settings
         self._core: RespState[_Waiter] = RespState()
         self._max_pending = direct._settings.max_pending
-        self._write_wanted: anyio.Event | None = None
+        self._write_wanted: _Event | None = None
         self._space: anyio.Event | None = None
         self._replies_received = 0
         self._last_activity = anyio.current_time()
@@ -637,7 +637,7 @@ class MultiplexedConnection:
         stream = self._stream
         while True:
             if not core.has_data_to_send():
-                wanted = self._write_wanted = anyio.Event()
+                wanted = self._write_wanted = self._new_event()
                 await wanted.wait()
                 continue
             self.writes += 1
