@@ -10,11 +10,13 @@ Clients: ``pulse_trio._redis`` (``open_client``), coredis (``coredis.Redis``, th
 pulse-trio uses today), redis-py's asyncio client with hiredis (asyncio backend only: redis-py
 does not run on Trio), and the server's own ``redis-benchmark`` (C, ``-c 1`` for sequential and
 ``-c TASKS`` connections for concurrent; the same numbers are reported on both backends' rows).
-The ``speed-up`` rows divide the transport's rate by coredis's, measured in the same run.
+The ``speed-up`` rows divide the transport's rate by coredis's, measured in the same run; the
+clients' timed runs are interleaved so that load from elsewhere on the machine hits them alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import shutil
@@ -39,8 +41,8 @@ WARMUP_OPS = 300
 #: Concurrent tasks, and commands per concurrent timed run (split among them).
 TASKS = 64
 CONCURRENT_OPS = 19_200
-#: Timed runs of each measurement (the median is reported).
-RUNS = 3
+#: Timed runs of each measurement, interleaved across clients (the median is reported).
+RUNS = 5
 #: Requests per redis-benchmark measurement, and its time bound in seconds.
 REDIS_BENCHMARK_OPS = 20_000
 REDIS_BENCHMARK_TIMEOUT = 60.0
@@ -60,41 +62,51 @@ Call = Callable[[], Awaitable[Any]]
 
 
 async def _measure(
-    backend: str, label: str, command: str, call: Call, results: list[Result]
-) -> dict[str, float]:
-    """Time ``call`` sequentially and from TASKS tasks; append rows; return the medians."""
+    backend: str, command: str, calls: dict[str, Call], results: list[Result]
+) -> dict[str, dict[str, float]]:
+    """Time each client's ``call`` sequentially and from TASKS tasks, the clients' runs
+    interleaved (run 1 of every client, then run 2...) so that a load spike on the shared
+    machine hits every client alike; append rows; return the medians by client and mode."""
 
-    async def sequential(count: int = SEQUENTIAL_OPS) -> None:
-        for _ in range(count):
-            await call()
+    def sequential(call: Call) -> Callable[[], Awaitable[None]]:
+        async def body() -> None:
+            for _ in range(SEQUENTIAL_OPS):
+                await call()
 
-    async def concurrent() -> None:
+        return body
+
+    def concurrent(call: Call) -> Callable[[], Awaitable[None]]:
         async def worker() -> None:
             for _ in range(CONCURRENT_OPS // TASKS):
                 await call()
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(TASKS):
-                tg.start_soon(worker)
+        async def body() -> None:
+            async with anyio.create_task_group() as tg:
+                for _ in range(TASKS):
+                    tg.start_soon(worker)
 
-    progress(f"[{backend}] client: {label} {command}")
-    await sequential(WARMUP_OPS)
-    seq = throughput_result(
-        NAME,
-        f"{command} sequential: {label}",
-        backend,
-        SEQUENTIAL_OPS,
-        await time_async_loop(sequential, RUNS),
-    )
-    conc = throughput_result(
-        NAME,
-        f"{command} {TASKS} tasks: {label}",
-        backend,
-        CONCURRENT_OPS // TASKS * TASKS,
-        await time_async_loop(concurrent, RUNS),
-    )
-    results += [seq, conc]
-    return {"sequential": seq.value, "tasks": conc.value}
+        return body
+
+    progress(f"[{backend}] client: {command}, {RUNS} interleaved runs of {', '.join(calls)}")
+    for call in calls.values():
+        for _ in range(WARMUP_OPS):
+            await call()
+    medians: dict[str, dict[str, float]] = {label: {} for label in calls}
+    for mode, make, operations in (
+        ("sequential", sequential, SEQUENTIAL_OPS),
+        (f"{TASKS} tasks", concurrent, CONCURRENT_OPS // TASKS * TASKS),
+    ):
+        durations: dict[str, list[float]] = {label: [] for label in calls}
+        for _ in range(RUNS):
+            for label, call in calls.items():
+                durations[label] += await time_async_loop(make(call), 1)
+        for label in calls:
+            row = throughput_result(
+                NAME, f"{command} {mode}: {label}", backend, operations, durations[label]
+            )
+            results.append(row)
+            medians[label][mode] = row.value
+    return medians
 
 
 def _redis_benchmark(url: str, args: list[str], clients: int) -> float | None:
@@ -120,49 +132,39 @@ async def run_url(url: str, backend: str) -> list[Result]:
     results: list[Result] = []
     stream = unique_name("client")
     xadd = ("XADD", stream, "MAXLEN", "~", 1000, "*", "p", PAYLOAD)
-    rates: dict[str, dict[str, dict[str, float]]] = {"XADD": {}, "PING": {}}
     try:
-        async with open_client(url) as transport:
-            for command, args in (("XADD", xadd), ("PING", ("PING",))):
-                rates[command]["transport"] = await _measure(
-                    backend,
-                    "pulse_trio Client",
-                    command,
-                    lambda args=args: transport.execute(*args),  # type: ignore[misc]
-                    results,
-                )
-        async with coredis.Redis.from_url(url, decode_responses=False) as cd:
-            rates["XADD"]["coredis"] = await _measure(
-                backend,
-                "coredis",
-                "XADD",
-                lambda: cd.xadd(
+        async with (
+            open_client(url) as transport,
+            coredis.Redis.from_url(url, decode_responses=False) as cd,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            xadds: dict[str, Call] = {
+                "pulse_trio Client": lambda: transport.execute(*xadd),
+                "coredis": lambda: cd.xadd(
                     stream,
                     {"p": PAYLOAD},
                     trim_strategy=coredis.PureToken.MAXLEN,
                     trim_operator=coredis.PureToken.APPROXIMATELY,
                     threshold=1000,
                 ),
-                results,
-            )
-            rates["PING"]["coredis"] = await _measure(backend, "coredis", "PING", cd.ping, results)
-            await cd.delete([stream])
-        if backend == "asyncio":
-            import redis.asyncio
+            }
+            pings: dict[str, Call] = {
+                "pulse_trio Client": lambda: transport.execute("PING"),
+                "coredis": cd.ping,
+            }
+            if backend == "asyncio":  # redis-py does not run on Trio
+                import redis.asyncio
 
-            rp = redis.asyncio.Redis.from_url(url)
-            try:
-                await _measure(
-                    backend,
-                    "redis-py asyncio",
-                    "XADD",
-                    lambda: rp.xadd(stream, {"p": PAYLOAD}, maxlen=1000, approximate=True),
-                    results,
+                rp = redis.asyncio.Redis.from_url(url)
+                stack.push_async_callback(rp.aclose)
+                xadds["redis-py asyncio"] = lambda: rp.xadd(
+                    stream, {"p": PAYLOAD}, maxlen=1000, approximate=True
                 )
-                await _measure(backend, "redis-py asyncio", "PING", rp.ping, results)
-            finally:
-                await rp.delete(stream)
-                await rp.aclose()
+                pings["redis-py asyncio"] = rp.ping
+            rates = {
+                "XADD": await _measure(backend, "XADD", xadds, results),
+                "PING": await _measure(backend, "PING", pings, results),
+            }
         progress(f"[{backend}] client: redis-benchmark")
         benchmark_args = {
             "XADD": [a.decode() if isinstance(a, bytes) else str(a) for a in xadd],
@@ -186,10 +188,9 @@ async def run_url(url: str, backend: str) -> list[Result]:
         async with open_client(url) as cleanup:
             await cleanup.execute("DEL", stream)
     for command, by_client in rates.items():
-        for mode in ("sequential", "tasks"):
-            ratio = by_client["transport"][mode] / by_client["coredis"][mode]
-            label = "sequential" if mode == "sequential" else f"{TASKS} tasks"
+        for mode in ("sequential", f"{TASKS} tasks"):
+            ratio = by_client["pulse_trio Client"][mode] / by_client["coredis"][mode]
             results.append(
-                Result(NAME, f"{command} {label}: speed-up vs coredis", backend, ratio, "x")
+                Result(NAME, f"{command} {mode}: speed-up vs coredis", backend, ratio, "x")
             )
     return results
