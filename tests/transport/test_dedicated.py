@@ -152,7 +152,7 @@ async def test_slow_consumer_is_not_mistaken_for_a_dead_connection(
 ) -> None:
     channel = f"{unique}:c"
     async with (
-        open_client(server_url, command_timeout=0.2, health_check_interval=0.05) as client,
+        open_client(server_url, command_timeout=0.5, health_check_interval=0.05) as client,
         client.subscribe(channel, buffer_size=1) as sub,
     ):
         for i in range(50):
@@ -161,7 +161,7 @@ async def test_slow_consumer_is_not_mistaken_for_a_dead_connection(
             tg.start_soon(sub.ping)  # answered only once the reader can read again
             # The consumer is slow on purpose: many health-check intervals and PING
             # timeouts pass while the subscriber cannot deliver.
-            await anyio.sleep(1.0)
+            await anyio.sleep(1.5)
             got = []
             with anyio.fail_after(5):
                 async for item in sub:
