@@ -18,6 +18,7 @@ Public API (re-exported by :mod:`pulse_trio._redis`):
   ssl_context=None, protocol=3) -> AsyncContextManager[Client]``
 - ``Client.execute(*args, key=None) -> Any``: one command on the multiplexed connection.
 - ``Client.execute_many(commands, *, raise_on_error=True) -> list[Any]``: a pipeline.
+- ``Client.execute_on_primaries(*args) -> list[Any]``: e.g. ``FLUSHALL`` on every master.
 - ``Client.execute_script(script, keys=(), args=()) -> Any``: EVALSHA, EVAL on NOSCRIPT.
 - ``Client.blocking(*, key=None) -> AsyncContextManager[DirectConnection]``;
   ``DirectConnection.execute(*args, timeout="auto") -> Any``.
@@ -151,6 +152,9 @@ class Topology(Protocol):
     def blocking(self, key: Arg | None) -> contextlib.AbstractAsyncContextManager[DirectConnection]:
         """A pooled direct connection to the node that serves ``key``."""
 
+    def primaries(self) -> list[Node]:
+        """Every primary (the one server, or each cluster master)."""
+
     async def start(self) -> None:
         """Connect (raising what connecting raises)."""
 
@@ -200,6 +204,10 @@ class Standalone:
     def blocking(self, key: Arg | None) -> contextlib.AbstractAsyncContextManager[DirectConnection]:
         """A pooled direct connection to the server."""
         return self.node.blocking()
+
+    def primaries(self) -> list[Node]:
+        """The one node."""
+        return [self.node]
 
     async def start(self) -> None:
         """Open the multiplexed connection."""
@@ -296,6 +304,37 @@ class Client:
             for reply in replies:
                 if type(reply) is ResponseError:
                     raise reply
+        return replies
+
+    async def execute_on_primaries(self, *args: Arg) -> list[Any]:
+        """Run one command on every primary (one server; each master of a cluster), e.g.
+        ``FLUSHALL`` or ``SCRIPT FLUSH``; return their replies (in no particular order).
+
+        Raises:
+            ResponseError: A primary answered with an error (the first one found).
+            RedisUnavailableError: A primary could not be reached.
+        """
+        _check_shareable(args)
+        payload = encode_command(args)
+        retry = args[0] in _IDEMPOTENT
+        nodes = self._topology.primaries()
+        replies: list[Any] = [None] * len(nodes)
+        failures: list[Exception] = []
+
+        async def one(index: int, node: Node) -> None:
+            try:
+                replies[index] = await node.request(payload, retry=retry)
+            except Exception as exc:  # raised below, not in an exception group
+                failures.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for index, node in enumerate(nodes):
+                tg.start_soon(one, index, node)
+        if failures:
+            raise failures[0]
+        for reply in replies:
+            if type(reply) is ResponseError:
+                raise reply
         return replies
 
     async def execute_script(

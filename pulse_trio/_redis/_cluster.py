@@ -160,6 +160,10 @@ class Cluster:
             address = next((a for a in self._slots if a is not None), self._seeds[0])
         return self.node_at(address)
 
+    def primaries(self) -> list[Node]:
+        """A node per primary of the current slot map."""
+        return [self.node_at(a) for a in dict.fromkeys(a for a in self._slots if a is not None)]
+
     async def start(self) -> None:
         """Load the slot map (raises RedisUnavailableError if no seed answers)."""
         await self.refresh(force=True)

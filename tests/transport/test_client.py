@@ -241,3 +241,9 @@ async def test_large_values_alongside_small_commands(rclient: Client, unique: st
     assert results.pop("big") == big
     assert results == {f"echo{i}": str(i).encode() for i in range(20)}
     await rclient.execute("DEL", f"{unique}:big")
+
+
+async def test_execute_on_primaries_on_one_server(rclient: Client) -> None:
+    assert await rclient.execute_on_primaries("PING") == [b"PONG"]
+    with pytest.raises(ResponseError, match="unknown command"):
+        await rclient.execute_on_primaries("NO-SUCH-COMMAND")

@@ -207,3 +207,14 @@ async def test_execute_many_spans_every_node(cclient: Client, unique: str) -> No
     assert await cclient.execute_many([["SET", k, k] for k in keys]) == [b"OK"] * 40
     assert await cclient.execute_many([["GET", k] for k in keys]) == [k.encode() for k in keys]
     await cclient.execute_many([["DEL", k] for k in keys])
+
+
+async def test_execute_on_primaries_reaches_every_master(cclient: Client, unique: str) -> None:
+    keys = [f"{unique}:{i}" for i in range(30)]
+    await cclient.execute_many([["SET", k, 1] for k in keys])
+    sizes = await cclient.execute_on_primaries("DBSIZE")
+    assert len(sizes) == 3
+    assert all(size > 0 for size in sizes)
+    roles = await cclient.execute_on_primaries("ROLE")
+    assert [r[0] for r in roles] == [b"master"] * 3
+    await cclient.execute_many([["DEL", k] for k in keys])
