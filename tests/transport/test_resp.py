@@ -7,8 +7,9 @@ from typing import Any
 
 import hiredis
 import pytest
-from hypothesis import given
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from pulse_trio._redis._resp import (
     PUSH,
@@ -248,3 +249,82 @@ def test_pubsub_state_rejects_ordinary_replies() -> None:
     state = PubSubState()
     with pytest.raises(ProtocolError, match="subscriber"):
         state.receive_data(b":1\r\n")
+
+
+# --- the core as a state machine: any interleaving of queue / send / receive / fail -------
+
+
+class RespStateMachine(RuleBasedStateMachine):
+    """:class:`RespState` against a model: a FIFO of (token, sent?) and the server's replies.
+
+    The "server" answers request ``n`` with ``:n`` once the request was handed out; its
+    bytes arrive in arbitrary pieces. Tokens are unique ints, or None for dropped replies.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: RespState[int] = RespState()
+        self.model: list[tuple[int | None, int, bool]] = []  # (token, number, sent)
+        self.number = 0
+        self.in_transit = b""  # reply bytes produced by the server, not yet received
+        self.answered = 0  # requests the server has answered (in order)
+        self.broken = False
+
+    @precondition(lambda self: not self.broken)
+    @rule(dropped=st.booleans())
+    def queue(self, dropped: bool) -> None:
+        token = None if dropped else self.number
+        self.state.queue(token, encode_command(("ECHO", self.number)))
+        note(f"queue {self.number} token={token}")
+        self.model.append((token, self.number, False))
+        self.number += 1
+
+    @precondition(lambda self: not self.broken)
+    @rule()
+    def send(self) -> None:
+        data = self.state.data_to_send()
+        unsent = [m for m in self.model if not m[2]]
+        assert data == b"".join(encode_command(("ECHO", n)) for _, n, _ in unsent)
+        self.model = [(t, n, True) for t, n, _ in self.model]
+        assert self.state.unsent == 0
+
+    @precondition(lambda self: not self.broken)
+    @rule()
+    def server_answers(self) -> None:
+        sent = [m for m in self.model if m[2]]
+        for _, n, _ in sent[self.answered :]:
+            self.in_transit += b":%d\r\n" % n
+        self.answered = len(sent)
+
+    @precondition(lambda self: not self.broken and bool(self.in_transit))
+    @rule(cut=st.integers(1, 50))
+    def receive(self, cut: int) -> None:
+        piece, self.in_transit = self.in_transit[:cut], self.in_transit[cut:]
+        for token, reply in self.state.receive_data(piece):
+            head = self.model.pop(0)
+            self.answered -= 1
+            assert (token, reply) == (head[0], head[1])
+
+    @precondition(lambda self: not self.broken)
+    @rule()
+    def connection_lost(self) -> None:
+        sent, unsent = self.state.fail()
+        assert sent == [t for t, _, s in self.model if s and t is not None]
+        assert unsent == [t for t, _, s in self.model if not s and t is not None]
+        self.broken = True
+
+    @precondition(lambda self: self.broken)
+    @rule()
+    def reconnect(self) -> None:
+        self.state = RespState()
+        self.model, self.in_transit, self.answered, self.broken = [], b"", 0, False
+
+    @invariant()
+    def counts_agree(self) -> None:
+        if not self.broken:
+            assert self.state.waiting == len(self.model)
+            assert self.state.unsent == sum(1 for m in self.model if not m[2])
+
+
+TestRespStateMachine = RespStateMachine.TestCase
+TestRespStateMachine.settings = settings(max_examples=60, stateful_step_count=40)
