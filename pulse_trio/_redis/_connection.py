@@ -41,7 +41,7 @@ import anyio.abc
 import attrs
 import sniffio
 
-from .._errors import RedisUnavailableError
+from .._errors import ClosedError, RedisUnavailableError
 from ._resp import Arg, ProtocolError, ResponseError, RespState, encode_command
 
 logger = logging.getLogger("pulse_trio.redis")
@@ -734,7 +734,13 @@ class Node:
         return f"<Node {self.name} mux={self._mux!r} idle_blocking={len(self._idle)}>"
 
     async def open_direct(self) -> DirectConnection:
-        """Open a new handshaken direct connection to the server (not pooled)."""
+        """Open a new handshaken direct connection to the server (not pooled).
+
+        Raises:
+            ClosedError: The client was closed.
+        """
+        if self.closed:
+            raise ClosedError("the Redis client is closed: its `async with` block has exited")
         address = await self._resolve()
         return await DirectConnection.open(
             address, self.settings, unblock=self._unblock, on_error=self._on_error
@@ -749,12 +755,13 @@ class Node:
         Raises:
             RedisUnavailableError: Connecting failed (the next attempt waits a backoff).
             ResponseError: The server refused the handshake.
+            ClosedError: The client was closed.
         """
         mux = self._mux
         if mux is not None and not mux.closed:
             return mux
         if self.closed:
-            raise RedisUnavailableError("the client is closed")
+            raise ClosedError("the Redis client is closed: its `async with` block has exited")
         attempts_seen = self._attempts
         async with self._lock:
             mux = self._mux

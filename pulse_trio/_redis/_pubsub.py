@@ -97,7 +97,12 @@ class Subscription:
             await self._tg.start(self._run)
         except BaseException as exc:
             self._tg.cancel_scope.cancel()
-            await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
+            try:
+                await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseExceptionGroup as group:
+                # Raise what subscribing raised (RedisUnavailableError...), not a group.
+                if len(group.exceptions) != 1 or group.exceptions[0] is not exc:
+                    raise
             raise
         return self
 

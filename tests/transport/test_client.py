@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pulse_trio import ClosedError
 from pulse_trio._redis import Client, ResponseError, Script, open_client
 from pulse_trio._redis._client import Standalone
 
@@ -247,3 +248,16 @@ async def test_execute_on_primaries_on_one_server(rclient: Client) -> None:
     assert await rclient.execute_on_primaries("PING") == [b"PONG"]
     with pytest.raises(ResponseError, match="unknown command"):
         await rclient.execute_on_primaries("NO-SUCH-COMMAND")
+
+
+async def test_a_closed_client_says_so(server_url: str) -> None:
+    async with open_client(server_url) as client:
+        assert await client.execute("PING") == b"PONG"
+    with pytest.raises(ClosedError):
+        await client.execute("PING")
+    with pytest.raises(ClosedError):
+        async with client.blocking():
+            pass
+    with pytest.raises(ClosedError):
+        async with client.subscribe("c"):
+            pass

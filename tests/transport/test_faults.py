@@ -124,6 +124,12 @@ async def test_server_restart_and_outage(own_server: EmbeddedServer, unique: str
                     tg.start_soon(call)
         assert failures == 20
         assert node._attempts - attempts == 1
+        with anyio.fail_after(5), pytest.raises(RedisUnavailableError):
+            async with client.subscribe("c"):
+                pass
+        with anyio.fail_after(5), pytest.raises(RedisUnavailableError):
+            async with client.blocking():
+                pass
         await own_server.start()
 
         async def pings() -> bool:
