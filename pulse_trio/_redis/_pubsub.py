@@ -78,6 +78,7 @@ class Subscription:
         self._write_lock = anyio.Lock()
         self._pongs = 0
         self._delivering = False  # the reader waits for room in the buffer
+        self._started = False
         self._last_activity = 0.0
         self._pong_event = anyio.Event()
         self._confirmed = anyio.Event()
@@ -205,6 +206,7 @@ class Subscription:
             self._state.resubscribe()
             self._conn_scope = scope = anyio.CancelScope()
             lost: BaseException | None = None
+            refused: ResponseError | None = None
             try:
                 with scope:
                     await self._write()
@@ -216,18 +218,23 @@ class Subscription:
                                 self.reconnects += 1
                                 await self._send.send(Resubscribed(self.reconnects))
                             else:
-                                started = True
+                                started = self._started = True
                                 task_status.started()
                             backoff.reset()
                             await self._read(conn)
                         except (*_NETWORK_ERRORS, TimeoutError) as exc:
                             lost = exc
                             tg.cancel_scope.cancel()
+                        except ResponseError as exc:  # a subscription was refused
+                            refused = exc
+                            tg.cancel_scope.cancel()
             finally:
                 self._conn = None
                 self._conn_scope = None
                 with anyio.CancelScope(shield=True):
                     await conn.aclose()
+            if refused is not None:
+                raise refused
             # Here the connection was lost, or stopped answering PINGs (scope cancelled).
             if not started:
                 raise RedisUnavailableError(f"subscribing failed: {lost!r}") from lost
@@ -264,6 +271,8 @@ class Subscription:
                 pong, self._pong_event = self._pong_event, anyio.Event()
                 pong.set()
             elif isinstance(event, ResponseError):
+                if not self._started:  # an initial subscription refused (NOPERM...)
+                    raise event
                 logger.warning("error on the subscriber connection: %s", event.message)
 
     async def _health(self) -> None:

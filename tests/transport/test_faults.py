@@ -221,7 +221,7 @@ async def test_killed_blocking_connection_is_not_reused(rclient: Client, unique:
 
 async def test_acl_user_and_wrong_password(rclient: Client, server_url: str, unique: str) -> None:
     user = f"{unique}-user"
-    await rclient.execute("ACL", "SETUSER", user, "on", ">right-pw", "~*", "+@all")
+    await rclient.execute("ACL", "SETUSER", user, "on", ">right-pw", "~*", "+@all", "resetchannels")
     try:
         host = server_url.removeprefix("redis://")
         async with open_client(f"redis://{user}:right-pw@{host}") as client:
@@ -230,6 +230,11 @@ async def test_acl_user_and_wrong_password(rclient: Client, server_url: str, uni
             async with open_client(f"redis://{user}:wrong@{host}"):
                 pass
         assert info.value.code == "WRONGPASS"
+        async with open_client(f"redis://{user}:right-pw@{host}") as client:
+            with pytest.raises(ResponseError) as refused:
+                async with client.subscribe(f"{unique}:no-channel-permission"):
+                    pass
+            assert refused.value.code == "NOPERM"
     finally:
         await rclient.execute("ACL", "DELUSER", user)
 
