@@ -12,6 +12,7 @@ from ._client import open_client as open_client
 from ._client import parse_url as parse_url
 from ._connection import ConnectionLostError as ConnectionLostError
 from ._connection import DirectConnection as DirectConnection
+from ._connection import NodeStatistics as NodeStatistics
 from ._pubsub import Resubscribed as Resubscribed
 from ._pubsub import Subscription as Subscription
 from ._resp import Message as Message
@@ -23,6 +24,7 @@ __all__ = (
     "ConnectionLostError",
     "DirectConnection",
     "Message",
+    "NodeStatistics",
     "ProtocolError",
     "RedisUnavailableError",
     "ResponseError",

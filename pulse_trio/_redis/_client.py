@@ -19,6 +19,7 @@ Public API (re-exported by :mod:`pulse_trio._redis`):
 - ``Client.execute(*args, key=None) -> Any``: one command on the multiplexed connection.
 - ``Client.execute_many(commands, *, raise_on_error=True) -> list[Any]``: a pipeline.
 - ``Client.execute_on_primaries(*args) -> list[Any]``: e.g. ``FLUSHALL`` on every master.
+- ``Client.statistics() -> list[NodeStatistics]``: connections, requests, writes, pool use.
 - ``Client.execute_script(script, keys=(), args=()) -> Any``: EVALSHA, EVAL on NOSCRIPT.
 - ``Client.blocking(*, key=None) -> AsyncContextManager[DirectConnection]``;
   ``DirectConnection.execute(*args, timeout="auto") -> Any``.
@@ -64,6 +65,7 @@ from ._connection import (
     ConnectionSettings,
     DirectConnection,
     Node,
+    NodeStatistics,
 )
 from ._pubsub import SUBSCRIPTION_BUFFER, Subscription
 from ._resp import Arg, ResponseError, encode_command
@@ -305,6 +307,10 @@ class Client:
                 if type(reply) is ResponseError:
                     raise reply
         return replies
+
+    def statistics(self) -> list[NodeStatistics]:
+        """A snapshot of the connections to every primary (one entry per server)."""
+        return [node.statistics() for node in self._topology.primaries()]
 
     async def execute_on_primaries(self, *args: Arg) -> list[Any]:
         """Run one command on every primary (one server; each master of a cluster), e.g.

@@ -684,6 +684,31 @@ class MultiplexedConnection:
                 self.queue_unanswered(encode_command(("PING",)))
 
 
+@attrs.frozen
+class NodeStatistics:
+    """A snapshot of one server's connections (from :meth:`Node.statistics`).
+
+    Attributes:
+        name: The server (address, or Sentinel service name).
+        connected: Whether a multiplexed connection is open now.
+        connects: Multiplexed connections opened so far (1 + reconnections).
+        requests: Requests queued on the current multiplexed connection.
+        writes: ``send`` calls that carried them (``requests / writes``: the batching).
+        waiting: Requests on it whose reply has not arrived yet.
+        blocking_in_use: Direct connections lent by ``blocking()`` now.
+        blocking_idle: Direct connections kept idle in the pool.
+    """
+
+    name: str
+    connected: bool
+    connects: int
+    requests: int
+    writes: int
+    waiting: int
+    blocking_in_use: int
+    blocking_idle: int
+
+
 class Node:
     """One server as a client sees it: a multiplexed connection and a pool of direct ones.
 
@@ -727,6 +752,7 @@ class Node:
         self._last_failure: Exception | None = None
         self._blocking_slots = anyio.Semaphore(max_blocking)
         self._idle: list[DirectConnection] = []
+        self._lent = 0
         self.connects = 0
         self.closed = False
 
@@ -859,13 +885,30 @@ class Node:
                 break
             if conn is None:
                 conn = await self.open_direct()
+            self._lent += 1
             try:
                 yield conn
             finally:
+                self._lent -= 1
                 if conn.closed or self.closed:
                     await conn.aclose()
                 else:
                     self._idle.append(conn)
+
+    def statistics(self) -> NodeStatistics:
+        """A snapshot of this node's connections."""
+        mux = self._mux
+        live = mux is not None and not mux.closed
+        return NodeStatistics(
+            name=self.name,
+            connected=live,
+            connects=self.connects,
+            requests=mux.requests if mux is not None and live else 0,
+            writes=mux.writes if mux is not None and live else 0,
+            waiting=mux.waiting if mux is not None and live else 0,
+            blocking_in_use=self._lent,
+            blocking_idle=len(self._idle),
+        )
 
     def address_in_use(self) -> Address | None:
         """The address of the current multiplexed connection, if there is one."""

@@ -261,3 +261,23 @@ async def test_a_closed_client_says_so(server_url: str) -> None:
     with pytest.raises(ClosedError):
         async with client.subscribe("c"):
             pass
+
+
+async def test_statistics(server_url: str) -> None:
+    async with open_client(server_url) as client:
+        [before] = client.statistics()
+        assert before.connected
+        assert before.connects == 1
+        async with anyio.create_task_group() as tg:
+            for i in range(30):
+                tg.start_soon(client.execute, "ECHO", i)
+        async with client.blocking():
+            [during] = client.statistics()
+        [after] = client.statistics()
+        assert after.requests - before.requests == 30
+        assert 1 <= after.writes - before.writes < 30
+        assert after.waiting == 0
+        assert (during.blocking_in_use, during.blocking_idle) == (1, 0)
+        assert (after.blocking_in_use, after.blocking_idle) == (0, 1)
+    [closed] = client.statistics()
+    assert not closed.connected
