@@ -130,9 +130,10 @@ class Script:
     sha: bytes
 
     @staticmethod
-    @functools.cache
+    @functools.lru_cache(maxsize=1024)
     def of(source: str | bytes) -> Script:
-        """The script for ``source`` (cached: the same object for the same source)."""
+        """The script for ``source`` (cached: the same object for the same source, for the
+        last 1024 sources)."""
         raw = source.encode() if isinstance(source, str) else source
         return Script(raw, hashlib.sha1(raw, usedforsecurity=False).hexdigest().encode())
 
