@@ -217,7 +217,7 @@ class Cluster:
         owners = set(slots)
         for address in [a for a in self._nodes if a not in owners]:
             node = self._nodes.pop(address)
-            self._tg.start_soon(node.aclose)
+            self._tg.start_soon(node.retire)
 
     async def request(self, args: Sequence[Arg], payload: bytes, key: Arg | None) -> Any:
         """Send to the owner of the command's slot, following redirections."""

@@ -34,7 +34,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, NoReturn, Protocol
 
 import anyio
 import anyio.abc
@@ -753,11 +753,19 @@ class Node:
         self._blocking_slots = anyio.Semaphore(max_blocking)
         self._idle: list[DirectConnection] = []
         self._lent = 0
+        self.retired = False
         self.connects = 0
         self.closed = False
 
     def __repr__(self) -> str:
         return f"<Node {self.name} mux={self._mux!r} idle_blocking={len(self._idle)}>"
+
+    def _raise_closed(self) -> NoReturn:
+        if self.retired:
+            raise RedisUnavailableError(
+                f"{self.name} no longer serves any hash slot (the cluster changed)"
+            )
+        raise ClosedError("the Redis client is closed: its `async with` block has exited")
 
     async def open_direct(self) -> DirectConnection:
         """Open a new handshaken direct connection to the server (not pooled).
@@ -766,7 +774,7 @@ class Node:
             ClosedError: The client was closed.
         """
         if self.closed:
-            raise ClosedError("the Redis client is closed: its `async with` block has exited")
+            self._raise_closed()
         address = await self._resolve()
         return await DirectConnection.open(
             address, self.settings, unblock=self._unblock, on_error=self._on_error
@@ -787,7 +795,7 @@ class Node:
         if mux is not None and not mux.closed:
             return mux
         if self.closed:
-            raise ClosedError("the Redis client is closed: its `async with` block has exited")
+            self._raise_closed()
         attempts_seen = self._attempts
         async with self._lock:
             mux = self._mux
@@ -928,11 +936,21 @@ class Node:
             conn.closed = True
             self._tg.start_soon(conn.aclose)
 
+    async def retire(self) -> None:
+        """Close every connection: the server left the cluster's slot map. Requests still
+        holding this node fail with :class:`RedisUnavailableError` (which the cluster
+        retries on the slot's new owner when safe)."""
+        self.retired = True
+        await self._close("the node no longer serves any hash slot")
+
     async def aclose(self) -> None:
         """Close every connection of this node; in-flight requests fail."""
+        await self._close("the client is closed")
+
+    async def _close(self, reason: str) -> None:
         self.closed = True
         if self._mux is not None:
-            self._mux.abort("the client is closed")
+            self._mux.abort(reason)
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.aclose()
