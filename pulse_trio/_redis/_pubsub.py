@@ -70,9 +70,7 @@ class Subscription:
         self._settings = settings
         self._state = PubSubState()
         self._state.subscribe(channels, patterns)
-        self._send, self._receive = anyio.create_memory_object_stream[Message | Resubscribed](
-            buffer_size
-        )
+        self._buffer_size = buffer_size
         self._conn: DirectConnection | None = None
         self._conn_scope: anyio.CancelScope | None = None
         self._write_lock = anyio.Lock()
@@ -92,6 +90,10 @@ class Subscription:
         )
 
     async def __aenter__(self) -> Self:
+        # Made here, not in __init__: a subscription never entered leaves nothing unclosed.
+        self._send, self._receive = anyio.create_memory_object_stream[Message | Resubscribed](
+            self._buffer_size
+        )
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
@@ -104,6 +106,9 @@ class Subscription:
                 # Raise what subscribing raised (RedisUnavailableError...), not a group.
                 if len(group.exceptions) != 1 or group.exceptions[0] is not exc:
                     raise
+            finally:
+                self._send.close()
+                self._receive.close()
             raise
         return self
 
