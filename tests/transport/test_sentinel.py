@@ -118,14 +118,14 @@ async def test_finds_the_primary_and_follows_a_failover(
 
             async def promoted() -> bool:
                 addr = await s.execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
-                return int(addr[1]) == replica.port
+                return bool(int(addr[1]) == replica.port)
 
             await _until(promoted)
 
         async def on_new_primary() -> bool:
             # Reads only: no READONLY error tells the client; +switch-master does, while
             # the old primary still takes writes (Sentinel converts it ~10 s later).
-            return await _primary_port(client) == replica.port
+            return bool(await _primary_port(client) == replica.port)
 
         await _until(on_new_primary, timeout=8.0)
         await client.execute("SET", unique, "after")
