@@ -29,15 +29,16 @@ import attrs
 import pulse_trio
 import pulse_trio.testing
 
-from . import rmap, streaming
+from . import client, rmap, streaming
 from ._common import Client, Result
 
 #: Where the JSON results go (gitignored).
 RESULTS_DIR = Path(__file__).parent / "results"
 #: Backends run by default, in this order.
 BACKENDS = ("trio", "asyncio")
-#: Scenario modules by name; each has NAME, CONSTANTS and ``async run(client, backend)``.
-SCENARIOS: dict[str, ModuleType] = {"rmap": rmap, "streaming": streaming}
+#: Scenario modules by name; each has NAME, CONSTANTS and ``async run(client, backend)``, or
+#: ``async run_url(url, backend)`` when it opens its own clients (``client``: one server only).
+SCENARIOS: dict[str, ModuleType] = {"client": client, "rmap": rmap, "streaming": streaming}
 
 ScenarioRun = Callable[[Client, str], Awaitable[list[Result]]]
 
@@ -96,11 +97,19 @@ def _server(url: str | None, cluster: bool) -> Iterator[tuple[str, str]]:
             portal.call(server.__aexit__, None, None, None)
 
 
-async def _run_scenario(url: str, run: ScenarioRun, backend: str) -> tuple[list[Result], str]:
+async def _run_scenario(url: str, scenario: ModuleType, backend: str) -> tuple[list[Result], str]:
     async with pulse_trio.connect(url) as client:
         info = await client.info("server")
         version = str(info.get("valkey_version") or info.get("redis_version") or "?")
-        return await run(client, backend), version
+        run_url = getattr(scenario, "run_url", None)
+        if run_url is None:
+            run: ScenarioRun = scenario.run
+            return await run(client, backend), version
+        if "+cluster" in url:
+            print(f"  .. {scenario.NAME}: standalone servers only, skipped", file=sys.stderr)
+            return [], version
+        rows: list[Result] = await run_url(url, backend)
+        return rows, version
 
 
 def _git_commit() -> str | None:
@@ -163,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for scenario in scenarios:
                 print(f"[{backend}] {scenario.NAME}", file=sys.stderr, flush=True)
                 rows, server_version = anyio.run(
-                    _run_scenario, url, scenario.run, backend, backend=backend
+                    _run_scenario, url, scenario, backend, backend=backend
                 )
                 results += rows
     elapsed = time.perf_counter() - clock
@@ -182,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "load_average": os.getloadavg(),
             "versions": {
                 name: importlib.metadata.version(name)
-                for name in ("pulse-trio", "coredis", "anyio", "trio")
+                for name in ("pulse-trio", "coredis", "anyio", "trio", "hiredis", "redis")
             },
             "server": {"description": server_description, "version": server_version},
             "constants": {s.NAME: s.CONSTANTS for s in scenarios},
