@@ -1,0 +1,87 @@
+"""The pool's I/O layer: every Redis command a pool sends goes through :class:`PoolRedis`.
+
+Few and simple calls (one Lua script per protocol step, a blocking ``XREAD`` of the node's
+own stream, two plain reads), so that porting to another client touches only this module.
+Every method raises only pulse-trio errors (:func:`map_redis_errors`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from .._boundary import Client, map_redis_errors, text
+from .._lua import bind_script
+from ._protocol import jobs_key, node_stream_key, ticker_key
+
+_SCRIPTS = (
+    "register",
+    "heartbeat",
+    "dispatch",
+    "take",
+    "ack",
+    "place",
+    "release",
+    "remove",
+    "stop",
+    "notify",
+    "withdraw",
+    "shutdown",
+    "shutdown_ack",
+    "shutdown_status",
+    "destroy",
+    "jobs",
+    "tick",
+)
+
+
+def _texts(values: Sequence[Any]) -> list[str]:
+    return [text(v) for v in values]
+
+
+class PoolRedis:
+    """The Redis commands of one pool, bound to one client (no I/O until a call)."""
+
+    def __init__(self, client: Client, pool: str) -> None:
+        self.client = client
+        self.pool = pool
+        self.jobs = jobs_key(pool)
+        self._scripts = {
+            name: bind_script(client, f"pool_{name}", prelude="pool_prelude") for name in _SCRIPTS
+        }
+
+    async def run(self, name: str, *args: str | bytes | int) -> Any:
+        """Run the pool script ``pool_<name>.lua`` with the pool's jobs hash as KEYS[1]."""
+        with map_redis_errors(f"pool {self.pool!r}: {name}"):
+            return await self._scripts[name](keys=[self.jobs], args=list(args))
+
+    async def read(
+        self, node_id: str, last_id: str, *, count: int, block_ms: int
+    ) -> list[tuple[str, dict[Any, Any]]]:
+        """Block up to ``block_ms`` for entries of the node's stream after ``last_id``."""
+        key = node_stream_key(self.pool, node_id)
+        with map_redis_errors(f"pool {self.pool!r}: reading node stream"):
+            reply = await self.client.xread({key: last_id}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return [
+            (text(entry.identifier), dict(entry.field_values))
+            for batch in reply.values()
+            for entry in batch
+        ]
+
+    async def workers(self) -> dict[str, str]:
+        """Every registered worker of the pool -> its node."""
+        key = f"{self.jobs[: -len('jobs')]}workers"
+        with map_redis_errors(f"pool {self.pool!r}: listing workers"):
+            flat = await self.client.hgetall(key)
+        return {text(k): text(v) for k, v in flat.items()}
+
+    async def add_raw(self, node_id: str, fields: dict[str, str | bytes]) -> None:
+        """Append a raw entry to a node's stream (tests and diagnostics)."""
+        with map_redis_errors(f"pool {self.pool!r}: appending to a node stream"):
+            await self.client.xadd(node_stream_key(self.pool, node_id), cast(Any, fields))
+
+    def ticker_key(self) -> str:
+        """The hash of the pool's tickers."""
+        return ticker_key(self.pool)
