@@ -199,10 +199,11 @@ class Node(Service):
             workers = list(self._workers.values())
             with anyio.move_on_after(self._options.worker_shutdown_ttl):
                 await self._stop_all_locally(workers)
-            with anyio.move_on_after(CLEANUP_TIMEOUT):
+            cleanup = min(CLEANUP_TIMEOUT, self._options.worker_ttl)
+            with anyio.move_on_after(cleanup):
                 await self._flush_acks()
             try:
-                with anyio.fail_after(CLEANUP_TIMEOUT):
+                with anyio.fail_after(cleanup):
                     await self._io.run("remove", self.id, "1", *[w.id for w in workers])
             except Exception as exc:
                 if not is_transient(exc) and not isinstance(exc, TimeoutError):
@@ -359,7 +360,7 @@ class Node(Service):
                 raise JobExistsError(f"job {key!r} already exists in pool {self.pool!r}", key=key)
             if status == "full":
                 raise QueueFullError(
-                    f"pool {self.pool!r}: {text(reply[1])} jobs wait to start "
+                    f"pool {self.pool!r}: {reply[1]} jobs wait to start "
                     f"(max_queued_jobs={self._options.max_queued_jobs}); retry later",
                     key=key,
                 )
