@@ -23,7 +23,7 @@ local function reply_to(spec, ok, err)
 end
 
 local function failed_start(key, m, err)
-  m.f = (m.f or 0) + 1
+  m.f, m.q = (m.f or 0) + 1, 1
   m.e = err
   m.w, m.n, m.g, m.t = '', '', '', 0
   if m.f >= max_attempts then
