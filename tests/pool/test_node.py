@@ -59,7 +59,7 @@ async def test_bad_input_raises_before_any_io(client: Any, unique: str) -> None:
     with pytest.raises(TypeError, match="client_only"):
         pool.open_node(client, unique, client_only="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="no public constructor"):
-        pool.Node(client, unique)
+        pool.Node(client, unique)  # type: ignore[call-arg]
     n = pool.open_node(client, unique)
     # Bad keys and payloads are refused even on a node that is not open: no I/O happened.
     with pytest.raises(ValueError, match="job key"):
