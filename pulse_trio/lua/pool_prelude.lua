@@ -12,7 +12,7 @@ local K = {
   jobs = KEYS[1], payloads = P .. 'payloads', nodes = P .. 'nodes', workers = P .. 'workers',
   epoch = P .. 'epoch', unassigned = P .. 'unassigned', retry = P .. 'retry',
   queued = P .. 'queued', seq = P .. 'seq', shutdown = P .. 'shutdown',
-  acks = P .. 'shutdown-acks', tickers = P .. 'tickers',
+  acks = P .. 'shutdown-acks', tickers = P .. 'tickers', scheduled = P .. 'scheduled',
 }
 
 local function node_stream(id)

@@ -20,6 +20,10 @@ from ._node import Node as Node
 from ._node import open_node as open_node
 from ._protocol import Job as Job
 from ._protocol import JobInfo as JobInfo
+from ._ticker import JobPlan as JobPlan
+from ._ticker import JobProducer as JobProducer
+from ._ticker import Tick as Tick
+from ._ticker import Ticker as Ticker
 from ._worker import JobHandler as JobHandler
 from ._worker import Worker as Worker
 from ._worker import WorkerInfo as WorkerInfo
@@ -32,6 +36,8 @@ __all__ = (
     "JobHandler",
     "JobInfo",
     "JobNotFoundError",
+    "JobPlan",
+    "JobProducer",
     "JobStartError",
     "JobStopError",
     "Node",
@@ -40,6 +46,8 @@ __all__ = (
     "PoolError",
     "PoolShuttingDownError",
     "QueueFullError",
+    "Tick",
+    "Ticker",
     "Worker",
     "WorkerInfo",
     "job_tasks",

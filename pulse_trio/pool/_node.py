@@ -53,6 +53,7 @@ from ._protocol import (
     validate_payload,
 )
 from ._redis import PoolRedis
+from ._ticker import JobProducer, Ticker, run_schedule
 from ._worker import JobHandler, Worker, WorkerInfo
 
 #: Default liveness TTL of a node and its workers, in seconds.
@@ -521,6 +522,59 @@ class Node(Service):
         self._check_open("job")
         record, _ = await self._io.run("jobs", key)
         return None if not record else parse_record(key, record)
+
+    # ------------------------------------------------------------------ tickers
+
+    def open_ticker(self, name: str, interval: float) -> Ticker:
+        """Make a ticker shared by the pool's nodes; enter it with ``async with``.
+
+        Each tick reaches one node of the pool: one whose iteration waits for a tick. Ticks
+        are never dropped: when every node is busy, a due tick waits for the first receiver
+        to be ready and then stands for every interval that elapsed (:attr:`Tick.count`).
+        Nodes that open a ticker of the same name with another interval replace the shared
+        schedule.
+
+        Args:
+            name: The ticker's name (the naming rule of pools).
+            interval: Seconds between ticks (> 0).
+
+        Returns:
+            The :class:`Ticker`, not yet entered.
+
+        Raises:
+            InvalidNameError / ValueError: Bad name or interval (before any I/O).
+            PoolClosedError: The node's block is not running.
+
+        Cancellation:
+            The ticker owns a task group; leaving its block stops it.
+        """
+        validate_name("ticker", name)
+        seconds = validate_duration("interval", interval, allow_zero=False)
+        assert seconds is not None
+        self._check_usable("open_ticker")
+        return Ticker._create(self, name, seconds)
+
+    async def schedule(self, producer: JobProducer, interval: float) -> None:
+        """Run ``producer`` on the pool's nodes, one node at a time, every ``interval``.
+
+        On each tick of the ticker ``schedule:<producer.name>`` (which reaches one node of
+        the pool), that node calls ``await producer.plan()`` and applies the
+        :class:`JobPlan`: dispatches ``start`` (a key that already runs counts as started),
+        stops ``stop``, or with ``stop_all`` every job this producer started (recorded in
+        Redis) that is not in ``start``. Errors of ``plan`` are logged and the next tick
+        tries again. Returns once the schedule runs on this node.
+
+        Raises:
+            PoolClosedError: The node's block is not running.
+            PoolError: The node is client-only.
+
+        Cancellation:
+            The scheduler's task lives in the node's task group until the node closes.
+        """
+        tg = self._check_usable("schedule")
+        validate_name("producer", producer.name)
+        validate_duration("interval", interval, allow_zero=False)
+        await tg.start(run_schedule, self, producer, interval, self._logger)
 
     # ------------------------------------------------------------------ shutdown
 

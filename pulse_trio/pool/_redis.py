@@ -85,3 +85,30 @@ class PoolRedis:
     def ticker_key(self) -> str:
         """The hash of the pool's tickers."""
         return ticker_key(self.pool)
+
+
+class ScheduleRecord:
+    """Which job keys a scheduler started (hash ``scheduled``, field ``<producer> NL <key>``)."""
+
+    def __init__(self, io: PoolRedis, producer: str) -> None:
+        self._io = io
+        self._key = f"{io.jobs[: -len('jobs')]}scheduled"
+        self._prefix = producer + "\n"
+
+    async def keys(self) -> set[str]:
+        """The keys this producer started and did not stop."""
+        with map_redis_errors(f"pool {self._io.pool!r}: reading scheduled keys"):
+            fields = await self._io.client.hkeys(self._key)
+        return {text(f)[len(self._prefix) :] for f in fields if text(f).startswith(self._prefix)}
+
+    async def add(self, keys: Sequence[str]) -> None:
+        """Record started keys."""
+        if keys:
+            with map_redis_errors(f"pool {self._io.pool!r}: recording scheduled keys"):
+                await self._io.client.hset(self._key, {self._prefix + k: "1" for k in keys})
+
+    async def remove(self, keys: Sequence[str]) -> None:
+        """Forget stopped keys."""
+        if keys:
+            with map_redis_errors(f"pool {self._io.pool!r}: forgetting scheduled keys"):
+                await self._io.client.hdel(self._key, [self._prefix + k for k in keys])
