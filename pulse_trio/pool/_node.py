@@ -145,6 +145,8 @@ class Node(Service):
         self._rebalance_needed = anyio.Event()
         self._released: dict[str, set[str]] = {}
         self._release_ready = anyio.Event()
+        self._to_place: set[str] = set()
+        self._place_ready = anyio.Event()
         #: Local monotonic time until which this node may run jobs (renewed by heartbeats).
         self._lease_until = 0.0
         self._fenced = False
@@ -189,6 +191,7 @@ class Node(Service):
         if not self.client_only:
             tg.start_soon(self._ack_loop)
             tg.start_soon(self._release_loop)
+            tg.start_soon(self._place_loop)
             tg.start_soon(self._rebalance_loop)
             tg.start_soon(self._fence_watchdog)
 
@@ -794,15 +797,17 @@ class Node(Service):
     # --- liveness
 
     async def _heartbeat_loop(self) -> None:
+        """Renew liveness every ``worker_ttl/5`` (sooner when woken); placement is handed to
+        the placement task so that nothing delays the next heartbeat."""
         ttl = self._options.worker_ttl
         period = ttl / HEARTBEATS_PER_TTL
-        deadline = anyio.current_time()
+        sent = anyio.current_time()
         while True:
-            deadline = max(deadline + period, anyio.current_time())
-            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+            with anyio.move_on_after(max(0.0, sent + period - anyio.current_time())):
                 await self._wake_heartbeat.wait()
             self._wake_heartbeat = anyio.Event()
             if self._shutting_down:
+                await anyio.sleep(period)
                 continue
             sent = anyio.current_time()
             try:
@@ -836,7 +841,15 @@ class Node(Service):
             if members:
                 self._update_membership(Membership.from_flat(members))
             if unassigned and not self.client_only:
-                await self._place([text(k) for k in unassigned])
+                self._to_place.update(text(k) for k in unassigned)
+                self._place_ready.set()
+
+    async def _place_loop(self) -> None:
+        while True:
+            await self._place_ready.wait()
+            self._place_ready = anyio.Event()
+            keys, self._to_place = sorted(self._to_place), set()
+            await self._place(keys)
 
     async def _fence_watchdog(self) -> None:
         """Stop this node's jobs once its lease lapsed (self-fencing, guarantee 3)."""

@@ -119,7 +119,7 @@ async def test_defect_10_membership_changes_are_never_missed(client: Any, unique
             await b.remove_worker(w)
         alive = {w.id: b.id for w in workers[1::2]}
         await wait_until(lambda: dict(a._membership.workers) == alive, what="a's view")
-        assert dict(b._membership.workers) == alive
+        await wait_until(lambda: dict(b._membership.workers) == alive, what="b's view")
 
 
 async def test_defect_12_pools_are_isolated_under_their_own_prefix(
