@@ -28,7 +28,7 @@ import attrs
 
 import pulse_trio
 
-from . import rmap, streaming
+from . import pool, rmap, streaming
 from ._common import Client, Result
 
 #: Where the JSON results go (gitignored).
@@ -36,7 +36,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 #: Backends run by default, in this order.
 BACKENDS = ("trio", "asyncio")
 #: Scenario modules by name; each has NAME, CONSTANTS and ``async run(client, backend)``.
-SCENARIOS: dict[str, ModuleType] = {"rmap": rmap, "streaming": streaming}
+SCENARIOS: dict[str, ModuleType] = {"pool": pool, "rmap": rmap, "streaming": streaming}
 
 ScenarioRun = Callable[[Client, str], Awaitable[list[Result]]]
 
