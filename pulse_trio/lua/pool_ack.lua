@@ -2,23 +2,36 @@
 -- KEYS[1]: the pool's jobs hash (see pool_prelude.lua)
 -- ARGV[1]: most failed starts of a requeued job before it is recorded as failed;
 -- ARGV[2]: first retry delay in ms (doubled per failure); ARGV[3]: longest retry delay in ms;
--- ARGV[4..]: items of 7 fields: kind, job key, worker, assignment token, ok ('1'/'0'),
+-- ARGV[4]: the acknowledging node: replies to its own callers are returned, not sent
+-- ARGV[5..]: items of 7 fields: kind, job key, worker, assignment token, ok ('1'/'0'),
 --            error text, reply (for 'x' and 'n': reply-token NUL reply-node, else '')
 --   kind 's': a start returned (ok) or raised (error text)
 --   kind 'x': a stop returned or raised: the job is removed either way
 --   kind 'n': a notification was handled (only a reply is sent)
 --   kind 'c': a running job-task failed after its start: retry or record as failed
--- returns: one status per item: 'ok', or 'stale' when the worker no longer holds that
---          assignment (it must stop the job locally: someone else owns it now)
+-- returns: {statuses, local replies}: one status per item, 'ok', or 'stale' when the worker
+--          no longer holds that assignment (it must stop the job locally: someone else owns
+--          it now); local replies = {token, ok, error, ...} for the acknowledging node itself
 -- Atomicity: each state change and the reply to the waiting caller happen together.
 local max_attempts, base, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local out = {}
+local me = ARGV[4]
+local out, mine = {}, {}
+
+-- Answer a caller: on its node's stream, or in the reply when it waits on this node.
+local function answer(node, token, ok, err)
+  if node == me then
+    mine[#mine + 1] = token
+    mine[#mine + 1] = ok
+    mine[#mine + 1] = err
+  else
+    send(node, 't', 'r', 'd', token, 'o', ok, 'e', err)
+  end
+end
 
 local function reply_to(spec, ok, err)
   if spec ~= '' then
     local sep = string.find(spec, '\0', 1, true)
-    send(string.sub(spec, sep + 1), 't', 'r', 'd', string.sub(spec, 1, sep - 1), 'o', ok,
-         'e', err)
+    answer(string.sub(spec, sep + 1), string.sub(spec, 1, sep - 1), ok, err)
   end
 end
 
@@ -37,7 +50,7 @@ local function failed_start(key, m, err)
   put_meta(key, m)
 end
 
-for i = 4, #ARGV, 7 do
+for i = 5, #ARGV, 7 do
   local kind, key, worker, token = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ok, err, spec = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local m = get_meta(key)
@@ -51,7 +64,7 @@ for i = 4, #ARGV, 7 do
       end
       redis.call('SREM', K.queued, key)
       if m.d ~= '' then
-        send(m.r, 't', 'r', 'd', m.d, 'o', '1', 'e', '')
+        answer(m.r, m.d, '1', '')
         m.d, m.r = '', ''
       end
       put_meta(key, m)
@@ -60,10 +73,10 @@ for i = 4, #ARGV, 7 do
       if m.d ~= '' or m.s == 'stopping' then
         -- The dispatcher still waits (or a stop is pending): report and forget the job.
         if m.d ~= '' then
-          send(m.r, 't', 'r', 'd', m.d, 'o', '0', 'e', err)
+          answer(m.r, m.d, '0', err)
         end
         if m.s == 'stopping' then
-          send(m.sr, 't', 'r', 'd', m.sd, 'o', '1', 'e', '')
+          answer(m.sr, m.sd, '1', '')
         end
         delete_job(key)
       else
@@ -91,4 +104,4 @@ for i = 4, #ARGV, 7 do
     out[#out + 1] = 'stale'
   end
 end
-return out
+return {out, mine}

@@ -3,8 +3,10 @@
 -- ARGV[1]: job key; ARGV[2]: payload; ARGV[3]: dispatch token; ARGV[4]: dispatching node;
 -- ARGV[5]: the epoch routing used; ARGV[6]: target worker ('' = no worker known);
 -- ARGV[7]: the target worker's node; ARGV[8]: max queued jobs; ARGV[9]: trim the dispatching
--- node's stream below this id ('' = no)
--- returns: {'ok'} | {'exists'} | {'full', queued count} | {'shutdown'} |
+-- node's stream below this id ('' = no); ARGV[10]: '1' when the target worker runs on the
+-- dispatching node, which then hands the start to it directly (taken at once, no message)
+-- returns: {'ok'} | {'local', assignment token, created ms} | {'exists'} |
+--          {'full', queued count} | {'shutdown'} |
 --          {'stale', epoch, worker, node, ...} (routing used an old membership: route again)
 -- Atomicity: uniqueness of the key, the queue bound, the membership check, the job record,
 -- its payload and the start message are one step: either all happen or none.
@@ -41,6 +43,11 @@ if worker == '' then
   return {'ok'}
 end
 m.g = tostring(redis.call('INCR', K.seq))
+if ARGV[10] == '1' and wnode == origin then
+  m.s, m.t = 'starting', 1
+  put_meta(key, m)
+  return {'local', m.g, now}
+end
 put_meta(key, m)
 send(wnode, 't', 's', 'k', key, 'w', worker, 'g', m.g, 'p', ARGV[2], 'c', tostring(now),
      'q', '0', 'o', origin)

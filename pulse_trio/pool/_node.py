@@ -335,6 +335,7 @@ class Node(Service):
             for _ in range(20):
                 workers = self._membership.workers
                 target = _routing.owner(key, workers) or ""
+                local = self._local_worker(target)
                 try:
                     with anyio.fail_after(wait):
                         reply = await self._io.run(
@@ -348,6 +349,7 @@ class Node(Service):
                             workers.get(target, ""),
                             str(self._options.max_queued_jobs),
                             self._take_trim(),
+                            "1" if local is not None else "0",
                         )
                 except TimeoutError:
                     raise RedisUnavailableError(
@@ -372,6 +374,10 @@ class Node(Service):
                 raise PoolShuttingDownError(f"pool {self.pool!r} is shutting down", key=key)
             admitted = True
             self._counts["dispatched"] += 1
+            if status == "local" and local is not None:
+                # The worker runs here: the script took the job for it, start it directly.
+                job = Job(key, data, ms_to_datetime(int(reply[2])), False, self.id, local.id)
+                local.enqueue(key, functools.partial(local.start_job, job, text(reply[1])))
             await self._await_start(key, token, waiter, wait)
             admitted = False
         finally:
@@ -385,6 +391,15 @@ class Node(Service):
                         self._logger.warning(
                             "pool %s: withdrawing %r failed: %r", self.pool, key, exc
                         )
+
+    def _local_worker(self, worker_id: str) -> Worker | None:
+        """This node's worker ``worker_id`` if it can take a start right now."""
+        worker = self._workers.get(worker_id)
+        if worker is None or worker.removed or self._closing or self._fenced:
+            return None
+        if self._shutting_down or self.client_only:
+            return None
+        return worker
 
     async def _await_start(self, key: str, token: str, waiter: _Waiter, wait: float) -> None:
         while True:
@@ -685,11 +700,7 @@ class Node(Service):
     def _handle(self, message: Message) -> None:
         f = message.fields
         if message.type == "r":
-            waiter = self._waiters.get(f["d"])
-            if waiter is not None and not waiter.event.is_set():
-                waiter.ok = f["o"] == "1"
-                waiter.error = f.get("e", "")
-                waiter.event.set()
+            self._resolve(f["d"], f["o"] == "1", f.get("e", ""))
         elif message.type == "m":
             self._update_membership(Membership.from_message(f["M"]))
             self._wake_heartbeat.set()
@@ -709,6 +720,14 @@ class Node(Service):
                 worker.enqueue(key, lambda: worker.stop_job(key, token, reply))
             else:
                 worker.enqueue(key, lambda: worker.notify(key, token, payload, reply))
+
+    def _resolve(self, token: str, ok: bool, error: str) -> None:
+        """Hand a reply to the caller waiting on ``token`` (if it still waits)."""
+        waiter = self._waiters.get(token)
+        if waiter is not None and not waiter.event.is_set():
+            waiter.ok = ok
+            waiter.error = error
+            waiter.event.set()
 
     async def _take(self, starts: list[Message]) -> None:
         """Take a batch of starts in one script call, then start the taken ones."""
@@ -772,9 +791,11 @@ class Node(Service):
     async def _flush_acks(self) -> None:
         while self._acks:
             batch, self._acks = self._acks, []
-            statuses = await self._retrying(
+            statuses, mine = await self._retrying(
                 "acknowledging", functools.partial(self._send_acks, batch)
             )
+            for i in range(0, len(mine), 3):
+                self._resolve(text(mine[i]), text(mine[i + 1]) == "1", text(mine[i + 2]))
             for i, status in enumerate(statuses):
                 kind, key, worker_id, token = batch[7 * i : 7 * i + 4]
                 if text(status) == "stale" and kind == "s":
@@ -791,6 +812,7 @@ class Node(Service):
             str(MAX_START_ATTEMPTS),
             str(round(RETRY_BASE_DELAY * 1000)),
             str(round(ttl_ms)),
+            self.id,
             *batch,
         )
 
