@@ -94,6 +94,20 @@ class _Options:
     client_only: bool
 
 
+@attrs.define(eq=False)
+class _Admission:
+    """A dispatch queued for the admission task (which sends queued ones in one batch)."""
+
+    key: str
+    payload: bytes
+    token: str
+    status: str = ""
+    error: Exception | None = None
+    #: The caller gave up (timeout, cancellation) before the batch was sent.
+    abandoned: bool = False
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+
+
 class _Waiter:
     """A caller waiting for a reply on this node's stream. Registered before the request is
     sent, so a reply can never arrive before its waiter (reference §12 #9)."""
@@ -146,6 +160,8 @@ class Node(Service):
         self._released: dict[str, set[str]] = {}
         self._release_ready = anyio.Event()
         self._to_place: set[str] = set()
+        self._admissions: list[_Admission] = []
+        self._admissions_ready = anyio.Event()
         self._place_ready = anyio.Event()
         #: Local monotonic time until which this node may run jobs (renewed by heartbeats).
         self._lease_until = 0.0
@@ -187,6 +203,7 @@ class Node(Service):
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         tg.start_soon(self._read_loop)
+        tg.start_soon(self._admission_loop)
         tg.start_soon(self._heartbeat_loop)
         if not self.client_only:
             tg.start_soon(self._ack_loop)
@@ -304,6 +321,8 @@ class Node(Service):
     async def dispatch_job(self, key: str, payload: bytes) -> None:
         """Start a job: returns once the worker that routing chose has started it.
 
+        Concurrent calls on one node are admitted together, in one script call per batch.
+
         Args:
             key: The job's key, unique in the pool (1 to 1024 characters, no NUL).
             payload: Bytes for the handler (``Job.payload``).
@@ -318,7 +337,8 @@ class Node(Service):
                 ``start`` to return.)
             PoolShuttingDownError: The pool is shutting down.
             PoolClosedError: The node's block is not running.
-            RedisUnavailableError: Redis could not be reached within the timeout.
+            RedisUnavailableError: Redis could not be reached within ``ack_grace_period``
+                (whether the job was admitted is then unknown: check with :meth:`job`).
 
         Cancellation:
             If the call is cancelled after the job was admitted, the job is withdrawn if no
@@ -330,67 +350,111 @@ class Node(Service):
         self._check_usable("dispatch_job")
         token = _new_id()
         waiter = self._waiters[token] = _Waiter()
-        admitted = False
+        item = _Admission(key, data, token)
+        self._admissions.append(item)
+        self._admissions_ready.set()
+        settled = False
         try:
-            for _ in range(20):
-                workers = self._membership.workers
-                target = _routing.owner(key, workers) or ""
-                local = self._local_worker(target)
-                try:
-                    with anyio.fail_after(wait):
-                        reply = await self._io.run(
-                            "dispatch",
-                            key,
-                            data,
-                            token,
-                            self.id,
-                            self._membership.epoch,
-                            target,
-                            workers.get(target, ""),
-                            str(self._options.max_queued_jobs),
-                            self._take_trim(),
-                            "1" if local is not None else "0",
-                        )
-                except TimeoutError:
-                    raise RedisUnavailableError(
-                        f"pool {self.pool!r}: dispatch of {key!r}: no answer from Redis "
-                        f"within {wait}s"
-                    ) from None
-                status = text(reply[0])
-                if status != "stale":
-                    break
-                self._update_membership(Membership.from_flat(reply[1:]))
-            else:  # pragma: no cover - needs 20 membership changes during one dispatch
-                raise PoolError(f"pool {self.pool!r}: membership changes too fast to route")
+            with anyio.move_on_after(wait):
+                await item.done.wait()
+            if not item.done.is_set():
+                item.abandoned = True
+                raise RedisUnavailableError(
+                    f"pool {self.pool!r}: dispatch of {key!r}: no answer from Redis within {wait}s"
+                )
+            if item.error is not None:
+                raise item.error
+            status = item.status
             if status == "exists":
                 raise JobExistsError(f"job {key!r} already exists in pool {self.pool!r}", key=key)
             if status == "full":
                 raise QueueFullError(
-                    f"pool {self.pool!r}: {reply[1]} jobs wait to start "
-                    f"(max_queued_jobs={self._options.max_queued_jobs}); retry later",
+                    f"pool {self.pool!r}: max_queued_jobs={self._options.max_queued_jobs} jobs "
+                    "wait to start; retry later",
                     key=key,
                 )
             if status == "shutdown":
                 raise PoolShuttingDownError(f"pool {self.pool!r} is shutting down", key=key)
-            admitted = True
             self._counts["dispatched"] += 1
-            if status == "local" and local is not None:
-                # The worker runs here: the script took the job for it, start it directly.
-                job = Job(key, data, ms_to_datetime(int(reply[2])), False, self.id, local.id)
-                local.enqueue(key, functools.partial(local.start_job, job, text(reply[1])))
             await self._await_start(key, token, waiter, wait)
-            admitted = False
+            settled = True
         finally:
             del self._waiters[token]
-            if admitted:
+            item.abandoned = True
+            if not settled and item.status in ("sent", "local"):
                 # Cancelled while waiting: withdraw unless a worker took it.
-                with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                    try:
-                        await self._io.run("withdraw", key, token)
-                    except Exception as exc:
-                        self._logger.warning(
-                            "pool %s: withdrawing %r failed: %r", self.pool, key, exc
-                        )
+                await self._withdraw(key, token)
+
+    async def _admission_loop(self) -> None:
+        """Send the dispatches queued by concurrent callers, one script call per batch."""
+        while True:
+            await self._admissions_ready.wait()
+            self._admissions_ready = anyio.Event()
+            while self._admissions:
+                batch = [item for item in self._admissions if not item.abandoned]
+                self._admissions = []
+                if batch:
+                    await self._admit(batch)
+
+    async def _admit(self, batch: list[_Admission]) -> None:
+        try:
+            for _ in range(20):
+                members = self._membership
+                args: list[str | bytes] = []
+                locals_: list[Worker | None] = []
+                for item in batch:
+                    target = _routing.owner(item.key, members.workers) or ""
+                    local = self._local_worker(target)
+                    locals_.append(local)
+                    args += [
+                        item.key,
+                        item.payload,
+                        item.token,
+                        target,
+                        members.workers.get(target, ""),
+                        "1" if local is not None else "0",
+                    ]
+                reply = await self._io.run(
+                    "dispatch",
+                    self.id,
+                    members.epoch,
+                    str(self._options.max_queued_jobs),
+                    self._take_trim(),
+                    *args,
+                )
+                status = text(reply[0])
+                if status != "stale":
+                    break
+                self._update_membership(Membership.from_flat(reply[1:]))
+            else:  # pragma: no cover - needs 20 membership changes during one batch
+                raise PoolError(f"pool {self.pool!r}: membership changes too fast to route")
+        except Exception as exc:
+            for item in batch:
+                item.error = exc
+                item.done.set()
+            return
+        for i, item in enumerate(batch):
+            result = "shutdown" if status == "shutdown" else text(reply[1 + i])
+            if result.startswith("local:"):
+                _, token, created = result.split(":")
+                local = locals_[i]
+                assert local is not None
+                job = Job(item.key, item.payload, ms_to_datetime(int(created)), False, self.id,
+                          local.id)  # fmt: skip
+                local.enqueue(item.key, functools.partial(local.start_job, job, token))
+                result = "local"
+            item.status = result
+            item.done.set()
+            if item.abandoned and result == "sent" and self._task_group is not None:
+                # Its caller gave up while the batch was in flight: withdraw it for them.
+                self._task_group.start_soon(self._withdraw, item.key, item.token)
+
+    async def _withdraw(self, key: str, token: str) -> None:
+        with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+            try:
+                await self._io.run("withdraw", key, token)
+            except Exception as exc:
+                self._logger.warning("pool %s: withdrawing %r failed: %r", self.pool, key, exc)
 
     def _local_worker(self, worker_id: str) -> Worker | None:
         """This node's worker ``worker_id`` if it can take a start right now."""
