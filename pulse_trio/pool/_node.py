@@ -162,6 +162,7 @@ class Node(Service):
         self._to_place: set[str] = set()
         self._admissions: list[_Admission] = []
         self._admissions_ready = anyio.Event()
+        self._admitting = False
         self._place_ready = anyio.Event()
         #: Local monotonic time until which this node may run jobs (renewed by heartbeats).
         self._lease_until = 0.0
@@ -352,9 +353,14 @@ class Node(Service):
         waiter = self._waiters[token] = _Waiter()
         item = _Admission(key, data, token)
         self._admissions.append(item)
-        self._admissions_ready.set()
         settled = False
         try:
+            if self._admitting:
+                self._admissions_ready.set()
+            else:
+                # Nobody is sending: send this batch here (saves two task switches on the
+                # sequential path); later callers queue up behind it.
+                await self._admit_queued()
             with anyio.move_on_after(wait):
                 await item.done.wait()
             if not item.done.is_set():
@@ -390,11 +396,22 @@ class Node(Service):
         while True:
             await self._admissions_ready.wait()
             self._admissions_ready = anyio.Event()
-            while self._admissions:
-                batch = [item for item in self._admissions if not item.abandoned]
-                self._admissions = []
-                if batch:
+            while self._admissions and not self._admitting:
+                await self._admit_queued()
+
+    async def _admit_queued(self) -> None:
+        """Send what is queued as one batch (shielded: other callers' jobs ride along)."""
+        self._admitting = True
+        try:
+            batch = [item for item in self._admissions if not item.abandoned]
+            self._admissions = []
+            if batch:
+                with anyio.CancelScope(shield=True):
                     await self._admit(batch)
+        finally:
+            self._admitting = False
+            if self._admissions:
+                self._admissions_ready.set()
 
     async def _admit(self, batch: list[_Admission]) -> None:
         try:
@@ -414,14 +431,15 @@ class Node(Service):
                         members.workers.get(target, ""),
                         "1" if local is not None else "0",
                     ]
-                reply = await self._io.run(
-                    "dispatch",
-                    self.id,
-                    members.epoch,
-                    str(self._options.max_queued_jobs),
-                    self._take_trim(),
-                    *args,
-                )
+                with anyio.fail_after(self._options.ack_grace_period):
+                    reply = await self._io.run(
+                        "dispatch",
+                        self.id,
+                        members.epoch,
+                        str(self._options.max_queued_jobs),
+                        self._take_trim(),
+                        *args,
+                    )
                 status = text(reply[0])
                 if status != "stale":
                     break
@@ -429,6 +447,11 @@ class Node(Service):
             else:  # pragma: no cover - needs 20 membership changes during one batch
                 raise PoolError(f"pool {self.pool!r}: membership changes too fast to route")
         except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                exc = RedisUnavailableError(
+                    f"pool {self.pool!r}: no answer from Redis to a dispatch within "
+                    f"{self._options.ack_grace_period}s"
+                )
             for item in batch:
                 item.error = exc
                 item.done.set()
