@@ -73,11 +73,13 @@ class RemoteNode:
         self.process = process
         self.node_id = ""
         self.worker_ids: list[str] = []
-        self.running: set[str] = set()
+        #: Running job key -> worker id.
+        self.running: dict[str, str] = {}
         self.starts: Counter[str] = Counter()
         self.stops: Counter[str] = Counter()
         self.log: list[tuple[float, str, str]] = []
         self.ready = anyio.Event()
+        self.overlaps: list[str] = []
 
     async def read(self) -> None:
         assert self.process.stdout is not None
@@ -93,11 +95,13 @@ class RemoteNode:
                 self.ready.set()
             elif line[0] == "start":
                 self.starts[line[1]] += 1
-                self.running.add(line[1])
+                if line[1] in self.running:
+                    self.overlaps.append(line[1])
+                self.running[line[1]] = line[2]
                 self.log.append((now, "start", line[1]))
             elif line[0] == "stop":
                 self.stops[line[1]] += 1
-                self.running.discard(line[1])
+                self.running.pop(line[1], None)
                 self.log.append((now, "stop", line[1]))
 
     def kill(self) -> None:
