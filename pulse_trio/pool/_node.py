@@ -943,7 +943,18 @@ class Node(Service):
             if status == "unknown" or self._fenced:
                 # Declared dead (or we fenced ourselves): stop everything we run, give our
                 # jobs back and register again (a paused node never goes deaf).
-                await self._recover()
+                try:
+                    await self._recover()
+                except (TimeoutError, RedisUnavailableError) as exc:
+                    self._logger.warning(
+                        "pool %s: node %s: re-registering failed (%r); retrying",
+                        self.pool,
+                        self.id,
+                        exc,
+                    )
+                except PoolShuttingDownError:
+                    if self._task_group is not None:
+                        self._task_group.start_soon(self._handle_shutdown)
                 continue
             self._lease_until = sent + FENCE_FRACTION * ttl
             unassigned, members = reply[1], reply[2]
@@ -990,8 +1001,9 @@ class Node(Service):
         await self._fencing_done.wait()
         workers = [w.id for w in self._workers.values()]
         sent = anyio.current_time()
-        await self._io.run("remove", self.id, "0", *workers)
-        await self._register(workers)
+        with anyio.fail_after(self._options.worker_ttl):
+            await self._io.run("remove", self.id, "0", *workers)
+            await self._register(workers)
         self._lease_until = sent + FENCE_FRACTION * self._options.worker_ttl
         self._fenced = False
         self._logger.warning("pool %s: node %s re-registered after fencing", self.pool, self.id)
