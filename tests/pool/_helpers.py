@@ -16,8 +16,11 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from pulse_trio import pool
 
-#: Short timings for tests (seconds).
+#: Short timings for tests (seconds): TTL for tests about failures (nodes in child
+#: processes, partitions); NODE_TTL, the default of node(), leaves room for a loaded machine
+#: (a node that misses heartbeats for 0.7 x its TTL fences itself, by design).
 TTL = 1.0
+NODE_TTL = 2.0
 GRACE = 2.0
 WORKER_PROCESS = Path(__file__).with_name("worker_process.py")
 
@@ -60,7 +63,7 @@ class Recorder:
 
 def node(client: Any, name: str, **options: Any) -> pool.Node:
     """A node with the tests' short timings."""
-    options.setdefault("worker_ttl", TTL)
+    options.setdefault("worker_ttl", NODE_TTL)
     options.setdefault("ack_grace_period", GRACE)
     options.setdefault("worker_shutdown_ttl", 5.0)
     return pool.open_node(client, name, **options)

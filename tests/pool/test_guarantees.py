@@ -128,8 +128,8 @@ async def test_g3_a_node_cut_off_from_redis_stops_its_jobs_before_others_restart
     async with (
         freezing_proxy(port) as proxy,
         pulse_trio.connect(proxy.url) as cut_client,
-        node(client, unique) as b,
-        node(cut_client, unique) as a,
+        node(client, unique, worker_ttl=TTL) as b,
+        node(cut_client, unique, worker_ttl=TTL) as a,
     ):
         await a.add_worker(fenced)
         for i in range(10):

@@ -239,3 +239,18 @@ async def test_redis_away_dispatch_raises_unavailable_within_its_timeout(
         with anyio.fail_after(5), pytest.raises(pulse_trio.RedisUnavailableError):
             await n.dispatch_job("j", b"")
         assert "k" in handler.running  # running jobs keep running until fencing
+
+
+async def test_a_cancelled_dispatch_is_withdrawn_unless_taken(client: Any, unique: str) -> None:
+    handler = Recorder()
+    async with node(client, unique) as n:
+        with anyio.move_on_after(0.3):
+            await n.dispatch_job("nobody", b"")  # no worker: waits, then is cancelled
+        assert await n.job_keys() == []  # withdrawn
+        await n.add_worker(handler)
+        handler.start_delay = 0.5
+        with anyio.move_on_after(0.1):
+            await n.dispatch_job("slow", b"")  # taken by the worker, then cancelled
+        await wait_until(lambda: "slow" in handler.running, what="the taken job started")
+        assert handler.starts == {"slow": 1}
+        assert await n.job_keys() == ["slow"]

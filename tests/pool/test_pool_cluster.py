@@ -47,9 +47,7 @@ async def test_dispatch_stop_notify_and_routing_on_a_cluster(
             await a.dispatch_job("k4", b"")
 
 
-async def test_close_hands_over_and_shutdown_on_a_cluster(
-    cluster_client: Any, unique: str
-) -> None:
+async def test_close_hands_over_and_shutdown_on_a_cluster(cluster_client: Any, unique: str) -> None:
     leaving, staying = Recorder(), Recorder()
     async with node(cluster_client, unique) as b:
         await b.add_worker(staying)

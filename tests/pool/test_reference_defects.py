@@ -18,7 +18,7 @@ from pulse_trio.pool import _routing
 from pulse_trio.pool._protocol import Membership
 
 from .._util import wait_until, wait_until_async
-from ._helpers import TTL, Recorder, node
+from ._helpers import NODE_TTL, TTL, Recorder, node
 
 pytestmark = pytest.mark.anyio
 
@@ -78,7 +78,7 @@ async def test_defect_06_a_new_worker_gets_jobs_at_once_and_is_not_reaped(
         for i in range(20):
             await a.dispatch_job(f"k{i}", b"")
         assert len(handler.running) == 20
-        await anyio.sleep(2 * TTL)
+        await anyio.sleep(2 * NODE_TTL)
         assert [w.id for w in await a.workers()] == [worker.id]
         assert len(handler.running) == 20
 
