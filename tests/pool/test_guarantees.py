@@ -53,7 +53,9 @@ async def test_g1_concurrent_dispatches_of_one_key_from_many_nodes_admit_one(
     assert handler.starts["singleton"] == 1
 
 
-async def test_g2_routing_same_owner_everywhere_and_minimal_moves(client: Any, unique: str) -> None:
+async def test_g2_defect_15_routing_same_owner_everywhere_and_minimal_moves(
+    client: Any, unique: str
+) -> None:
     handler = Recorder()
     keys = [f"k{i}" for i in range(40)]
     async with node(client, unique) as a, node(client, unique) as b:
@@ -171,7 +173,7 @@ async def test_g4_a_killed_node_process_jobs_restart_on_live_workers(
         print(f"failover after SIGKILL: {elapsed:.2f}s with worker_ttl={TTL}")
 
 
-async def test_g4_a_paused_node_comes_back_and_registers_again(
+async def test_g4_defect_03_a_paused_node_comes_back_and_registers_again(
     client: Any, server_url: str, unique: str
 ) -> None:
     local = Recorder()
@@ -200,7 +202,7 @@ async def _has_node(n: pool.Node, node_id: str, present: bool) -> bool:
     return any(w.node_id == node_id for w in await n.workers()) == present
 
 
-async def test_g5_a_redelivered_start_does_not_start_the_job_twice(
+async def test_g5_defect_02_a_redelivered_start_does_not_start_the_job_twice(
     client: Any, unique: str
 ) -> None:
     handler = Recorder()
@@ -225,7 +227,7 @@ async def test_g5_a_redelivered_start_does_not_start_the_job_twice(
         assert (await n.job("k")).state == "running"  # type: ignore[union-attr]
 
 
-async def test_g6_a_timed_out_dispatch_is_withdrawn_and_never_starts(
+async def test_g6_defect_05_a_timed_out_dispatch_is_withdrawn_and_never_starts(
     client: Any, unique: str
 ) -> None:
     handler = Recorder()
@@ -257,7 +259,9 @@ async def _keys_are(n: pool.Node, keys: list[str]) -> bool:
     return await n.job_keys() == keys
 
 
-async def test_g7_max_queued_jobs_refuses_and_trims_nothing(client: Any, unique: str) -> None:
+async def test_g7_defect_13_max_queued_jobs_refuses_and_trims_nothing(
+    client: Any, unique: str
+) -> None:
     handler = Recorder()
     async with node(client, unique, max_queued_jobs=3) as n, anyio.create_task_group() as tg:
         for i in range(3):
@@ -270,7 +274,7 @@ async def test_g7_max_queued_jobs_refuses_and_trims_nothing(client: Any, unique:
         await n.dispatch_job("q3", b"")  # room again once they run
 
 
-async def test_g8_a_start_that_keeps_failing_on_requeue_is_retried_then_failed(
+async def test_g8_defect_07_a_start_that_keeps_failing_on_requeue_is_retried_then_failed(
     client: Any, unique: str
 ) -> None:
     good, bad = Recorder(), Recorder(fail_start=lambda job: True)
@@ -317,7 +321,7 @@ async def test_g9_close_hands_jobs_to_other_nodes(client: Any, unique: str) -> N
         assert all(staying.running[k].requeued for k in handed)
 
 
-async def test_g9_shutdown_stops_every_job_on_every_node_then_removes_the_pool(
+async def test_g9_defect_11_shutdown_stops_every_job_on_every_node_then_removes_the_pool(
     client: Any, unique: str
 ) -> None:
     h1, h2 = Recorder(), Recorder()

@@ -73,7 +73,7 @@ async def test_bad_input_raises_before_any_io(client: Any, unique: str) -> None:
     assert not await client.keys("*")
 
 
-async def test_handler_errors_reach_the_caller(client: Any, unique: str) -> None:
+async def test_defect_19_handler_errors_reach_the_caller(client: Any, unique: str) -> None:
     handler = Recorder(fail_start=lambda job: job.key.startswith("bad"), fail_stop=True)
     async with node(client, unique) as n:
         await n.add_worker(handler)
@@ -195,7 +195,7 @@ async def _no_keys(n: pool.Node) -> bool:
     return await n.job_keys() == []
 
 
-async def test_malformed_entries_are_logged_and_skipped(
+async def test_defect_14_malformed_entries_are_logged_and_skipped(
     client: Any, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     handler = Recorder()

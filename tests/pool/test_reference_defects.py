@@ -1,9 +1,11 @@
 """Tests named after the defects of the Go pool (reference/upstream-pool.md §12) that apply.
 
-Several defects are covered by the guarantee tests (named in test_guarantees.py): §12 #2 by
-g5, #3 by g4 (paused node), #7 by g8, #11 by g9 (shutdown), #13 by g7, #15 by g2 (removing
-the oldest worker), #19 by test_node.py's handler-error test, #14 by its malformed-entry test,
-#20 by test_ticker.py.
+More carry the defect's number in their name elsewhere: ``test_g5_defect_02``,
+``test_g4_defect_03``, ``test_g6_defect_05``, ``test_g8_defect_07``, ``test_g9_defect_11``,
+``test_g7_defect_13``, ``test_g2_defect_15`` (test_guarantees.py), ``test_defect_14`` and
+``test_defect_19`` (test_node.py), ``test_g10_defect_20`` (test_ticker.py). Not tested because
+the design has no such part: #8 (no requeue result loop), #22 (documentation). #17 (clock
+dependence): only Redis's clock is ever compared, which a single-host test cannot falsify.
 """
 
 from __future__ import annotations
@@ -166,3 +168,30 @@ async def test_defect_18_nodes_with_stale_views_still_route_to_the_owner(
 
 async def _all_running(n: pool.Node) -> bool:
     return all(info.state == "running" for info in await n.jobs())
+
+
+async def test_defect_21_node_streams_are_trimmed_as_they_are_read(
+    client: Any, unique: str
+) -> None:
+    handler = Recorder()
+    async with node(client, unique) as n, node(client, unique, client_only=True) as c:
+        await n.add_worker(handler)
+        for i in range(100):
+            await c.dispatch_job(f"k{i}", b"")
+        await n.dispatch_job("last", b"")  # its script trims what n had read before
+        length = await client.xlen(f"pulse-trio:pool:{{{unique}}}:node:{n.id}")
+        assert length < 10
+
+
+async def test_defect_23_a_node_that_fails_to_open_leaves_nothing_behind(
+    client: Any, unique: str
+) -> None:
+    async with node(client, unique) as a:
+        await a.shutdown()
+    before = sorted(await client.keys("*"))
+    refused = node(client, unique)
+    with pytest.raises(pool.PoolShuttingDownError):
+        async with refused:
+            pass
+    assert sorted(await client.keys("*")) == before
+    assert refused.closed

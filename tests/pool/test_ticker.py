@@ -18,7 +18,9 @@ pytestmark = pytest.mark.anyio
 INTERVAL = 0.1
 
 
-async def test_g10_each_tick_reaches_one_node_and_none_is_lost(client: Any, unique: str) -> None:
+async def test_g10_defect_20_each_tick_reaches_one_node_and_none_is_lost(
+    client: Any, unique: str
+) -> None:
     received: list[tuple[str, pool.Tick]] = []
 
     async def receive(n: pool.Node, label: str, slow: float) -> None:
