@@ -17,6 +17,7 @@ from ._errors import PoolError as PoolError
 from ._errors import PoolShuttingDownError as PoolShuttingDownError
 from ._errors import QueueFullError as QueueFullError
 from ._node import Node as Node
+from ._node import NodeStatistics as NodeStatistics
 from ._node import open_node as open_node
 from ._protocol import Job as Job
 from ._protocol import JobInfo as JobInfo
@@ -41,6 +42,7 @@ __all__ = (
     "JobStartError",
     "JobStopError",
     "Node",
+    "NodeStatistics",
     "NotificationError",
     "PoolClosedError",
     "PoolError",

@@ -94,6 +94,31 @@ class _Options:
     client_only: bool
 
 
+@attrs.frozen
+class NodeStatistics:
+    """What :meth:`Node.statistics` reports.
+
+    Attributes:
+        dispatched: Jobs this node admitted with ``dispatch_job``.
+        started: Starts this node's workers acknowledged.
+        fenced: Times the node stopped its jobs because it could not renew its liveness.
+        malformed: Entries of its stream it could not decode (logged and skipped).
+        workers: Its workers now.
+        running: Jobs its workers run now.
+        epoch: The pool membership epoch it knows.
+        is_fenced: Whether it is fenced right now.
+    """
+
+    dispatched: int
+    started: int
+    fenced: int
+    malformed: int
+    workers: int
+    running: int
+    epoch: int
+    is_fenced: bool
+
+
 @attrs.define(eq=False)
 class _Admission:
     """A dispatch queued for the admission task (which sends queued ones in one batch)."""
@@ -464,7 +489,7 @@ class Node(Service):
                 assert local is not None
                 job = Job(item.key, item.payload, ms_to_datetime(int(created)), False, self.id,
                           local.id)  # fmt: skip
-                local.enqueue(item.key, functools.partial(local.start_job, job, token))
+                local._enqueue(item.key, functools.partial(local._start_job, job, token))
                 result = "local"
             item.status = result
             item.done.set()
@@ -804,9 +829,9 @@ class Node(Service):
                 return
             key, token, payload = f["k"], f["g"], message.payload
             if message.type == "x":
-                worker.enqueue(key, lambda: worker.stop_job(key, token, reply))
+                worker._enqueue(key, lambda: worker._stop_job(key, token, reply))
             else:
-                worker.enqueue(key, lambda: worker.notify(key, token, payload, reply))
+                worker._enqueue(key, lambda: worker._notify(key, token, payload, reply))
 
     def _resolve(self, token: str, ok: bool, error: str) -> None:
         """Hand a reply to the caller waiting on ``token`` (if it still waits)."""
@@ -848,7 +873,7 @@ class Node(Service):
                 node_id=f["o"],
                 worker_id=worker.id,
             )
-            worker.enqueue(key, functools.partial(worker.start_job, job, token))
+            worker._enqueue(key, functools.partial(worker._start_job, job, token))
 
     # --- acknowledgements, in batches
 
@@ -890,7 +915,7 @@ class Node(Service):
                     # here so that it never runs twice.
                     worker = self._workers.get(worker_id)
                     if worker is not None:
-                        worker.enqueue(key, functools.partial(worker.stop_locally, key, token))
+                        worker._enqueue(key, functools.partial(worker._stop_locally, key, token))
 
     async def _send_acks(self, batch: list[str]) -> Any:
         ttl_ms = self._options.worker_ttl * 1000
@@ -1018,11 +1043,11 @@ class Node(Service):
 
                     async def op(w: Worker = worker, k: str = key, d: anyio.Event = done) -> None:
                         try:
-                            await w.stop_locally(k)
+                            await w._stop_locally(k)
                         finally:
                             d.set()
 
-                    worker.enqueue(key, op)
+                    worker._enqueue(key, op)
                     tg.start_soon(done.wait)
 
     # --- placement and rebalance
@@ -1048,7 +1073,7 @@ class Node(Service):
         """After a start: move the job if the membership changed while it started."""
         target = _routing.owner(key, self._membership.workers)
         if target is not None and target != worker.id and not worker.removed:
-            worker.enqueue(key, lambda: self._move(worker, key))
+            worker._enqueue(key, lambda: self._move(worker, key))
 
     async def _rebalance_loop(self) -> None:
         """Stop the jobs that routing now gives to other workers, then release them."""
@@ -1063,7 +1088,7 @@ class Node(Service):
             for worker in list(self._workers.values()):
                 placement = {key: worker.id for key in worker._jobs}
                 for key in _routing.moves(placement, workers):
-                    worker.enqueue(key, functools.partial(self._move, worker, key))
+                    worker._enqueue(key, functools.partial(self._move, worker, key))
 
     async def _move(self, worker: Worker, key: str) -> None:
         local = worker._jobs.get(key)
@@ -1074,7 +1099,7 @@ class Node(Service):
             return
         token = local.token
         # Stop before start (guarantee 3): the job is released only once stopped here.
-        await worker.stop_locally(key, token)
+        await worker._stop_locally(key, token)
         self._released.setdefault(worker.id, set()).add(f"{key}\0{token}")
         self._release_ready.set()
 
@@ -1097,9 +1122,18 @@ class Node(Service):
             if keys:
                 await self._place(keys)
 
-    def statistics(self) -> dict[str, int]:
-        """Counters since the block started: dispatched, started, fenced, malformed."""
-        return dict(self._counts)
+    def statistics(self) -> NodeStatistics:
+        """Counters since the block started, and the node's current view (no I/O)."""
+        return NodeStatistics(
+            dispatched=self._counts["dispatched"],
+            started=self._counts["started"],
+            fenced=self._counts["fenced"],
+            malformed=self._counts["malformed"],
+            workers=len(self._workers),
+            running=sum(len(w.job_keys()) for w in self._workers.values()),
+            epoch=int(self._membership.epoch),
+            is_fenced=self._fenced,
+        )
 
 
 def open_node(

@@ -117,7 +117,7 @@ class Worker:
 
     # ------------------------------------------------------------------ per-key queues
 
-    def enqueue(self, key: str, op: Op) -> None:
+    def _enqueue(self, key: str, op: Op) -> None:
         """Run ``op`` after every operation queued before for ``key`` (sync, never blocks)."""
         if self._tg is None:
             return
@@ -139,7 +139,7 @@ class Worker:
 
     # ------------------------------------------------------------------ operations
 
-    async def start_job(self, job: Job, token: str) -> None:
+    async def _start_job(self, job: Job, token: str) -> None:
         """Start ``job`` unless this worker runs it already (a redelivered start)."""
         node = self._node
         local = self._jobs.get(job.key)
@@ -163,7 +163,7 @@ class Worker:
         node._ack("s", job.key, self.id, token, None)
         node._check_placement(self, job.key)
 
-    async def stop_job(self, key: str, token: str, reply: str) -> None:
+    async def _stop_job(self, key: str, token: str, reply: str) -> None:
         """Stop ``key`` for a ``stop_job`` call and answer it."""
         local = self._jobs.pop(key, None)
         error: str | None = None
@@ -171,7 +171,7 @@ class Worker:
             error = await self._call_stop(key)
         self._node._ack("x", key, self.id, token, error, reply)
 
-    async def notify(self, key: str, token: str, payload: bytes, reply: str) -> None:
+    async def _notify(self, key: str, token: str, payload: bytes, reply: str) -> None:
         """Hand a notification to the handler and answer the caller."""
         local = self._jobs.get(key)
         error: str | None = None
@@ -187,7 +187,7 @@ class Worker:
                 error = _message(exc)
         self._node._ack("n", key, self.id, token, error, reply)
 
-    async def stop_locally(self, key: str, token: str | None = None) -> bool:
+    async def _stop_locally(self, key: str, token: str | None = None) -> bool:
         """Stop ``key`` without telling Redis (moves, fencing, closing); True if it ran."""
         local = self._jobs.get(key)
         if local is None or (token is not None and local.token != token):
@@ -197,7 +197,7 @@ class Worker:
             await self._call_stop(key)
         return True
 
-    async def ended(self, key: str, token: str, error: str | None) -> None:
+    async def _ended(self, key: str, token: str, error: str | None) -> None:
         """A job-task ended by itself: remove it (``error`` None) or retry it."""
         local = self._jobs.get(key)
         if local is None or local.token != token:
@@ -286,7 +286,7 @@ class _JobTasks:
         if scope.cancelled_caught:
             return
         # The task ended by itself: hand the outcome to the worker, in the key's order.
-        worker.enqueue(job.key, lambda: worker.ended(job.key, token, error))
+        worker._enqueue(job.key, lambda: worker._ended(job.key, token, error))
 
     async def stop(self, key: str) -> None:
         for ident in [ident for ident in self._running if ident[1] == key]:

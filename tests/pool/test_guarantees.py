@@ -148,7 +148,7 @@ async def test_g3_a_node_cut_off_from_redis_stops_its_jobs_before_others_restart
             stop_at = next(t for t, w, k in fenced.log if w == "stop" and k == key)
             start_at = [t for t, w, k in survivor.log if w == "start" and k == key][-1]
             assert cut_at < stop_at < start_at
-        assert a.statistics()["fenced"] >= 1
+        assert a.statistics().fenced >= 1
 
 
 async def test_g4_a_killed_node_process_jobs_restart_on_live_workers(

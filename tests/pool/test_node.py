@@ -207,7 +207,7 @@ async def test_defect_14_malformed_entries_are_logged_and_skipped(
         await client.xadd(stream, {"hello": "world"})
         await n.dispatch_job("k", b"")
         assert "k" in handler.running
-        assert n.statistics()["malformed"] == 3
+        assert n.statistics().malformed == 3
     assert "skipped" in caplog.text
 
 
