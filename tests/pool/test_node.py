@@ -254,3 +254,22 @@ async def test_a_cancelled_dispatch_is_withdrawn_unless_taken(client: Any, uniqu
         await wait_until(lambda: "slow" in handler.running, what="the taken job started")
         assert handler.starts == {"slow": 1}
         assert await n.job_keys() == ["slow"]
+
+
+async def test_redis_away_longer_than_the_ttl_fences_then_recovers_every_job(
+    own_server: pulse_trio.EmbeddedServer, unique: str
+) -> None:
+    handler = Recorder()
+    keys = {f"k{i}" for i in range(5)}
+    async with pulse_trio.connect(own_server.url) as c, node(c, unique, worker_ttl=1.0) as n:
+        await n.add_worker(handler)
+        for key in keys:
+            await n.dispatch_job(key, b"")
+        await own_server.restart(down_for=1.5)
+        # The node could not renew its liveness: it stopped its jobs (self-fencing) ...
+        assert all(handler.stops[key] == 1 for key in keys)
+        assert n.statistics().fenced == 1
+        # ... and once Redis is back it registers again and every job runs again.
+        await wait_until(lambda: set(handler.running) == keys, within=10, what="recovered")
+        assert not n.statistics().is_fenced
+        assert all(handler.running[key].requeued for key in keys)
