@@ -267,7 +267,7 @@ async def test_redis_away_longer_than_the_ttl_fences_then_recovers_every_job(
             await n.dispatch_job(key, b"")
         await own_server.restart(down_for=1.5)
         # The node could not renew its liveness: it stopped its jobs (self-fencing) ...
-        assert all(handler.stops[key] == 1 for key in keys)
+        await wait_until(lambda: all(handler.stops[key] == 1 for key in keys), what="fenced")
         assert n.statistics().fenced == 1
         # ... and once Redis is back it registers again and every job runs again.
         await wait_until(lambda: set(handler.running) == keys, within=10, what="recovered")
