@@ -27,6 +27,7 @@ import anyio.from_thread
 import attrs
 
 import pulse_trio
+import pulse_trio.testing
 
 from . import pool, rmap, streaming
 from ._common import Client, Result
@@ -80,14 +81,14 @@ def _server(url: str | None, cluster: bool) -> Iterator[tuple[str, str]]:
         return
     with anyio.from_thread.start_blocking_portal("trio") as portal:
         if cluster:
-            embedded_cluster = pulse_trio.EmbeddedCluster()
+            embedded_cluster = pulse_trio.testing.EmbeddedCluster()
             portal.call(embedded_cluster.__aenter__)
             try:
                 yield embedded_cluster.url, f"embedded-cluster {embedded_cluster.binary}"
             finally:
                 portal.call(embedded_cluster.__aexit__, None, None, None)
             return
-        server = pulse_trio.EmbeddedServer()
+        server = pulse_trio.testing.EmbeddedServer()
         portal.call(server.__aenter__)
         try:
             yield server.url, f"embedded {server.binary}"

@@ -2,35 +2,44 @@
 
 The packages are :mod:`pulse_trio.rmap` (replicated maps), :mod:`pulse_trio.streaming`
 (streams, readers, sinks) and :mod:`pulse_trio.pool` (worker pools). This top-level module
-re-exports what they share.
+re-exports what they share: connecting
+(:func:`connect`), a throwaway local server (:func:`embedded`; more control in
+:mod:`pulse_trio.testing`) and the root of the error hierarchy.
 """
 
-from . import _coredis_compat
+from typing import Any
+
 from ._connect import connect as connect
-from ._embedded import EmbeddedCluster as EmbeddedCluster
-from ._embedded import EmbeddedServer as EmbeddedServer
-from ._embedded import EmbeddedServerError as EmbeddedServerError
 from ._embedded import embedded as embedded
 from ._errors import ClientConfigurationError as ClientConfigurationError
 from ._errors import ClosedError as ClosedError
 from ._errors import InvalidNameError as InvalidNameError
 from ._errors import PulseError as PulseError
+from ._errors import RedisCommandError as RedisCommandError
 from ._errors import RedisUnavailableError as RedisUnavailableError
 
 __version__ = "0.1.0"
 
-_coredis_compat.apply()
-
 __all__ = (
     "ClientConfigurationError",
     "ClosedError",
-    "EmbeddedCluster",
-    "EmbeddedServer",
-    "EmbeddedServerError",
     "InvalidNameError",
     "PulseError",
+    "RedisCommandError",
     "RedisUnavailableError",
     "__version__",
     "connect",
     "embedded",
 )
+
+#: Names that moved to :mod:`pulse_trio.testing`; still reachable here for code written
+#: against pulse-trio 0.1.0.
+_MOVED_TO_TESTING = frozenset({"EmbeddedCluster", "EmbeddedServer", "EmbeddedServerError"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_TESTING:
+        from . import testing
+
+        return getattr(testing, name)
+    raise AttributeError(f"module 'pulse_trio' has no attribute {name!r}")

@@ -10,6 +10,7 @@ logs and messages). Other modules never import the client's exception classes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
@@ -20,13 +21,19 @@ from coredis.exceptions import (
     NoScriptError,
     RedisError,
     StreamConsumerGroupError,
+    StreamDuplicateConsumerGroupError,
     TryAgainError,
     UnblockedError,
     WrongTypeError,
 )
 from coredis.exceptions import ConnectionError as _ConnectionError
 
-from ._errors import RedisCommandError, RedisUnavailableError
+from ._coredis_compat import fix_client_pool
+from ._errors import ClientConfigurationError, RedisCommandError, RedisUnavailableError
+from ._text import display as display
+from ._text import optional_text as optional_text
+from ._text import strict_text as strict_text
+from ._text import text as text
 
 #: The Redis client every pulse-trio entry point takes: an entered coredis client created with
 #: ``decode_responses=False`` (what :func:`pulse_trio.connect` yields).
@@ -79,6 +86,13 @@ def is_group_missing(exc: BaseException) -> bool:
     return isinstance(exc, RedisError) and ("NOGROUP" in message or "no such key" in message)
 
 
+def is_group_exists(exc: BaseException) -> bool:
+    """Whether ``XGROUP CREATE`` found the group already there (``BUSYGROUP``)."""
+    if isinstance(exc, StreamDuplicateConsumerGroupError):
+        return True
+    return isinstance(exc, RedisError) and str(exc).startswith("BUSYGROUP")
+
+
 def is_no_such_key(exc: BaseException) -> bool:
     """Whether Redis answered that the key does not exist (``XINFO`` of a missing stream)."""
     return isinstance(exc, RedisError) and "no such key" in str(exc).lower()
@@ -97,6 +111,7 @@ def map_redis_errors(
     *,
     wrong_type: Callable[[], Exception] | None = None,
     reply: Callable[[str], Exception | None] | None = None,
+    hint: str = "retry later",
 ) -> Iterator[None]:
     """Translate the Redis client's errors raised in the block into pulse-trio's.
 
@@ -106,6 +121,7 @@ def map_redis_errors(
             :class:`RedisCommandError`).
         reply: Given the text of any other error reply, returns the error to raise instead,
             or ``None`` to raise a :class:`RedisCommandError`.
+        hint: What to do next, ending the message of :class:`RedisUnavailableError`.
 
     Raises:
         RedisUnavailableError: A transient error (see :data:`TRANSIENT_ERRORS`).
@@ -116,40 +132,58 @@ def map_redis_errors(
     """
     try:
         yield
-    except RedisUnavailableError:
-        raise
-    except TRANSIENT_ERRORS as exc:
-        raise RedisUnavailableError(
-            f"{operation} failed: Redis is unreachable ({exc!r}); retry later"
-        ) from exc
-    except RedisError as exc:
+    except Exception as exc:
+        translated = to_pulse_error(exc, operation, wrong_type=wrong_type, reply=reply, hint=hint)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def to_pulse_error(
+    exc: Exception,
+    operation: str,
+    *,
+    wrong_type: Callable[[], Exception] | None = None,
+    reply: Callable[[str], Exception | None] | None = None,
+    hint: str = "retry later",
+) -> Exception:
+    """The pulse-trio error for an error of the Redis client (see :func:`map_redis_errors`).
+
+    Returns ``exc`` itself when it is not the client's (or is already pulse-trio's).
+    """
+    if isinstance(exc, RedisUnavailableError):
+        return exc
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return RedisUnavailableError(f"{operation} failed: Redis is unreachable ({exc!r}); {hint}")
+    if isinstance(exc, RedisError):
         if wrong_type is not None and is_wrong_type(exc):
-            raise wrong_type() from exc
+            return wrong_type()
         if reply is not None:
             replaced = reply(str(exc))
             if replaced is not None:
-                raise replaced from exc
-        raise RedisCommandError(f"{operation} failed: Redis answered {str(exc)!r}") from exc
+                return replaced
+        return RedisCommandError(f"{operation} failed: Redis answered {str(exc)!r}")
+    return exc
 
 
-def text(raw: bytes | str) -> str:
-    """Decode what Redis returned, losslessly: UTF-8, other bytes kept as surrogates.
+def check_client(client: object, logger: logging.Logger | None = None) -> None:
+    """Check, before any I/O, that ``client`` can be used by pulse-trio.
 
-    The policy for everything that may be written back or compared with what another
-    process wrote (map keys and values, stream and consumer names, event fields, ids):
-    ``text(b).encode("utf-8", "surrogateescape") == b`` for any bytes ``b``.
+    A client pulse-trio did not build gets coredis 6.9's pool-slot fix on its own pool when
+    its code is recognised (see :mod:`pulse_trio._coredis_compat`).
+
+    Raises:
+        TypeError: ``client`` is not a coredis client.
+        ClientConfigurationError: The client decodes responses (pulse-trio needs bytes).
     """
-    if isinstance(raw, str):
-        return raw
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def optional_text(raw: bytes | str | None) -> str | None:
-    """:func:`text`, with ``None`` kept as ``None``."""
-    return None if raw is None else text(raw)
-
-
-def display(raw: object, limit: int = 200) -> str:
-    """Text for a log line or an error message: lossy (``\\ufffd`` for bad bytes), short."""
-    shown = raw[:limit].decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)[:limit]
-    return shown if len(shown) < limit else shown + "..."
+    if not isinstance(client, coredis.Redis | coredis.RedisCluster):
+        raise TypeError(
+            "client must be a coredis.Redis or coredis.RedisCluster (pulse_trio.connect() "
+            f"opens one), not {type(client).__name__}"
+        )
+    if getattr(client, "decode_responses", False):
+        raise ClientConfigurationError(
+            "pulse-trio needs a coredis client created with decode_responses=False "
+            "(pulse_trio.connect() creates one)"
+        )
+    fix_client_pool(client, logger)

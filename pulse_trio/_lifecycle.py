@@ -69,7 +69,8 @@ class Service(anyio.AsyncContextManagerMixin, metaclass=NoPublicConstructor):
        with ``await tg.start(...)`` for anything that must be true when the body starts.
     3. the block's body (``OPEN``);
     4. :meth:`_stop` (``CLOSING``): graceful hand-over while the tasks still run (called
-       also when the body failed or was cancelled: shield what must finish);
+       also when :meth:`_start` or the body failed or was cancelled: shield what must
+       finish);
     5. the task group is cancelled and exited; then :meth:`_finish` (``CLOSED``), sync,
        always, to release whoever waits on the object.
 
@@ -135,9 +136,9 @@ class Service(anyio.AsyncContextManagerMixin, metaclass=NoPublicConstructor):
             await self._prepare()
             async with owned_task_group() as tg:
                 self._task_group = tg
-                await self._start(tg)
-                self._state = State.OPEN
                 try:
+                    await self._start(tg)
+                    self._state = State.OPEN
                     yield self
                 finally:
                     self._state = State.CLOSING

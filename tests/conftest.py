@@ -16,7 +16,7 @@ import coredis
 import pytest
 
 import pulse_trio
-from pulse_trio import EmbeddedServer
+from pulse_trio.testing import EmbeddedCluster, EmbeddedServer
 
 BACKENDS = [
     pytest.param("trio", id="trio"),
@@ -30,7 +30,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
-def _serve_for_session(server: EmbeddedServer | pulse_trio.EmbeddedCluster) -> Iterator[str]:
+def _serve_for_session(
+    server: EmbeddedServer | EmbeddedCluster,
+) -> Iterator[str]:
     """Run ``server`` in a helper thread's event loop for as long as the generator lives."""
     with anyio.from_thread.start_blocking_portal("trio") as portal:
         portal.call(server.__aenter__)
@@ -74,7 +76,7 @@ def unique() -> str:
 @pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
     """``redis+cluster://`` URL of one 3-master cluster shared by the session (helper thread)."""
-    yield from _serve_for_session(pulse_trio.EmbeddedCluster(masters=3))
+    yield from _serve_for_session(EmbeddedCluster(masters=3))
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import coredis
 import pytest
 
 import pulse_trio
-from pulse_trio import EmbeddedCluster
+import pulse_trio.testing
+from pulse_trio.testing import EmbeddedCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -121,7 +122,7 @@ async def test_a_cluster_that_does_not_converge_in_time_is_removed() -> None:
     # Masters may serve only ~2 s after they started (Redis's rejoin delay): 0.3 s is too short.
     cluster = EmbeddedCluster(masters=2, start_timeout=0.3)
     message = r"did not converge within 0\.3 s; still waiting for node \d+: "
-    with pytest.raises(pulse_trio.EmbeddedServerError, match=message):
+    with pytest.raises(pulse_trio.testing.EmbeddedServerError, match=message):
         async with cluster:
             pytest.fail("the cluster cannot be ready this early")
     nodes = cluster.nodes

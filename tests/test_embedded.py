@@ -8,7 +8,8 @@ import anyio
 import pytest
 
 import pulse_trio
-from pulse_trio import EmbeddedCluster, EmbeddedServer
+import pulse_trio.testing
+from pulse_trio.testing import EmbeddedCluster, EmbeddedServer
 
 pytestmark = pytest.mark.anyio
 
@@ -74,5 +75,5 @@ async def test_embedded_cluster_has_no_appendonly_option() -> None:
 
 
 def test_cluster_url_needs_a_running_cluster() -> None:
-    with pytest.raises(pulse_trio.EmbeddedServerError, match="not running"):
+    with pytest.raises(pulse_trio.testing.EmbeddedServerError, match="not running"):
         _ = EmbeddedCluster().url

@@ -1,38 +1,42 @@
-// Command pulse-interop is a Go peer for pulse-trio's interoperability tests.
+// Command pulse-interop is the Go peer of pulse-trio's interoperability tests.
 //
-// It speaks goa.design/pulse's Redis wire protocol (replicated maps, streams, readers and
-// sinks) as documented in pulse-trio's reference notes for goa.design/pulse v1.6.5, using
-// go-redis v9.18.0, the client that release uses. It is NOT goa.design/pulse itself: the
-// Go module proxy available to this project refuses to serve that module (see the README's
-// "Using pulse-trio with Go services" section). Everything it writes to Redis is written the
-// way the notes say the Go library writes it, so the Python side is checked against an
-// implementation of the protocol that shares no code with it.
+// It is a thin driver of the real goa.design/pulse library (v1.6.5): every map, stream,
+// reader, sink and pool node it runs is the library's own (rmap.Join, streaming.NewStream,
+// Stream.NewReader, Stream.NewSink, Sink.Ack, pool.AddNode, ...). It implements no part of
+// the protocol itself; it only prints what the library delivers and calls what the tests
+// ask for.
 //
 // The tests drive it over stdin/stdout: it prints JSON lines (one object per line, always
 // with a "type" field) and reads commands as JSON lines ({"id": n, "op": "...", ...});
-// each command is answered by a {"type": "result", "id": n, ...} line. It exits cleanly on
-// SIGTERM/SIGINT (printing {"type": "closed"}) or when stdin is closed.
+// each command is answered by a {"type": "result", "id": n, "ok": bool, ...} line. The
+// library's log entries are printed as {"type": "log", ...} lines. The peer exits cleanly
+// on SIGTERM/SIGINT (printing {"type": "closed"}) or when stdin is closed.
 //
 // Subcommands:
 //
-//	map-join <map>                         join a replicated map, print every change
-//	stream <stream> [--maxlen N]           add events / destroy the stream on command
-//	reader <stream> [--start S] [--block ms]
+//	map-join <map> [--ttl ms] [--sliding-ttl ms]
+//	stream <stream> [--maxlen N] [--ttl ms] [--sliding-ttl ms]
+//	reader <stream> [--start S] [--block ms] [--topic T] [--topic-pattern RE]
 //	sink <stream> <sink> [--ack|--no-ack] [--grace ms] [--block ms] [--start S]
-//	                     [--check-idle ms]
+//	                     [--noack-mode] [--topic T] [--ttl ms] [--sliding-ttl ms]
+//	pool-node <pool> [--client-only] [--worker-ttl ms] [--grace ms] [--block ms]
 //
+// Start positions S: "oldest", "newest", "at:<unix ms>" or an event id.
 // The Redis address comes from --redis host:port or PULSE_REDIS_ADDR (no password).
 package main
 
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -80,14 +84,14 @@ func (c command) strs(name string) []string {
 }
 
 func (c command) int(name string) int64 {
-	switch v := c[name].(type) {
-	case float64:
+	if v, ok := c[name].(float64); ok {
 		return int64(v)
-	case json.Number:
-		n, _ := v.Int64()
-		return n
 	}
 	return 0
+}
+
+func (c command) bytes(name string) ([]byte, error) {
+	return base64.StdEncoding.DecodeString(c.str(name))
 }
 
 // reply answers command c with the given fields (ok=true) or with an error.
@@ -133,12 +137,35 @@ func serveStdin(ctx context.Context, handle handler, stop context.CancelFunc) {
 	}()
 }
 
+// millis turns a flag value in milliseconds into a duration.
+func millis(ms int) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// startPosition parses a start flag: "oldest", "newest", "at:<unix ms>" or an event id.
+// It returns the kind ("oldest", "newest", "at" or "after"), the id and the time.
+func startPosition(s string) (kind, id string, at time.Time, err error) {
+	switch {
+	case s == "" || s == "newest":
+		return "newest", "", at, nil
+	case s == "oldest":
+		return "oldest", "", at, nil
+	case strings.HasPrefix(s, "at:"):
+		ms, perr := strconv.ParseInt(strings.TrimPrefix(s, "at:"), 10, 64)
+		if perr != nil {
+			return "", "", at, fmt.Errorf("bad start %q: %w", s, perr)
+		}
+		return "at", "", time.UnixMilli(ms), nil
+	}
+	return "after", s, at, nil
+}
+
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: pulse-interop [--redis host:port] <subcommand> ...
-  map-join <map>
-  stream <stream> [--maxlen N]
-  reader <stream> [--start oldest|newest|<id>] [--block ms]
-  sink <stream> <sink> [--ack|--no-ack] [--grace ms] [--block ms] [--start S] [--check-idle ms]`)
+  map-join <map> [--ttl ms] [--sliding-ttl ms]
+  stream <stream> [--maxlen N] [--ttl ms] [--sliding-ttl ms]
+  reader <stream> [--start S] [--block ms] [--topic T] [--topic-pattern RE]
+  sink <stream> <sink> [--ack|--no-ack] [--grace ms] [--block ms] [--start S] [--noack-mode]
+                       [--topic T] [--ttl ms] [--sliding-ttl ms]
+  pool-node <pool> [--client-only] [--worker-ttl ms] [--grace ms] [--block ms]`)
 	os.Exit(2)
 }
 
@@ -166,13 +193,15 @@ func main() {
 	var err error
 	switch args[0] {
 	case "map-join":
-		err = runMapJoin(ctx, stop, rdb, args[1])
-	case "stream", "stream-add":
+		err = runMapJoin(ctx, stop, rdb, args[1:])
+	case "stream":
 		err = runStream(ctx, stop, rdb, args[1:])
 	case "reader":
 		err = runReader(ctx, stop, rdb, args[1:])
 	case "sink":
 		err = runSink(ctx, stop, rdb, args[1:])
+	case "pool-node":
+		err = runPoolNode(ctx, stop, rdb, args[1:])
 	default:
 		usage()
 	}

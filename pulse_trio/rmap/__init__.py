@@ -9,14 +9,14 @@
 Wire-compatible with goa.design/pulse's ``rmap``: Go and Python processes can join the same map.
 """
 
+from ._errors import InvalidKeyError as InvalidKeyError
+from ._errors import MapClosedError as MapClosedError
+from ._errors import MapValueError as MapValueError
+from ._errors import RMapError as RMapError
 from ._map import DEFAULT_PING_INTERVAL as DEFAULT_PING_INTERVAL
 from ._map import DEFAULT_PING_TIMEOUT as DEFAULT_PING_TIMEOUT
-from ._map import InvalidKeyError as InvalidKeyError
 from ._map import Map as Map
-from ._map import MapClosedError as MapClosedError
 from ._map import MapStatistics as MapStatistics
-from ._map import MapValueError as MapValueError
-from ._map import RMapError as RMapError
 from ._map import Subscription as Subscription
 from ._map import join as join
 from ._protocol import EventKind as EventKind

@@ -16,15 +16,14 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 import attrs
-import coredis
-from coredis.exceptions import ResponseError
 
-from .._boundary import TRANSIENT_ERRORS, is_transient, leaves
-from .._errors import ClientConfigurationError, ClosedError, PulseError, RedisUnavailableError
-from .._lua import bind_script
-from .._names import ttl_script_args, validate_duration, validate_name
+from .._boundary import TRANSIENT_ERRORS, Client, display, is_transient, leaves, text
+from .._errors import RedisUnavailableError
+from .._lifecycle import Service
+from .._names import validate_duration, validate_name
 from .._retry import backoff_delay
-from .._tasks import owned_task_group
+from ._errors import MapClosedError
+from ._ops import MapOps
 from ._protocol import (
     KIND_FIELD,
     REV_FIELD,
@@ -34,11 +33,8 @@ from ._protocol import (
     Message,
     MessageKind,
     classify,
-    content_key,
     decode_message,
     parse_values,
-    snapshot_from_hash,
-    updates_channel,
 )
 
 #: Seconds between two health checks of the subscription (a PING on the subscribed
@@ -51,77 +47,6 @@ DEFAULT_PING_TIMEOUT: Final = 3.0
 MAX_RECONNECT_DELAY: Final = 5.0
 
 _LOGGER = logging.getLogger("pulse_trio.rmap")
-_SCRIPTS = (
-    "rmap_set",
-    "rmap_set_if_not_exists",
-    "rmap_test_and_set",
-    "rmap_inc",
-    "rmap_append",
-    "rmap_remove",
-    "rmap_delete",
-    "rmap_reset",
-)
-Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
-
-
-class RMapError(PulseError):
-    """Root of the errors specific to replicated maps."""
-
-
-class InvalidKeyError(RMapError, ValueError):
-    """A key is empty, contains ``=``, or is not a ``str``.
-
-    Attributes:
-        key: The rejected key.
-    """
-
-    def __init__(self, key: object, rule: str) -> None:
-        self.key = key
-        super().__init__(f"invalid map key {key!r}: {rule}")
-
-
-class MapClosedError(RMapError, ClosedError):
-    """A write on a map whose ``async with rmap.join(...)`` block has exited.
-
-    Reads keep returning the last state; join the map again to write.
-    """
-
-
-class MapValueError(RMapError, ValueError):
-    """The stored value is not what the operation needs (nothing was changed).
-
-    For example :meth:`Map.inc` on a value that is not an integer, or a list operation on a
-    value that is a JSON document other than a list of strings.
-
-    Attributes:
-        key: The key whose value was unsuitable.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        self.key = key
-        super().__init__(message)
-
-
-def _validate_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise InvalidKeyError(key, f"keys are str, not {type(key).__name__}")
-    if not key:
-        raise InvalidKeyError(key, "keys must not be empty")
-    if "=" in key:
-        raise InvalidKeyError(key, "keys must not contain '=' (reserved for =rev and =kind)")
-    return key
-
-
-def _validate_value(what: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"map {what} must be a str, not {type(value).__name__}")
-    return value
-
-
-def _text(raw: bytes | str | None) -> str | None:
-    if raw is None:
-        return None
-    return raw.decode("utf-8", errors="surrogateescape") if isinstance(raw, bytes) else raw
 
 
 class _Resync(Exception):
@@ -205,54 +130,35 @@ class _Waiter:
     event: anyio.Event = attrs.field(factory=anyio.Event)
 
 
-class Map:
+class Map(Service):
     """One process's replica of a replicated map. Create it with :func:`join`.
 
     Reads (:meth:`get`, :meth:`keys`, ``len(m)``, ...) are local and never touch Redis.
     Writes run one Lua script each in Redis; they are visible locally once the notification
-    comes back (use :meth:`set_and_wait` to wait for that).
+    comes back (use :meth:`set_and_wait` to wait for that). Writes work only inside the
+    ``async with`` block (before it and after it they raise :class:`MapClosedError`); reads
+    return the last state after the block.
     """
+
+    _kind = "map"
+    _factory = "rmap.join(client, name)"
 
     def __init__(
         self,
-        client: Client,
-        name: str,
+        ops: MapOps,
         *,
-        ttl: float | None = None,
-        sliding_ttl: float | None = None,
-        logger: logging.Logger | None = None,
-        ping_interval: float = DEFAULT_PING_INTERVAL,
-        ping_timeout: float = DEFAULT_PING_TIMEOUT,
+        logger: logging.Logger,
+        ping_interval: float,
+        ping_timeout: float,
     ) -> None:
-        self._name = validate_name("map", name)
-        ttl = validate_duration("ttl", ttl, allow_zero=False)
-        sliding_ttl = validate_duration("sliding_ttl", sliding_ttl, allow_zero=False)
-        if ttl is not None and sliding_ttl is not None:
-            raise ValueError("give ttl (absolute) or sliding_ttl, not both")
-        self._ping_interval: float = (
-            validate_duration("ping_interval", ping_interval, allow_zero=False)
-            or DEFAULT_PING_INTERVAL
-        )
-        self._ping_timeout: float = (
-            validate_duration("ping_timeout", ping_timeout, allow_zero=False)
-            or DEFAULT_PING_TIMEOUT
-        )
-        if getattr(client, "decode_responses", False):
-            raise ClientConfigurationError(
-                "pulse-trio needs a coredis client created with decode_responses=False "
-                "(pulse_trio.connect() creates one)"
-            )
-        self._client = client
-        self._log = logger or _LOGGER
-        self._key = content_key(name)
-        self._channel = updates_channel(name)
-        self._ttl_args = ttl_script_args(ttl, sliding_ttl)
-        self._scripts = {
-            name: bind_script(client, name, prelude="rmap_prelude") for name in _SCRIPTS
-        }
+        self._ops = ops
+        self._name = ops.name
+        self._client = ops.client
+        self._log = logger
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
         self._content: dict[str, str] = {}
         self._revision = 0
-        self._closed = False
         self._connected = False
         self._subscriptions: set[Subscription] = set()
         self._waiters: list[_Waiter] = []
@@ -260,6 +166,9 @@ class Map:
         self._resyncs = 0
         self._reconnects = 0
         self._applied = 0
+
+    def _closed_error(self, message: str) -> MapClosedError:
+        return MapClosedError(f"map {self._name!r}: {message}")
 
     # ----------------------------------------------------------------- local reads
 
@@ -272,11 +181,6 @@ class Map:
     def revision(self) -> int:
         """The revision of the local copy (0 before the first write to the map)."""
         return self._revision
-
-    @property
-    def closed(self) -> bool:
-        """Whether the ``async with`` block that joined the map has exited."""
-        return self._closed
 
     def get(self, key: str) -> str | None:
         """Return the value of ``key`` in the local copy, ``None`` if absent."""
@@ -319,7 +223,9 @@ class Map:
         )
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("connected" if self._connected else "reconnecting")
+        state = self._state.value
+        if self._state.value == "open":
+            state = "connected" if self._connected else "reconnecting"
         return (
             f"<rmap.Map {self._name!r} {state} revision={self._revision} "
             f"keys={len(self._content)} subscribers={len(self._subscriptions)}>"
@@ -327,27 +233,10 @@ class Map:
 
     # ----------------------------------------------------------------- writes
 
-    async def _call(self, script: str, op: str, key: str, *args: str) -> Any:
-        if self._closed:
-            raise MapClosedError(f"map {self._name!r} was left: {op} is not possible any more")
-        try:
-            return await self._scripts[script](
-                keys=[self._key], args=[self._channel, *self._ttl_args, key, *args]
-            )
-        except ResponseError as exc:
-            message = str(exc)
-            for marker in ("PULSE_NOT_AN_INTEGER", "PULSE_NOT_A_LIST"):
-                if marker in message:
-                    detail = message.split(marker, 1)[1].strip()
-                    raise MapValueError(
-                        key, f"map {self._name!r}: {op} failed: {detail}; nothing was changed"
-                    ) from exc
-            raise
-        except TRANSIENT_ERRORS as exc:
-            raise RedisUnavailableError(
-                f"map {self._name!r}: {op} of key {key!r} failed, Redis is unreachable "
-                f"({exc}); local reads still work, retry the write later"
-            ) from exc
+    def _writer(self, operation: str) -> MapOps:
+        """The write layer, once the map is open (raises :class:`MapClosedError` otherwise)."""
+        self._check_open(operation)
+        return self._ops
 
     async def set(self, key: str, value: str) -> str | None:
         """Set ``key`` to ``value``.
@@ -357,17 +246,12 @@ class Map:
 
         Raises:
             InvalidKeyError: Bad key (before any I/O).
-            MapClosedError: The map was left.
-            RedisUnavailableError: Redis is unreachable.
+            TypeError: ``value`` is not a ``str``.
+            MapClosedError: The map is not open.
+            pulse_trio.RedisUnavailableError: Redis is unreachable.
         """
-        existed, previous, _ = await self._set(key, value)
+        existed, previous, _ = await self._writer("set").set(key, value)
         return previous if existed else None
-
-    async def _set(self, key: str, value: str) -> tuple[bool, str, int]:
-        _validate_key(key)
-        _validate_value("values", value)
-        existed, previous, revision = await self._call("rmap_set", "set", key, value)
-        return bool(existed), _text(previous) or "", int(revision)
 
     async def set_and_wait(self, key: str, value: str) -> str | None:
         """Set ``key`` and return once this replica reflects the write.
@@ -380,10 +264,10 @@ class Map:
 
         Raises:
             InvalidKeyError: Bad key (before any I/O).
-            MapClosedError: The map was left, before or while waiting.
-            RedisUnavailableError: Redis is unreachable.
+            MapClosedError: The map is not open, or was left while waiting.
+            pulse_trio.RedisUnavailableError: Redis is unreachable.
         """
-        existed, previous, revision = await self._set(key, value)
+        existed, previous, revision = await self._writer("set_and_wait").set(key, value)
         if self._revision < revision:
             waiter = _Waiter(revision, self._syncs_started)
             self._waiters.append(waiter)
@@ -401,10 +285,12 @@ class Map:
 
         Returns:
             Whether the value was written.
+
+        Raises:
+            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
+                As :meth:`set`.
         """
-        _validate_key(key)
-        _validate_value("values", value)
-        return bool(await self._call("rmap_set_if_not_exists", "set_if_not_exists", key, value))
+        return await self._writer("set_if_not_exists").set_if_not_exists(key, value)
 
     async def test_and_set(self, key: str, test: str, value: str) -> str | None:
         """Set ``key`` to ``value`` only if its current value equals ``test``.
@@ -412,11 +298,12 @@ class Map:
         Returns:
             The value found (the swap happened iff it equals ``test``); ``None`` if absent
             (an absent key never matches).
+
+        Raises:
+            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
+                As :meth:`set`.
         """
-        _validate_key(key)
-        _validate_value("test values", test)
-        _validate_value("values", value)
-        return _text(await self._call("rmap_test_and_set", "test_and_set", key, test, value))
+        return await self._writer("test_and_set").test_and_set(key, test, value)
 
     async def inc(self, key: str, delta: int = 1) -> int:
         """Add ``delta`` to the integer stored at ``key`` (an absent key counts as 0).
@@ -427,11 +314,10 @@ class Map:
         Raises:
             MapValueError: The stored value is not an integer, or the result overflows a
                 signed 64-bit integer; nothing was changed.
+            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
+                As :meth:`set`.
         """
-        _validate_key(key)
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
-        return int(await self._call("rmap_inc", "inc", key, str(delta)))
+        return await self._writer("inc").inc(key, delta)
 
     async def append_values(self, key: str, *values: str) -> list[str]:
         """Append ``values`` to the list stored at ``key`` (duplicates allowed).
@@ -443,24 +329,22 @@ class Map:
 
         Raises:
             MapValueError: The stored value is JSON but not a list of strings.
+            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
+                As :meth:`set`.
         """
-        return await self._append(key, values, unique=False)
+        return await self._writer("append_values").append(key, values, unique=False)
 
     async def append_unique_values(self, key: str, *values: str) -> list[str]:
         """Append the ``values`` not already in the list stored at ``key``.
 
         Returns:
             The list after the call.
-        """
-        return await self._append(key, values, unique=True)
 
-    async def _append(self, key: str, values: tuple[str, ...], *, unique: bool) -> list[str]:
-        _validate_key(key)
-        for value in values:
-            _validate_value("list items", value)
-        op = "append_unique_values" if unique else "append_values"
-        raw = _text(await self._call("rmap_append", op, key, "1" if unique else "0", *values))
-        return [] if raw is None else parse_values(raw)
+        Raises:
+            MapValueError, InvalidKeyError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`append_values`.
+        """
+        return await self._writer("append_unique_values").append(key, values, unique=True)
 
     async def remove_values(self, key: str, *values: str) -> tuple[list[str] | None, bool]:
         """Remove every occurrence of each of ``values`` from the list stored at ``key``.
@@ -469,32 +353,35 @@ class Map:
 
         Returns:
             ``(remaining list or None if the key is now absent, whether anything was removed)``.
+
+        Raises:
+            MapValueError, InvalidKeyError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`append_values`.
         """
-        _validate_key(key)
-        for value in values:
-            _validate_value("list items", value)
-        raw, removed = await self._call("rmap_remove", "remove_values", key, *values)
-        text = _text(raw)
-        return (None if text is None else parse_values(text)), bool(removed)
+        return await self._writer("remove_values").remove_values(key, values)
 
     async def delete(self, key: str) -> str | None:
         """Delete ``key``.
 
         Returns:
             The previous value, ``None`` if it was absent (then nothing is published).
+
+        Raises:
+            InvalidKeyError, MapClosedError, pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
-        _validate_key(key)
-        return _text(await self._call("rmap_delete", "delete", key, "0", ""))
+        return await self._writer("delete").delete(key)
 
     async def test_and_delete(self, key: str, test: str) -> str | None:
         """Delete ``key`` only if its value equals ``test``.
 
         Returns:
             The value found (deleted iff it equals ``test``); ``None`` if absent.
+
+        Raises:
+            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
+                As :meth:`set`.
         """
-        _validate_key(key)
-        _validate_value("test values", test)
-        return _text(await self._call("rmap_delete", "test_and_delete", key, "1", test))
+        return await self._writer("test_and_delete").test_and_delete(key, test)
 
     async def test_and_reset(self, expected: Mapping[str, str]) -> bool:
         """Reset the map only if every key of ``expected`` holds the given value.
@@ -503,22 +390,31 @@ class Map:
 
         Returns:
             Whether the map was reset.
+
+        Raises:
+            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
+                As :meth:`set`.
         """
-        keys = [_validate_key(k) for k in expected]
-        tests = [_validate_value("test values", expected[k]) for k in keys]
-        return bool(await self._call("rmap_reset", "test_and_reset", "reset", *keys, *tests))
+        return await self._writer("test_and_reset").test_and_reset(expected)
 
     async def reset(self) -> None:
-        """Remove every key. The revision counter survives (kept in a tombstone)."""
-        await self._call("rmap_reset", "reset", "reset")
+        """Remove every key. The revision counter survives (kept in a tombstone).
+
+        Raises:
+            MapClosedError, pulse_trio.RedisUnavailableError: As :meth:`set`.
+        """
+        await self._writer("reset").reset()
 
     async def destroy(self) -> None:
         """Remove every key and mark the map destroyed (replicas see a RESET).
 
         As in goa.design/pulse the hash keeps a two-field tombstone (``=rev``, ``=kind``), so
         that a later use of the same name keeps revisions increasing.
+
+        Raises:
+            MapClosedError, pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
-        await self._call("rmap_reset", "destroy", "destroy")
+        await self._writer("destroy").destroy()
 
     # ----------------------------------------------------------------- subscriptions
 
@@ -534,8 +430,7 @@ class Map:
         Raises:
             MapClosedError: The map was already left.
         """
-        if self._closed:
-            raise MapClosedError(f"map {self._name!r} was left: cannot subscribe")
+        self._check_open("subscribe")
         subscription = Subscription()
         self._subscriptions.add(subscription)
         try:
@@ -582,8 +477,7 @@ class Map:
     async def _load_snapshot(self) -> None:
         """Replace the local copy with the hash's content (the subscription is already up)."""
         self._syncs_started += 1
-        raw = await self._client.hgetall(self._key)
-        content, revision, stored_kind = snapshot_from_hash(raw)
+        content, revision, stored_kind = await self._ops.read_all()
         old = self._content
         kind: EventKind | None = None
         if content != old:
@@ -597,16 +491,11 @@ class Map:
             self._notify(kind)
         self._release_waiters()
 
-    async def _stored_revision(self) -> int:
-        raw = await self._client.hget(self._key, REV_FIELD)
-        text = _text(raw)
-        return int(text) if text and text.isdigit() else 0
-
     async def _listen(self, pubsub: Any) -> None:
         last_received: int | None = None
         confirmations = 0
         async for item in pubsub:
-            kind = _text(item["type"])
+            kind = text(item["type"])
             if kind == "subscribe":
                 confirmations += 1
                 if confirmations > 1:
@@ -621,9 +510,9 @@ class Map:
                 message = decode_message(data if isinstance(data, bytes) else data.encode())
             except DecodeError as exc:
                 self._log.error(
-                    "rmap %s: undecodable notification %r (%s); resyncing",
+                    "rmap %s: undecodable notification %s (%s); resyncing",
                     self._name,
-                    data[:200],
+                    display(data),
                     exc,
                     extra={"map": self._name, "reason": str(exc)},
                 )
@@ -631,7 +520,7 @@ class Map:
             action = classify(self._revision, last_received, message.revision)
             last_received = message.revision
             if action is Action.VERIFY:
-                stored = await self._stored_revision()
+                stored = await self._ops.stored_revision()
                 action = Action.RESYNC if stored < self._revision else Action.DROP
             if action is Action.APPLY:
                 self._apply(message)
@@ -652,7 +541,7 @@ class Map:
             try:
                 with anyio.fail_after(self._ping_timeout):
                     await pubsub.connection.create_request(b"PING")
-                    stored = await self._stored_revision()
+                    stored = await self._ops.stored_revision()
             except TimeoutError:
                 raise TimeoutError(
                     f"the subscription did not answer a PING within {self._ping_timeout}s"
@@ -670,7 +559,7 @@ class Map:
 
     async def _session(self, on_ready: Callable[[], None] | None) -> None:
         async with self._client.pubsub(
-            channels=[self._channel],
+            channels=[self._ops.channel],
             retry_policy=None,  # we reconnect ourselves, and resync every time
             max_idle_seconds=math.inf,  # our own health check replaces coredis's keepalive
         ) as pubsub:
@@ -739,17 +628,35 @@ class Map:
             finally:
                 self._connected = False
 
-    def _close(self) -> None:
-        self._closed = True
+    # ----------------------------------------------------------------- lifecycle
+
+    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
+        await tg.start(self._run)
+        self._log.info(
+            "rmap %s: joined at revision %d with %d keys",
+            self._name,
+            self._revision,
+            len(self._content),
+            extra={"map": self._name, "revision": self._revision, "keys": len(self._content)},
+        )
+
+    async def _stop(self) -> None:
+        self._release_all()
+
+    def _finish(self) -> None:
         self._connected = False
+        self._release_all()
+        self._log.info("rmap %s: left", self._name, extra={"map": self._name})
+
+    def _release_all(self) -> None:
+        """End every subscription and wake every waiter (the map is being left)."""
         for subscription in list(self._subscriptions):
             subscription._close()
         for waiter in self._waiters:
             waiter.event.set()
 
 
-@contextlib.asynccontextmanager
-async def join(
+def join(
     client: Client,
     name: str,
     *,
@@ -758,15 +665,15 @@ async def join(
     logger: logging.Logger | None = None,
     ping_interval: float = DEFAULT_PING_INTERVAL,
     ping_timeout: float = DEFAULT_PING_TIMEOUT,
-) -> AsyncIterator[Map]:
-    """Join the replicated map ``name`` and keep a local copy of it up to date.
+) -> Map:
+    """Return a replica of the map ``name``, to enter with ``async with``.
 
-    The block starts once the map is subscribed and its content loaded (subscribe first,
-    then snapshot, then apply only notifications newer than the snapshot). The replica
-    resyncs (resubscribes and re-reads the hash) whenever it may have missed a write: a gap
-    or regression in revisions, a reconnection, a dead subscription (PING unanswered within
-    ``ping_timeout``), an undecodable notification, or a stored revision that went backwards
-    (the hash expired).
+    ``async with rmap.join(client, "config") as m:`` starts once the map is subscribed and
+    its content loaded (subscribe first, then snapshot, then apply only notifications newer
+    than the snapshot). The replica resyncs (resubscribes and re-reads the hash) whenever it
+    may have missed a write: a gap or regression in revisions, a reconnection, a dead
+    subscription (PING unanswered within ``ping_timeout``), an undecodable notification, or
+    a stored revision that went backwards (the hash expired).
 
     Args:
         client: An entered coredis client (``decode_responses=False``); never closed here.
@@ -779,41 +686,32 @@ async def join(
         ping_interval: Seconds between health checks of the subscription.
         ping_timeout: Seconds a health check may take before the connection is replaced.
 
-    Yields:
-        The :class:`Map`.
+    Returns:
+        The :class:`Map`, not yet joined: enter it (once) with ``async with``.
 
     Raises:
-        pulse_trio.InvalidNameError: Bad name (before any I/O).
-        ValueError: Bad durations (before any I/O).
-        pulse_trio.RedisUnavailableError: Redis cannot be reached while joining.
+        pulse_trio.InvalidNameError: Bad name (here, before any I/O).
+        ValueError: Bad durations (here, before any I/O).
+        TypeError: ``client`` is not a coredis client.
+        pulse_trio.ClientConfigurationError: The client decodes responses.
+        pulse_trio.RedisUnavailableError: Redis cannot be reached when the block is entered.
 
     Cancellation:
         The map's background task (subscription, health checks) lives in a task group owned
-        by this block; leaving the block, also by cancellation, stops it before returning.
-        After the block, reads return the last state and writes raise
+        by the map's block; leaving the block, also by cancellation, stops it before
+        returning. After the block, reads return the last state and writes raise
         :class:`MapClosedError`. The replica uses one dedicated pool connection for its
         subscription while the block runs.
     """
-    replica = Map(
-        client,
-        name,
-        ttl=ttl,
-        sliding_ttl=sliding_ttl,
-        logger=logger,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-    )
-    async with owned_task_group() as tg:
-        await tg.start(replica._run)
-        replica._log.info(
-            "rmap %s: joined at revision %d with %d keys",
-            name,
-            replica.revision,
-            len(replica),
-            extra={"map": name, "revision": replica.revision, "keys": len(replica)},
-        )
-        try:
-            yield replica
-        finally:
-            replica._close()
-            replica._log.info("rmap %s: left", name, extra={"map": name})
+    validate_name("map", name)
+    interval = _positive("ping_interval", ping_interval)
+    timeout = _positive("ping_timeout", ping_timeout)
+    ops = MapOps.create(client, name, ttl=ttl, sliding_ttl=sliding_ttl)
+    return Map._create(ops, logger=logger or _LOGGER, ping_interval=interval, ping_timeout=timeout)
+
+
+def _positive(what: str, seconds: float) -> float:
+    checked = validate_duration(what, seconds, allow_zero=False)
+    if checked is None:
+        raise ValueError(f"{what} must be a number of seconds > 0, not None")
+    return checked

@@ -23,6 +23,8 @@ import struct
 
 import attrs
 
+from .._text import text
+
 REV_FIELD = "=rev"
 KIND_FIELD = "=kind"
 RESERVED_FIELDS = frozenset({REV_FIELD, KIND_FIELD})
@@ -105,12 +107,6 @@ def _parse_revision(raw: bytes) -> int:
     return revision
 
 
-def _text(raw: bytes) -> str:
-    # Go writers may store any bytes; decode them the way snapshots are decoded, so that a
-    # non-UTF-8 value reads the same whether it came from a notification or from HGETALL.
-    return raw.decode("utf-8", errors="surrogateescape")
-
-
 def decode_message(data: bytes) -> Message:
     """Decode one notification.
 
@@ -127,13 +123,13 @@ def decode_message(data: bytes) -> Message:
         rev, offset = _take(rest, offset)
         if offset != len(rest):
             raise DecodeError(f"{len(rest) - offset} trailing bytes")
-        return Message(MessageKind.SET, _parse_revision(rev), _text(key), _text(value))
+        return Message(MessageKind.SET, _parse_revision(rev), text(key), text(value))
     if op == b"del":
         key, offset = _take(rest, 0)
         rev, offset = _take(rest, offset)
         if offset != len(rest):
             raise DecodeError(f"{len(rest) - offset} trailing bytes")
-        return Message(MessageKind.DEL, _parse_revision(rev), _text(key))
+        return Message(MessageKind.DEL, _parse_revision(rev), text(key))
     if op in (b"reset", b"destroy"):
         return Message(MessageKind(op.decode()), _parse_revision(rest))
     raise DecodeError(f"unknown operation {op[:20]!r}")
@@ -191,8 +187,8 @@ def snapshot_from_hash(raw: dict[bytes, bytes]) -> tuple[dict[str, str], int, st
     revision = 0
     kind: str | None = None
     for field_raw, value_raw in raw.items():
-        field = field_raw.decode("utf-8", errors="surrogateescape")
-        value = value_raw.decode("utf-8", errors="surrogateescape")
+        field = text(field_raw)
+        value = text(value_raw)
         if field == REV_FIELD:
             revision = int(value) if value.isdigit() else 0
         elif field == KIND_FIELD:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import attrs
 
+from .._boundary import strict_text, text
 from .._errors import PulseError
 
 #: Prefix of every stream key.
@@ -154,10 +155,6 @@ def wrong_type_error(stream: str) -> StreamError:
     )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
 def encode_fields(event_name: str, payload: bytes, topic: str | None) -> dict[str, bytes | str]:
     """Return the entry fields for XADD, in pulse's order: ``n``, ``p`` and (if any) ``t``."""
     fields: dict[str, bytes | str] = {"n": event_name, "p": payload}
@@ -179,17 +176,17 @@ def decode_entry(
     Raises:
         MalformedEntryError: ``n`` or ``p`` is missing, or ``n``/``t`` is not UTF-8.
     """
-    by_name = {_text(k): v for k, v in fields.items()}
-    eid = _text(entry_id)
+    by_name = {text(k): v for k, v in fields.items()}
+    eid = text(entry_id)
     if "n" not in by_name or "p" not in by_name:
         raise MalformedEntryError(
             f"entry {eid} of stream {stream_name!r} lacks field 'n' or 'p' "
             f"(fields: {sorted(by_name)})"
         )
     try:
-        name = _text(by_name["n"])
+        name = strict_text(by_name["n"])
         topic_raw = by_name.get("t")
-        topic = _text(topic_raw) if topic_raw is not None else None
+        topic = strict_text(topic_raw) if topic_raw is not None else None
     except UnicodeDecodeError as exc:
         raise MalformedEntryError(f"entry {eid} of stream {stream_name!r}: {exc}") from exc
     payload = by_name["p"]

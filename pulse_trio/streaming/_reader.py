@@ -9,67 +9,29 @@ the next one, started at once, reads the new set.
 
 from __future__ import annotations
 
-import binascii
-import contextlib
-import enum
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import anyio
 import anyio.abc
 import attrs
 import coredis
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from coredis.exceptions import WrongTypeError
 
-from .._boundary import TRANSIENT_ERRORS
+from .._boundary import TRANSIENT_ERRORS, is_wrong_type, text, to_pulse_error
 from .._errors import ClosedError
-from .._names import validate_duration
+from .._lifecycle import Service, State
 from .._retry import backoff_delay
-from .._tasks import owned_task_group
 from ._event import (
-    NEWEST,
     STREAM_KEY_PREFIX,
     Event,
     MalformedEntryError,
     StartPosition,
-    TopicFilter,
     decode_entry,
-    start_to_id,
     wrong_type_error,
 )
-
-if TYPE_CHECKING:
-    from ._stream import Stream
-
-
-def key_slot(key: str) -> int:
-    """Return the Redis Cluster hash slot of ``key`` (honouring ``{hash tags}``)."""
-    raw = key.encode("utf-8")
-    start = raw.find(b"{")
-    if start != -1:
-        end = raw.find(b"}", start + 1)
-        if end > start + 1:
-            raw = raw[start + 1 : end]
-    return binascii.crc_hqx(raw, 0) % 16384
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _validate_size(what: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be an int >= 1, got {value!r}")
-    return value
-
-
-def _validate_start(start: object) -> StartPosition:
-    """Check a start position before any I/O (``NEWEST`` is resolved later)."""
-    if start is NEWEST:
-        return NEWEST
-    start_to_id(start)  # type: ignore[arg-type]  # raises ValueError for anything else
-    return start  # type: ignore[return-value]
+from ._io import resolve_start
+from ._options import ReadOptions, StreamLike, StreamRef, key_slot, validate_start
 
 
 @attrs.define(eq=False)
@@ -117,13 +79,7 @@ class ReaderStatistics:
     retries: int
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-class Reader(anyio.AsyncContextManagerMixin):
+class Reader(Service):
     """An independent cursor over one or more streams: sees every event after its start.
 
     Create it with :meth:`Stream.open_reader` and enter it with ``async with``; iterate it
@@ -150,30 +106,17 @@ class Reader(anyio.AsyncContextManagerMixin):
     Connections: while it waits for events the reader holds one dedicated connection of the
     client's pool (on Redis Cluster: one per hash slot its streams live in).
 
-    Args:
-        stream: The first stream to read.
-        start: ``streaming.NEWEST`` (default: events added after the block is entered),
-            ``streaming.OLDEST`` (every event still in the stream), an event id (events after
-            it) or a timezone-aware ``datetime`` (events created at or after it).
-        block: Seconds each ``XREAD`` waits for new events before it is re-issued; ``0``
-            waits indefinitely. Leaving the block never waits for it.
-        max_polled: Most events fetched per stream in one ``XREAD`` (``COUNT``).
-        buffer_size: Capacity of the event buffer between the read loop and the consumer.
-        topic: Deliver only events with exactly this topic.
-        topic_pattern: Deliver only events whose topic matches this regular expression
-            (searched anywhere in the topic; events without a topic have topic ``""``);
-            ignored when ``topic`` is given.
-
-    Raises:
-        ValueError: An option is invalid (raised by :meth:`Stream.open_reader`, before any
-            I/O).
+    Options (``start``, ``block``, ``max_polled``, ``buffer_size``, ``topic``,
+    ``topic_pattern``) are given to :meth:`Stream.open_reader`, which checks them before any
+    I/O. The object has no public constructor and can be entered once.
 
     Cancellation:
         The read loops run in the reader's own task group, entered with the block. Leaving
         the block cancels them at once, interrupting a blocking ``XREAD`` (its connection is
         closed by coredis rather than returned to the pool mid-command). Transient Redis
         errors are retried with jittered exponential backoff and logged; any other error
-        (for example :class:`StreamError` when a stream's key holds another type) cancels the
+        (for example :class:`StreamError` when a stream's key holds another type, or
+        :class:`pulse_trio.RedisCommandError`) cancels the
         block and is raised from ``async with`` inside an exception group (``except*``). An
         exception raised by the block's own code comes out as it is.
         Errors while entering (the stream is looked at then, whatever the start) are raised
@@ -181,62 +124,31 @@ class Reader(anyio.AsyncContextManagerMixin):
         Redis cannot be reached.
     """
 
-    def __init__(
-        self,
-        stream: Stream,
-        *,
-        start: StartPosition,
-        block: float,
-        max_polled: int,
-        buffer_size: int,
-        topic: str | None,
-        topic_pattern: str | None,
-    ) -> None:
-        self._start = _validate_start(start)
-        checked_block = validate_duration("block", block)
-        if checked_block is None:
-            raise ValueError("block must be a number of seconds >= 0 (0 = wait indefinitely)")
-        self._block = checked_block
-        self._max_polled = _validate_size("max_polled", max_polled)
-        self._buffer_size = _validate_size("buffer_size", buffer_size)
-        self._filter = TopicFilter.build(topic, topic_pattern)
+    _kind = "reader"
+    _factory = "Stream.open_reader()"
+
+    def __init__(self, stream: StreamLike, options: ReadOptions) -> None:
         self._stream = stream
-        self._client = stream.client
-        self._logger = stream.logger
+        self._first = StreamRef.of(stream)
+        self._options = options
+        self._start_position = options.start
+        self._max_polled = options.max_polled
+        self._filter = options.filter
+        self._client = self._first.client
+        self._logger = self._first.logger
         self._cluster = isinstance(self._client, coredis.RedisCluster)
-        self._block_ms = self._effective_block_ms()
+        self._block_ms = options.block_ms
         self._groups: dict[int | None, _ReadGroup] = {}
-        self._state = _State.NEW
-        self._task_group: anyio.abc.TaskGroup | None = None
         self._send: MemoryObjectSendStream[Event] | None = None
         self._receive: MemoryObjectReceiveStream[Event] | None = None
         self._delivered = 0
         self._skipped = 0
         self._retries = 0
 
-    def _effective_block_ms(self) -> int:
-        """``BLOCK`` in ms, kept below the client's read timeout (``stream_timeout``).
-
-        coredis applies ``stream_timeout`` to every reply, blocking ones included; a
-        ``BLOCK`` longer than it would end in a ``TimeoutError`` and a dropped connection
-        on every quiet period. Re-issuing a shorter ``XREAD`` changes nothing for the
-        reader (its cursor is concrete), so the block is capped instead.
-        """
-        block_ms = round(self._block * 1000)
-        if self._block > 0:
-            block_ms = max(1, block_ms)
-        pool = getattr(self._client, "connection_pool", None)
-        timeout = getattr(pool, "connection_kwargs", {}).get("stream_timeout")
-        if isinstance(timeout, int | float) and timeout > 0:
-            cap = max(1, round((timeout - min(1.0, timeout / 2)) * 1000))
-            if block_ms == 0 or block_ms > cap:
-                block_ms = cap
-        return block_ms
-
     # -- public API ---------------------------------------------------------------------
 
     @property
-    def stream(self) -> Stream:
+    def stream(self) -> StreamLike:
         """The stream the reader was opened on."""
         return self._stream
 
@@ -244,11 +156,6 @@ class Reader(anyio.AsyncContextManagerMixin):
     def streams(self) -> tuple[str, ...]:
         """Names of the streams currently read."""
         return tuple(name for group in self._groups.values() for name in group.cursors)
-
-    @property
-    def closed(self) -> bool:
-        """Whether the reader's block has exited."""
-        return self._state is _State.CLOSED
 
     def cursors(self) -> dict[str, str]:
         """The id of the last event delivered or skipped, per stream read."""
@@ -261,7 +168,7 @@ class Reader(anyio.AsyncContextManagerMixin):
     def statistics(self) -> ReaderStatistics:
         """Return a snapshot of the reader's progress."""
         buffered = 0
-        if self._receive is not None and self._state is _State.OPEN:
+        if self._receive is not None and self._state is State.OPEN:
             buffered = self._receive.statistics().current_buffer_used
         return ReaderStatistics(
             cursors=self.cursors(),
@@ -273,7 +180,7 @@ class Reader(anyio.AsyncContextManagerMixin):
 
     def __repr__(self) -> str:
         return (
-            f"<Reader of {list(self.streams) or [self._stream.name]!r} {self._state.value} "
+            f"<Reader of {list(self.streams) or [self._first.name]!r} {self._state.value} "
             f"delivered={self._delivered} skipped={self._skipped}>"
         )
 
@@ -294,44 +201,43 @@ class Reader(anyio.AsyncContextManagerMixin):
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 
-    async def add_stream(self, stream: Stream, start: StartPosition | None = None) -> None:
+    async def add_stream(self, stream: object, start: StartPosition | None = None) -> None:
         """Start reading another stream too; a no-op if a stream of that name is read.
 
         Args:
-            stream: The stream to add. Its entries are read through this reader's client.
+            stream: The :class:`~pulse_trio.streaming.Stream` to add. Its entries are read
+                through this reader's client.
             start: Where to start in it; the reader's own ``start`` option when ``None``.
                 ``NEWEST`` is resolved now: every event added after this call returns is
                 delivered.
 
         Raises:
+            TypeError: ``stream`` is not a stream.
             ValueError: ``start`` is invalid.
             ClosedError: The reader is not open.
             StreamError: The stream's key holds a value that is not a stream.
             pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
-        from ._stream import Stream
-
-        if not isinstance(stream, Stream):
-            raise TypeError(f"add_stream expects a streaming.Stream, not {type(stream).__name__}")
-        position = self._start if start is None else _validate_start(start)
-        self._check_open()
-        if stream.name in self.streams:
+        ref = StreamRef.of(stream)
+        position = self._start_position if start is None else validate_start(start)
+        self._check_open("add_stream")
+        if ref.name in self.streams:
             await anyio.lowlevel.checkpoint()
             return
-        last_id = await stream._resolve_start(position)
-        self._check_open()
-        if stream.name in self.streams:  # added by a concurrent call meanwhile
+        last_id = await resolve_start(self._client, ref.name, ref.key, position)
+        self._check_open("add_stream")
+        if ref.name in self.streams:  # added by a concurrent call meanwhile
             return
-        self._add_cursor(_Cursor(stream.name, stream.key, last_id))
+        self._add_cursor(_Cursor(ref.name, ref.key, last_id))
         self._logger.debug(
             "reader added stream %r after %s",
-            stream.name,
+            ref.name,
             last_id,
-            extra={"stream": stream.name, "cursor": last_id},
+            extra={"stream": ref.name, "cursor": last_id},
         )
 
-    async def remove_stream(self, stream: Stream | str) -> bool:
-        """Stop reading a stream, given as a :class:`Stream` or by name.
+    async def remove_stream(self, stream: object) -> bool:
+        """Stop reading a stream, given as a :class:`~pulse_trio.streaming.Stream` or by name.
 
         Events of that stream already in the buffer are still delivered.
 
@@ -339,10 +245,11 @@ class Reader(anyio.AsyncContextManagerMixin):
             Whether the stream was being read.
 
         Raises:
+            TypeError: ``stream`` is neither a stream nor a name.
             ClosedError: The reader is not open.
         """
-        name = stream if isinstance(stream, str) else stream.name
-        self._check_open()
+        name = stream if isinstance(stream, str) else StreamRef.of(stream).name
+        self._check_open("remove_stream")
         await anyio.lowlevel.checkpoint()
         for group in self._groups.values():
             if group.cursors.pop(name, None) is not None:
@@ -352,12 +259,6 @@ class Reader(anyio.AsyncContextManagerMixin):
         return False
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._state is not _State.OPEN:
-            raise ClosedError(
-                "the reader is not open: add_stream/remove_stream work inside its `async with`"
-            )
 
     def _group_for(self, key: str) -> _ReadGroup:
         slot = key_slot(key) if self._cluster else None
@@ -373,37 +274,32 @@ class Reader(anyio.AsyncContextManagerMixin):
         group.cursors[cursor.name] = cursor
         group.notify()
 
-    @contextlib.asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncIterator[Reader]:
-        if self._state is not _State.NEW:
-            raise RuntimeError("a reader can be entered only once; open a new one")
+    async def _prepare(self) -> None:
         # Resolved before the task group exists, so that an error here (wrong key type,
         # server down) is raised as itself, not wrapped in an exception group.
-        first_id = await self._stream._resolve_start(self._start)
-        send, receive = anyio.create_memory_object_stream[Event](self._buffer_size)
-        self._send, self._receive = send, receive
-        self._state = _State.OPEN
-        try:
-            with send, receive:
-                self._add_cursor(_Cursor(self._stream.name, self._stream.key, first_id))
-                async with owned_task_group() as tg:
-                    for group in self._groups.values():
-                        await tg.start(self._read_loop, group)
-                    # From now on add_stream starts the loops of new groups (cluster slots).
-                    self._task_group = tg
-                    self._logger.debug(
-                        "reader of %r opened after %s",
-                        self._stream.name,
-                        first_id,
-                        extra={"stream": self._stream.name, "cursor": first_id},
-                    )
-                    try:
-                        yield self
-                    finally:
-                        self._state = _State.CLOSED
-        finally:
-            self._state = _State.CLOSED
-            self._task_group = None
+        first = self._first
+        self._first_id = await resolve_start(
+            self._client, first.name, first.key, self._start_position
+        )
+        self._send, self._receive = anyio.create_memory_object_stream[Event](
+            self._options.buffer_size
+        )
+
+    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
+        first = self._first
+        # The task group is set: adding the cursor starts its group's read loop.
+        self._add_cursor(_Cursor(first.name, first.key, self._first_id))
+        self._logger.debug(
+            "reader of %r opened after %s",
+            first.name,
+            self._first_id,
+            extra={"stream": first.name, "cursor": self._first_id},
+        )
+
+    def _finish(self) -> None:
+        for channel in (self._send, self._receive):
+            if channel is not None:
+                channel.close()
 
     # -- the read loop ------------------------------------------------------------------
 
@@ -435,10 +331,12 @@ class Reader(anyio.AsyncContextManagerMixin):
                     reply = await self._client.xread(
                         request, count=self._max_polled, block=self._block_ms
                     )
-                except WrongTypeError as exc:
-                    await self._raise_wrong_type(snapshot, exc)
                 except TRANSIENT_ERRORS as exc:
                     failure = exc
+                except Exception as exc:
+                    if is_wrong_type(exc):
+                        await self._raise_wrong_type(snapshot, exc)
+                    raise to_pulse_error(exc, f"reading streams {sorted(snapshot)}") from exc
                 finally:
                     group.scope = None
             if scope.cancelled_caught:
@@ -470,14 +368,14 @@ class Reader(anyio.AsyncContextManagerMixin):
         send: MemoryObjectSendStream[Event],
     ) -> None:
         for raw_key, entries in reply.items():
-            name = _text(raw_key).removeprefix(STREAM_KEY_PREFIX)
+            name = text(raw_key).removeprefix(STREAM_KEY_PREFIX)
             cursor = snapshot.get(name)
             if cursor is None:
                 continue
             for entry in entries:
                 if group.cursors.get(name) is not cursor:
                     break  # removed (or removed and re-added) meanwhile
-                entry_id = _text(entry.identifier)
+                entry_id = text(entry.identifier)
                 try:
                     event = decode_entry(entry_id, entry.field_values, stream_name=name)
                 except MalformedEntryError as exc:
@@ -497,10 +395,10 @@ class Reader(anyio.AsyncContextManagerMixin):
                         self._skipped += 1
                 cursor.last_id = entry_id
 
-    async def _raise_wrong_type(self, snapshot: dict[str, _Cursor], exc: WrongTypeError) -> None:
+    async def _raise_wrong_type(self, snapshot: dict[str, _Cursor], exc: Exception) -> None:
         for cursor in snapshot.values():
             raw_kind = await self._client.type(cursor.key)
-            kind = "none" if raw_kind is None else _text(raw_kind)
+            kind = "none" if raw_kind is None else text(raw_kind)
             if kind not in ("stream", "none"):
                 raise wrong_type_error(cursor.name) from exc
-        raise exc
+        raise to_pulse_error(exc, f"reading streams {sorted(snapshot)}") from exc

@@ -2,56 +2,38 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import attrs
-import coredis
-from coredis.exceptions import ResponseError, WrongTypeError
 from coredis.tokens import PureToken
 
-from .._boundary import TRANSIENT_ERRORS
-from .._errors import RedisUnavailableError
+from .._boundary import Client, check_client, is_no_such_key, text
 from .._lua import bind_script
 from .._names import ttl_script_args, validate_duration, validate_name
-from ._event import (
-    NEWEST,
-    StartPosition,
-    encode_fields,
-    start_to_id,
-    stream_key,
-    validate_event_id,
-    wrong_type_error,
+from ..rmap._ops import MapOps
+from ._event import NEWEST, StartPosition, encode_fields, stream_key, validate_event_id
+from ._io import resolve_start, stream_errors, xinfo_stream
+from ._options import (
+    DEFAULT_ACK_GRACE_PERIOD,
+    DEFAULT_BLOCK,
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_MAX_LEN,
+    DEFAULT_MAX_POLLED,
+    ReadOptions,
+    SinkOptions,
+    StreamRef,
+    membership_map_name,
 )
-
-#: Default approximate maximum length of a stream (``XADD MAXLEN ~``).
-DEFAULT_MAX_LEN = 1000
-#: Default seconds a reader's or sink's ``XREAD``/``XREADGROUP`` blocks waiting for events.
-DEFAULT_BLOCK = 5.0
-#: Default ``COUNT`` of each read.
-DEFAULT_MAX_POLLED = 1000
-#: Default capacity of a reader's or sink's event buffer.
-DEFAULT_BUFFER_SIZE = 1000
-
-if TYPE_CHECKING:
-    from ._reader import Reader
-    from ._sink import Sink
+from ._reader import Reader
+from ._sink import Sink
 
 _LOGGER = logging.getLogger("pulse_trio.streaming")
 
-Client = coredis.Redis[Any] | coredis.RedisCluster[Any]
 #: One item of :meth:`Stream.add_many`: ``(event_name, payload)`` or
 #: ``(event_name, payload, topic)``.
 EventSpec = tuple[str, bytes] | tuple[str, bytes, str | None]
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 def _validate_event(event_name: object, payload: object, topic: object) -> None:
@@ -158,6 +140,7 @@ class Stream:
             raise ValueError(
                 f"give ttl or sliding_ttl, not both (got ttl={ttl!r}, sliding_ttl={sliding_ttl!r})"
             )
+        check_client(client, logger)
         self._client = client
         self._key = stream_key(name)
         self._max_len = max_len
@@ -214,40 +197,15 @@ class Stream:
     def __repr__(self) -> str:
         return f"<Stream {self._name!r} key={self._key!r} max_len={self._max_len}>"
 
-    @contextlib.contextmanager
-    def _errors(self, op: str) -> Iterator[None]:
-        """Translate coredis errors of ``op`` into pulse errors (at this boundary only)."""
-        try:
-            yield
-        except WrongTypeError as exc:
-            raise wrong_type_error(self._name) from exc
-        except TRANSIENT_ERRORS as exc:
-            raise RedisUnavailableError(
-                f"stream {self._name!r}: {op} failed, Redis is unreachable ({exc}); retry later"
-            ) from exc
-
-    async def _xinfo(self, op: str) -> Mapping[str, Any] | None:
-        """``XINFO STREAM``, or ``None`` when the stream does not exist."""
-        with self._errors(op):
-            try:
-                raw = await self._client.xinfo_stream(self._key)
-            except WrongTypeError:
-                raise
-            except ResponseError as exc:
-                if "no such key" not in str(exc).lower():
-                    raise
-                return None
-        return cast(Mapping[str, Any], raw)
-
     async def _run_add_script(
         self, entries: Sequence[tuple[str, bytes, str | None]], *, nomkstream: bool
     ) -> list[str | None]:
         args: list[str | bytes] = [str(self._max_len), "1" if nomkstream else "0", *self._ttl_args]
         for event_name, payload, topic in entries:
             args += [event_name, payload, topic or ""]
-        with self._errors("add"):
+        with stream_errors(self._name, "add"):
             reply: Any = await self._add_script(keys=[self._key], args=args)
-        return [None if item is None else _text(item) for item in cast(list[Any], reply)]
+        return [None if item is None else text(item) for item in cast(list[Any], reply)]
 
     async def add(
         self,
@@ -283,14 +241,14 @@ class Stream:
             entry = (event_name, payload, topic)
             event_id = (await self._run_add_script([entry], nomkstream=only_if_exists))[0]
         else:
-            with self._errors("add"):
+            with stream_errors(self._name, "add"):
                 reply = await self._client.xadd(
                     self._key,
                     encode_fields(event_name, payload, topic),
                     nomkstream=only_if_exists or None,
                     **self._trim,
                 )
-            event_id = None if reply is None else _text(reply)
+            event_id = None if reply is None else text(reply)
         if self._logger.isEnabledFor(logging.DEBUG):  # the hot path: skip building extras
             self._logger.debug(
                 "added event %r to stream %r: %s",
@@ -356,7 +314,7 @@ class Stream:
         normalised = [validate_event_id(event_id) for event_id in ids]
         if not normalised:
             return 0
-        with self._errors("remove"):
+        with stream_errors(self._name, "remove"):
             return await self._client.xdel(self._key, normalised)
 
     async def destroy(self) -> None:
@@ -370,23 +328,18 @@ class Stream:
         Raises:
             pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
-        membership = f"stream:{self._name}:sinks"
-        with self._errors("destroy"):
+        members = MapOps.create(
+            self._client,
+            membership_map_name(self._name),
+            ttl=self._ttl,
+            sliding_ttl=self._sliding_ttl,
+        )
+        with stream_errors(self._name, "destroy"):
             await self._client.delete([self._key])
-            has_sinks = await self._client.exists([f"map:{membership}:content"])
-        if has_sinks:
-            # Through the replicated map's own destroy (one script: bump the revision, write
-            # the tombstone, publish), so live Go and Python sinks see the reset.
-            from .. import rmap
-
-            async with rmap.join(
-                self._client,
-                membership,
-                ttl=self._ttl,
-                sliding_ttl=self._sliding_ttl,
-                logger=self._logger,
-            ) as members:
-                await members.destroy()
+        if await members.exists():
+            # The replicated map's own destroy (one script: bump the revision, write the
+            # tombstone, publish), so that live Go and Python sinks see the reset.
+            await members.destroy()
         self._logger.info("stream %r destroyed", self._name, extra={"stream": self._name})
 
     async def info(self) -> StreamInfo:
@@ -399,61 +352,46 @@ class Stream:
             StreamError: The key holds a value that is not a stream.
             pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
-        stream_info = await self._xinfo("info")
+        stream_info = await xinfo_stream(self._client, self._name, self._key, "info")
         if stream_info is None:
             return StreamInfo(self._name, 0, None, None, "0-0", ())
         first = stream_info.get("first-entry")
         last = stream_info.get("last-entry")
         sinks: list[SinkInfo] = []
         if stream_info.get("groups"):
-            with self._errors("info"):
+            with stream_errors(self._name, "info"):
                 try:
                     groups = await self._client.xinfo_groups(self._key)
-                except ResponseError as exc:  # deleted in between
-                    if "no such key" not in str(exc).lower():
+                except Exception as exc:  # deleted in between
+                    if not is_no_such_key(exc):
                         raise
                     groups = ()
             for group in groups:
-                fields = {_text(k): v for k, v in group.items()}
+                fields = {text(k): v for k, v in group.items()}
                 lag = fields.get("lag")
                 sinks.append(
                     SinkInfo(
-                        name=_text(fields["name"]),
+                        name=text(cast(bytes, fields["name"])),
                         consumers=int(cast(int, fields.get("consumers") or 0)),
                         pending=int(cast(int, fields.get("pending") or 0)),
-                        last_delivered_id=_text(fields.get("last-delivered-id") or "0-0"),
+                        last_delivered_id=text(
+                            cast(bytes, fields.get("last-delivered-id") or "0-0")
+                        ),
                         lag=None if lag is None else int(cast(int, lag)),
                     )
                 )
         return StreamInfo(
             name=self._name,
             length=int(stream_info.get("length") or 0),
-            first_id=_text(first.identifier) if first is not None else None,
-            last_id=_text(last.identifier) if last is not None else None,
-            last_generated_id=_text(stream_info.get("last-generated-id") or "0-0"),
+            first_id=text(first.identifier) if first is not None else None,
+            last_id=text(last.identifier) if last is not None else None,
+            last_generated_id=text(stream_info.get("last-generated-id") or "0-0"),
             sinks=tuple(sorted(sinks, key=lambda s: s.name)),
         )
 
-    async def _last_generated_id(self) -> str:
-        """The id a reader starting at NEWEST reads after ("0-0" when there is no stream).
-
-        Raises:
-            StreamError: The key holds a value that is not a stream.
-            pulse_trio.RedisUnavailableError: Redis could not be reached.
-        """
-        stream_info = await self._xinfo("reading")
-        if stream_info is None:
-            return "0-0"
-        return _text(stream_info.get("last-generated-id") or "0-0")
-
     async def _resolve_start(self, start: StartPosition) -> str:
-        """Return the concrete id to read strictly after, for a start position.
-
-        The stream is looked at whatever the start, so that a wrong-type key or an
-        unreachable server is reported here, by the caller's ``async with`` or ``add_stream``.
-        """
-        last_id = await self._last_generated_id()
-        return last_id if start is NEWEST else start_to_id(start)
+        """The concrete id a reader starting at ``start`` reads after (see ``_io``)."""
+        return await resolve_start(self._client, self._name, self._key, start)
 
     def open_reader(
         self,
@@ -465,18 +403,34 @@ class Stream:
         topic: str | None = None,
         topic_pattern: str | None = None,
     ) -> Reader:
-        """Return a reader of this stream, to be entered with ``async with``.
+        """Return a reader of this stream, to be entered (once) with ``async with``.
 
         Every reader has its own cursor and sees every event after its start (fan-out). See
-        :class:`Reader` for the options and guarantees.
+        :class:`Reader` for the guarantees.
+
+        Args:
+            start: ``streaming.NEWEST`` (default: events added after the block is entered),
+                ``streaming.OLDEST`` (every event still in the stream), an event id (events
+                after it) or a timezone-aware ``datetime`` (events created at or after it).
+            block: Seconds each ``XREAD`` waits for new events before it is re-issued; ``0``
+                waits without limit. Leaving the block never waits for it. Kept below the
+                client's ``stream_timeout``, if it has one.
+            max_polled: Most events fetched per stream in one ``XREAD`` (``COUNT``).
+            buffer_size: Capacity of the event buffer between the read loop and the consumer.
+            topic: Deliver only events with exactly this topic.
+            topic_pattern: Deliver only events whose topic matches this regular expression
+                (searched anywhere in the topic; events without a topic have topic ``""``);
+                ignored when ``topic`` is given.
+
+        Returns:
+            The :class:`Reader`, not started yet.
 
         Raises:
-            ValueError: An option is invalid (checked here, before any I/O).
+            ValueError: An option is invalid (here, before any I/O); the message names it.
+            TypeError: ``topic`` or ``topic_pattern`` is not a string.
         """
-        from ._reader import Reader
-
-        return Reader(
-            self,
+        options = ReadOptions.build(
+            self._client,
             start=start,
             block=block,
             max_polled=max_polled,
@@ -484,6 +438,7 @@ class Stream:
             topic=topic,
             topic_pattern=topic_pattern,
         )
+        return Reader._create(self, options)
 
     def open_sink(
         self,
@@ -493,23 +448,65 @@ class Stream:
         block: float = DEFAULT_BLOCK,
         max_polled: int = DEFAULT_MAX_POLLED,
         buffer_size: int = DEFAULT_BUFFER_SIZE,
-        ack_grace_period: float = 20.0,
+        ack_grace_period: float = DEFAULT_ACK_GRACE_PERIOD,
         no_ack: bool = False,
         topic: str | None = None,
         topic_pattern: str | None = None,
         max_deliveries: int | None = None,
         dead_letter: Stream | str | None = None,
-    ) -> AbstractAsyncContextManager[Sink]:
-        """Return a sink (a consumer group) of this stream, to be entered with ``async with``.
+    ) -> Sink:
+        """Return an instance of the sink ``name`` on this stream, to enter with ``async with``.
 
-        Each event is delivered to one instance of the sink, at least once. See
-        :class:`Sink` for the options and guarantees.
+        Every instance with the same name (Python or Go, any process) shares the stream's
+        consumer group ``name``: each event is delivered to one instance, at least once, and
+        must be acknowledged with :meth:`Sink.ack`. See :class:`Sink` for the guarantees,
+        cancellation and connections.
+
+        Args:
+            name: The sink's name: 1 to 512 characters, none of space, NUL, ``*``, ``?``,
+                ``[``, ``]``.
+            start: Where the group starts when this instance creates it: ``NEWEST``
+                (default: events added after creation), ``OLDEST``, an event id (strictly
+                after it) or a timezone-aware datetime. An existing group keeps its position.
+            block: Seconds each ``XREADGROUP`` waits for events (0: without limit). Leaving
+                the block never waits for it. Kept below the client's ``stream_timeout``.
+            max_polled: Most entries read per ``XREADGROUP`` (its ``COUNT``).
+            buffer_size: Events read ahead and held for the iteration; a full buffer pauses
+                reading (and reclaiming) of this instance.
+            ack_grace_period: Seconds an event may stay unacknowledged after it was read
+                before any instance may claim it and deliver it again. Keep-alives are
+                written every third of it; an instance silent for twice this long is
+                considered gone. All instances of a sink should use the same value.
+            no_ack: Read with ``NOACK``: events are never pending, never redelivered (at
+                most once); :meth:`Sink.ack` does nothing.
+            topic: Deliver only events with exactly this topic.
+            topic_pattern: Deliver only events whose topic matches this regular expression
+                (searched, not anchored; ignored when ``topic`` is given). Events filtered
+                out are acknowledged.
+            max_deliveries: Deliver an event at most this many times; the next time it would
+                be delivered it is moved to ``dead_letter`` (or dropped when there is none)
+                and acknowledged. ``None``: redeliver without limit.
+            dead_letter: The stream (or its name) receiving events that reached
+                ``max_deliveries``, with fields ``n``, ``p``, ``t`` as in the original plus
+                ``original_id``, ``original_stream``, ``sink`` and ``deliveries``.
+
+        Returns:
+            The :class:`Sink` instance, not started yet.
+
+        Raises:
+            pulse_trio.InvalidNameError: Bad sink or dead-letter stream name (here, before
+                any I/O).
+            ValueError: Bad option (here, before any I/O), the message naming it: a
+                negative or missing ``block``, a non-positive ``ack_grace_period``,
+                ``max_polled``/``buffer_size``/``max_deliveries`` below 1, an invalid
+                ``topic_pattern``, a ``dead_letter`` without ``max_deliveries``, or
+                ``max_deliveries`` with ``no_ack``.
+            TypeError: An option of the wrong type.
         """
-        from ._sink import open_sink  # imported lazily: the sink module builds on this one
-
-        return open_sink(
-            self,
-            name,
+        name = validate_name("sink", name)
+        ref = StreamRef.of(self)
+        options = SinkOptions.build(
+            ref,
             start=start,
             block=block,
             max_polled=max_polled,
@@ -521,3 +518,4 @@ class Stream:
             max_deliveries=max_deliveries,
             dead_letter=dead_letter,
         )
+        return Sink._create(ref, name, options)

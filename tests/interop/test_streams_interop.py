@@ -7,8 +7,10 @@ and a Go sink receive them; entries written by either side are identical field f
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import pytest
 
 from pulse_trio import streaming
@@ -29,7 +31,7 @@ EVENTS: list[tuple[str, bytes, str | None]] = [
     ("last", b"\r\n\x00", None),
 ]
 
-SINK_FLAGS = ("--grace", "1000", "--block", "100", "--check-idle", "100", "--start", "oldest")
+SINK_FLAGS = ("--grace", "1000", "--block", "100", "--start", "oldest")
 
 
 def as_tuple(line: dict[str, Any]) -> tuple[str, str, bytes, str | None]:
@@ -130,3 +132,101 @@ async def test_python_adds_go_reader_and_go_sink_receive(
     # The Go sink acked everything: nothing pending in its group.
     pending = await client.xpending(f"pulse:stream:{unique}", "emails")
     assert pending.pending == 0
+
+
+async def test_readers_started_at_an_id_and_at_a_time(
+    client: Any, go: Callable[..., Any], unique: str
+) -> None:
+    stream = streaming.Stream(client, unique)
+    key = f"pulse:stream:{unique}"
+    async with go("stream", unique) as producer:
+        ids = await go_add_all(producer, EVENTS[:2])
+        # An entry whose id is exactly <ms>-0: the id a start time resolves to.
+        boundary_ms = int(ids[-1].split("-")[0]) + 5
+        boundary = await client.xadd(key, {"n": "edge", "p": b"e"}, identifier=f"{boundary_ms}-0")
+        assert boundary is not None
+        ids.append(boundary.decode())
+        ids += await go_add_all(producer, EVENTS[2:4])
+    for name, payload, topic in EVENTS[4:]:
+        event_id = await stream.add(name, payload, topic=topic)
+        assert event_id is not None
+        ids.append(event_id)
+    at = datetime.fromtimestamp(boundary_ms / 1000, UTC)
+    assert at.microsecond == (boundary_ms % 1000) * 1000
+
+    # Python readers: after an id (exclusive), and at a time (every event created in that
+    # millisecond or later, the <ms>-0 entry included).
+    async with (
+        stream.open_reader(start=ids[0], block=0.1) as after_id,
+        stream.open_reader(start=at, block=0.1) as at_time,
+        collecting(after_id) as py_after,
+        collecting(at_time) as py_at,
+    ):
+        await wait_count(py_after, len(ids) - 1)
+        await wait_count(py_at, len(ids) - 2)
+    assert [e.id for e in py_after] == ids[1:]
+    assert [e.id for e in py_at] == ids[2:]
+
+    # Go readers over the same entries. goa.design/pulse's WithReaderStartAt(t) starts after
+    # the id <ms>-0, so it skips an entry with exactly that id (pulse_trio does not).
+    async with (
+        go("reader", unique, "--start", ids[0], "--block", "100") as go_after,
+        go("reader", unique, "--start", f"at:{boundary_ms}", "--block", "100") as go_at,
+    ):
+        await go_after.wait_count("event", len(ids) - 1)
+        await go_at.wait_count("event", len(ids) - 3)
+    assert [line["id"] for line in go_after.of_type("event")] == ids[1:]
+    assert [line["id"] for line in go_at.of_type("event")] == ids[3:]
+    assert all(line["created_at"] >= boundary_ms for line in go_at.of_type("event"))
+
+
+async def test_go_reader_topic_filters_python_events(
+    client: Any, go: Callable[..., Any], unique: str
+) -> None:
+    stream = streaming.Stream(client, unique)
+    ids = [await stream.add(n, p, topic=t) for n, p, t in EVENTS]
+    async with (
+        go("reader", unique, "--start", "oldest", "--block", "100", "--topic", "t1") as exact,
+        go("reader", unique, "--start", "oldest", "--block", "100", "--topic-pattern", "^t") as rx,
+    ):
+        await exact.wait_count("event", 2)
+        await rx.wait_count("event", 4)
+    assert [line["id"] for line in exact.of_type("event")] == [
+        i for i, (_, _, t) in zip(ids, EVENTS, strict=True) if t == "t1"
+    ]
+    assert [line["id"] for line in rx.of_type("event")] == [
+        i for i, (_, _, t) in zip(ids, EVENTS, strict=True) if t and t.startswith("t")
+    ]
+
+
+@pytest.mark.parametrize("mode", ["ttl", "sliding-ttl"])
+async def test_go_sink_creating_a_stream_applies_its_ttl(
+    client: Any, go: Callable[..., Any], unique: str, mode: str
+) -> None:
+    # goa.design/pulse's NewSink creates the stream (XGROUP CREATE ... MKSTREAM) and then
+    # applies the stream's TTL to it, as Add does.
+    key = f"pulse:stream:{unique}"
+    async with go("sink", unique, "jobs", f"--{mode}", "5000", *SINK_FLAGS):
+        assert 4000 < await client.pttl(key) <= 5000
+        # A Python stream with the same TTL adding to it later: an absolute TTL keeps
+        # running, a sliding one restarts.
+        with anyio.fail_after(10):
+            while (before := await client.pttl(key)) > 4700:
+                await anyio.sleep(0.02)
+        ttl, sliding = (5.0, None) if mode == "ttl" else (None, 5.0)
+        await streaming.Stream(client, unique, ttl=ttl, sliding_ttl=sliding).add("e", b"")
+        after = await client.pttl(key)
+        assert (0 < after <= before) if mode == "ttl" else (after > before)
+
+
+@pytest.mark.parametrize("mode", ["ttl", "sliding-ttl"])
+async def test_python_sink_creating_a_stream_applies_its_ttl(
+    client: Any, unique: str, mode: str
+) -> None:
+    key = f"pulse:stream:{unique}"
+    ttl, sliding = (5.0, None) if mode == "ttl" else (None, 5.0)
+    stream = streaming.Stream(client, unique, ttl=ttl, sliding_ttl=sliding)
+    async with stream.open_sink("jobs", block=0.1):
+        assert await client.exists([key]) == 1
+        # As the Go sink does (test above): the stream it created carries the TTL.
+        assert 4000 < await client.pttl(key) <= 5000

@@ -10,8 +10,9 @@ import pytest
 from coredis.tokens import PureToken
 
 import pulse_trio
-from pulse_trio import EmbeddedServer, rmap
+from pulse_trio import rmap
 from pulse_trio.rmap._protocol import Message, MessageKind, encode_message
+from pulse_trio.testing import EmbeddedServer
 
 from .._proxy import freezing_proxy
 from .._util import wait_until, wait_until_async

@@ -298,7 +298,7 @@ async def test_subscriptions_end_when_the_map_is_left(redis: Any) -> None:
         await wait_until(lambda: m.statistics().subscribers == 1)
         await m.set_and_wait("a", "1")
         await wait_until(lambda: received == [EventKind.CHANGE])
-        m._close()  # what leaving the block does first; the consumer's loop ends
+        m._release_all()  # what leaving the block does first; the consumer's loop ends
     assert received == [EventKind.CHANGE]
 
 
@@ -341,7 +341,7 @@ async def test_set_and_wait_raises_when_the_map_is_left_while_waiting(client: An
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait_for_write)
             await wait_until(lambda: bool(m._waiters))
-            m._close()  # what leaving the block does first
+            m._release_all()  # what leaving the block does first
     assert len(waiter_error) == 1
     assert "left while waiting" in str(waiter_error[0])
 
@@ -396,7 +396,7 @@ async def test_invalid_options(kwargs: dict[str, Any], match: str) -> None:
 async def test_a_decoding_client_is_refused(server_url: str) -> None:
     async with coredis.Redis.from_url(server_url, decode_responses=True) as decoding:
         with pytest.raises(pulse_trio.ClientConfigurationError, match="decode_responses"):
-            async with rmap.join(decoding, "m"):  # type: ignore[arg-type]
+            async with rmap.join(decoding, "m"):
                 pass
 
 

@@ -21,7 +21,7 @@ from pulse_trio.streaming._event import (
     validate_event_id,
     wrong_type_error,
 )
-from pulse_trio.streaming._reader import key_slot
+from pulse_trio.streaming._options import key_slot
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX = 2**64 - 1

@@ -405,7 +405,7 @@ async def test_reader_repr_and_exports(client: Client, unique: str) -> None:
 async def test_reader_and_stream_on_a_cluster(cluster_client: Client, unique: str) -> None:
     """Streams in different hash slots are read by one reader (one XREAD loop per slot)."""
     from pulse_trio.streaming._event import id_key
-    from pulse_trio.streaming._reader import key_slot
+    from pulse_trio.streaming._options import key_slot
 
     streams = [Stream(cluster_client, f"{unique}-{i}", ttl=30) for i in range(4)]
     slots = {key_slot(s.key) for s in streams}

@@ -27,9 +27,9 @@ from hypothesis.stateful import (
 )
 
 import pulse_trio
-from pulse_trio import EmbeddedServer
 from pulse_trio.streaming import NEWEST, OLDEST, Event, Reader, Stream, StreamError
 from pulse_trio.streaming._event import id_key, id_to_datetime
+from pulse_trio.testing import EmbeddedServer
 
 from .conftest import collecting, names, wait_count, wait_until, wait_until_async
 

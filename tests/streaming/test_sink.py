@@ -13,7 +13,6 @@ import pytest
 import pulse_trio
 from pulse_trio import streaming
 from pulse_trio.streaming import NEWEST, OLDEST, Event, Stream
-from pulse_trio.streaming._sink import open_sink
 
 from .._util import consuming as consuming
 from .conftest import wait_until_async
@@ -69,7 +68,7 @@ async def test_open_sink_validates_before_io(
 
 async def test_dead_letter_must_differ_from_the_stream(client: Client, unique: str) -> None:
     with pytest.raises(ValueError, match="must differ"):
-        open_sink(Stream(client, unique), "s", max_deliveries=1, dead_letter=unique)
+        Stream(client, unique).open_sink("s", max_deliveries=1, dead_letter=unique)
 
 
 async def test_wrong_type_key_raises_from_async_with(client: Client, unique: str) -> None:
@@ -239,3 +238,69 @@ async def test_a_slow_instance_does_not_queue_its_own_events_twice(
             extra = await sink.__anext__()
             pytest.fail(f"queued twice: {extra}")
         assert sink.statistics().delivered == 3
+
+
+# --- ack_nowait ------------------------------------------------------------------------------
+
+
+async def test_ack_nowait_is_sent_by_the_sink_in_batches(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", start=OLDEST, block=0.1) as sink:
+        await stream.add_many([("e", str(i).encode()) for i in range(50)])
+        with anyio.fail_after(5):
+            for _ in range(50):
+                sink.ack_nowait(await sink.__anext__())  # no round trip in the consumer
+
+        async def all_acked() -> bool:
+            return await pending_count(client, unique, "s") == 0
+
+        await wait_until_async(all_acked, what="queued acks sent")
+        assert sink.statistics().acked == 50
+
+
+async def test_ack_nowait_is_flushed_when_the_sink_leaves(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", start=OLDEST, block=0.1) as sink:
+        await stream.add_many([("e", b"1"), ("e", b"2"), ("e", b"3")])
+        with anyio.fail_after(5):
+            events = [await sink.__anext__() for _ in range(3)]
+        sink.ack_nowait(*events)  # and leave at once
+    assert await pending_count(client, unique, "s") == 0
+    # Nothing was pending any more, so the instance's consumer left the group.
+    assert await consumers(client, unique, "s") == {}
+    with pytest.raises(pulse_trio.ClosedError, match="ack_nowait"):
+        sink.ack_nowait(events[0])
+    assert await sink.ack(events[0]) == 0  # awaited acks still work after the block
+
+
+async def test_ack_nowait_checks_its_events(client: Client, unique: str) -> None:
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", start=OLDEST, block=0.1) as sink:
+        await stream.add("e", b"")
+        with anyio.fail_after(5):
+            event = await sink.__anext__()
+        with pytest.raises(ValueError, match="not by sink 'other'"):
+            async with stream.open_sink("other", block=0.1) as other:
+                other.ack_nowait(event)
+        with pytest.raises(TypeError, match="Event"):
+            sink.ack_nowait("1-0")  # type: ignore[arg-type]
+        sink.ack_nowait(event)
+
+
+async def test_a_sink_needs_one_dedicated_connection_per_stream(
+    server_url: str, unique: str
+) -> None:
+    """A pool of 2 runs a one-stream sink: its blocking read, plus one shared connection.
+
+    Before sinks wrote their maps through the stateless rmap layer they joined two replicas
+    (two subscriptions) and needed 2 x streams + 1 dedicated connections: this would hang.
+    """
+    async with pulse_trio.connect(server_url, max_connections=2) as small:
+        stream = Stream(small, unique)
+        async with stream.open_sink("s", block=0.1, ack_grace_period=0.3) as sink:
+            await stream.add_many([("e", str(i).encode()) for i in range(5)])
+            with anyio.fail_after(10):
+                events = [await sink.__anext__() for _ in range(5)]
+                assert await sink.ack(*events) == 5
+                await anyio.sleep(0.25)  # keep-alives and a reclaim round run meanwhile
+                assert await small.ping() == b"PONG"

@@ -10,7 +10,7 @@ import anyio.abc
 import pytest
 
 from pulse_trio.streaming import OLDEST, Stream
-from pulse_trio.streaming._reader import key_slot
+from pulse_trio.streaming._options import key_slot
 
 from .conftest import wait_until, wait_until_async
 from .test_sink import consumers, consuming, pending_count

@@ -13,8 +13,8 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 import pulse_trio
-from pulse_trio import EmbeddedServer
 from pulse_trio.streaming import Stream
+from pulse_trio.testing import EmbeddedServer
 
 from .conftest import wait_until, wait_until_async
 from .test_sink import consumers, consuming

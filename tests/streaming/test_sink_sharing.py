@@ -13,7 +13,7 @@ import pytest
 import pulse_trio
 from pulse_trio._lua import bind_script
 from pulse_trio.streaming import OLDEST, Event, Stream
-from pulse_trio.streaming._sink import lease_key
+from pulse_trio.streaming._options import lease_key
 
 from .conftest import wait_until, wait_until_async
 from .test_sink import consumers, consuming, pending_count
@@ -307,3 +307,41 @@ async def test_each_sink_and_stream_has_its_own_lease(client: Client, unique: st
             return seen == wanted
 
         await wait_until_async(all_taken, what=f"leases {wanted - seen}")
+
+
+async def test_add_stream_cancelled_at_any_point_leaves_nothing_behind(
+    client: Client, unique: str
+) -> None:
+    """The rollback path of ``add_stream``: cancelled anywhere, the stream is not read and
+    no consumer of this instance stays in its group or membership map."""
+    first = Stream(client, unique)
+    async with first.open_sink("s", block=0.1) as sink:
+        cancelled = 0
+        delays = [0, 0, 0.0002, 0.0004, 0.0006, 0.0008, 0.001, 0.0015, 0.002, 0.003, 0.005]
+        for attempt, delay in enumerate(delays):
+            other = Stream(client, f"{unique}-{attempt}")
+            with anyio.move_on_after(delay) as scope:
+                if delay == 0 and attempt == 0:
+                    scope.cancel()  # cancelled before the first checkpoint
+                await sink.add_stream(other)
+            if not scope.cancelled_caught:
+                assert other.name in sink.streams
+                await sink.remove_stream(other)
+                continue
+            cancelled += 1
+            assert other.name not in sink.streams
+            names = (
+                set(await consumers(client, other.name, "s"))
+                if await client.exists([other.key])
+                else set()
+            )
+            assert sink.consumer not in names
+            members = await client.hget(f"map:stream:{other.name}:sinks:content", "s")
+            assert members is None or sink.consumer not in json.loads(members)
+        assert cancelled >= 2
+        # The sink still works, the failed streams can be added for real.
+        retry = Stream(client, f"{unique}-3")
+        async with consuming(sink) as events:
+            await sink.add_stream(retry)
+            await retry.add("after", b"")
+            await wait_until(lambda: [e.event_name for e in events] == ["after"])

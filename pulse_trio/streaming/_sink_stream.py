@@ -1,0 +1,557 @@
+"""One stream of a sink instance: its group, its read loop, its reclaim loop.
+
+A :class:`StreamConsumer` owns everything one sink instance does on one stream: creating the
+consumer group, registering the instance's consumer (membership map), reading new entries
+(``XREADGROUP ... >`` on a blocking connection), reclaiming idle entries of gone or slow
+instances under a lease, moving entries to the dead letters, deleting stale consumers, and
+unregistering on leaving. What the instance's streams share (consumer name, options, buffer,
+counters, keep-alive map, scripts) is :class:`SinkCore`.
+
+Who mutates what: a consumer's fields are written only by its own tasks (``run`` and the
+loops it starts) and, before they start, by :meth:`create_group`; the core's buffer and
+counters by the consumers' tasks and the sink's iteration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Final, cast
+
+import anyio
+import anyio.abc
+import attrs
+import coredis
+from anyio.streams.memory import MemoryObjectSendStream
+from coredis.commands.script import Script
+from coredis.tokens import PureToken
+
+from .._boundary import (
+    Client,
+    is_group_exists,
+    is_group_missing,
+    is_transient,
+    is_wrong_type,
+    map_redis_errors,
+    text,
+    to_pulse_error,
+)
+from .._retry import backoff_delay
+from ..rmap._ops import MapOps
+from ._event import Event, MalformedEntryError, decode_entry, id_key, stream_key, wrong_type_error
+from ._io import stream_errors
+from ._options import SinkOptions, StreamRef, lease_key, membership_map_name
+from ._sink_policy import ConsumerInfo, dead_letter_fields, stale_consumers
+
+#: Longest time the cleanup on leaving (consumer deletion, membership) may take, in seconds.
+CLEANUP_TIMEOUT: Final = 5.0
+#: Longest pause between two attempts to recreate a lost group, in seconds.
+MAX_RETRY_DELAY: Final = 5.0
+#: Longest time a short background command (keep-alive, lease, claim, ack of skipped entries)
+#: may delay leaving the block, in seconds; it then fails as a transient error.
+COMMAND_TIMEOUT: Final = 2.0
+
+
+def uninterrupted() -> AbstractContextManager[anyio.CancelScope]:
+    """A scope in which short background commands finish even if the sink is being left.
+
+    coredis loses a pool slot (and leaks the buffers of a connection) when a command is
+    cancelled while it opens a new connection, so quick non-blocking commands are shielded
+    from cancellation, with a deadline. The blocking XREADGROUP is never shielded.
+    """
+    return anyio.fail_after(COMMAND_TIMEOUT, shield=True)
+
+
+def later_id(a: str, b: str) -> str:
+    """The later of two stream ids."""
+    return a if id_key(a) >= id_key(b) else b
+
+
+@attrs.define(eq=False)
+class SinkCore:
+    """What one sink instance's streams share. Built by the sink; no I/O until used."""
+
+    client: Client
+    name: str
+    consumer: str
+    options: SinkOptions
+    logger: logging.Logger
+    keepalive: MapOps
+    send: MemoryObjectSendStream[Event]
+    scripts: Mapping[str, Script[Any]]
+    #: (stream, id) of the events waiting in the buffer: a reclaim round that claims one of
+    #: them back (this instance is slow) does not queue it a second time.
+    in_buffer: set[tuple[str, str]] = attrs.field(factory=set)
+    counts: Counter[str] = attrs.field(factory=Counter)
+    #: Set when a stream was left with this consumer still in its group (entries pending, or
+    #: cleanup failed): the keep-alive then stays, so others judge the consumer by its age.
+    consumer_kept: bool = False
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the client is a cluster client (keys of two streams may be on two nodes)."""
+        return isinstance(self.client, coredis.RedisCluster)
+
+    def extra(self, stream: str | None = None, **more: Any) -> dict[str, Any]:
+        """The ``extra`` of a log record about this instance (and ``stream``)."""
+        extra: dict[str, Any] = {"sink": self.name, "consumer": self.consumer}
+        if stream is not None:
+            extra["stream"] = stream
+        extra.update(more)
+        return extra
+
+    def free_buffer(self) -> int:
+        """How many more events the buffer takes before it is full."""
+        used = self.send.statistics().current_buffer_used
+        return self.options.read.buffer_size - used
+
+    async def redis_time_ns(self) -> int:
+        """The Redis server's clock in Unix nanoseconds (one clock for every instance)."""
+        with map_redis_errors(f"sink {self.name!r}: reading the Redis clock"):
+            seconds, micros = cast(list[Any], await self.scripts["sink_time"](keys=[], args=[]))
+        return int(seconds) * 1_000_000_000 + int(micros) * 1000
+
+    async def write_keepalive(self) -> None:
+        """Write this instance's keep-alive (the Redis clock, as goa.design/pulse does)."""
+        await self.keepalive.set(self.consumer, str(await self.redis_time_ns()))
+
+
+class StreamConsumer:
+    """This sink instance on one stream (see the module docstring)."""
+
+    def __init__(self, core: SinkCore, stream: StreamRef, start_id: str) -> None:
+        self.core = core
+        self.stream = stream
+        self.name = stream.name
+        self.key = stream.key
+        self.start_id = start_id
+        self.logger = stream.logger
+        self.members = MapOps.create(
+            core.client,
+            membership_map_name(stream.name),
+            ttl=stream.ttl,
+            sliding_ttl=stream.sliding_ttl,
+        )
+        #: Where a lost group is recreated: the newest id this instance saw (never ``$``).
+        self.recovery_id = "0-0"
+        #: Set when this instance's consumer was deleted from the group on leaving.
+        self.released = False
+        self.scope = anyio.CancelScope()
+        self.done = anyio.Event()
+
+    def _log(self, level: int, message: str, *args: Any, **extra: Any) -> None:
+        self.logger.log(level, message, *args, extra=self.core.extra(self.name, **extra))
+
+    # ------------------------------------------------------------------ group, registration
+
+    async def create_group(self, start_id: str) -> None:
+        """``XGROUP CREATE ... MKSTREAM`` (an existing group is kept), then the stream's TTL.
+
+        A stream this creates gets the stream's TTL as ``Stream.add`` would give it (an
+        absolute TTL only when the key has none), as goa.design/pulse's sinks do.
+
+        Raises:
+            StreamError: The key holds another type.
+            pulse_trio.RedisUnavailableError: Redis cannot be reached.
+        """
+        client, core = self.core.client, self.core
+        with stream_errors(self.name, f"creating the group of sink {core.name!r}"):
+            try:
+                await client.xgroup_create(self.key, core.name, start_id, mkstream=True)
+            except Exception as exc:
+                if not is_group_exists(exc):
+                    raise
+            if self.stream.ttl is not None:
+                await client.pexpire(
+                    self.key, max(1, round(self.stream.ttl * 1000)), condition=PureToken.NX
+                )
+            elif self.stream.sliding_ttl is not None:
+                await client.pexpire(self.key, max(1, round(self.stream.sliding_ttl * 1000)))
+            # The group's position is where a lost group is recreated if we see nothing newer.
+            groups = await client.xinfo_groups(self.key)
+        for group in groups:
+            fields = {text(k): v for k, v in group.items()}
+            if text(cast(bytes, fields.get("name", b""))) == core.name:
+                last = text(cast(bytes, fields.get("last-delivered-id") or b"0-0"))
+                self.recovery_id = later_id(self.recovery_id, last)
+
+    async def register(self) -> None:
+        """Create this instance's consumer and list it in the stream's membership map."""
+        core = self.core
+        with stream_errors(self.name, f"registering consumer {core.consumer}"):
+            await core.client.xgroup_createconsumer(self.key, core.name, core.consumer)
+        await self.members.append(core.name, [core.consumer], unique=True)
+
+    async def ensure_listed(self) -> None:
+        """Put this consumer back in the membership map if it is missing from it.
+
+        A destroyed stream resets its membership map, and a stale verdict by another instance
+        removes the consumer; both are repaired by the next keep-alive.
+        """
+        core = self.core
+        try:
+            listed = await self.members.get_values(core.name) or []
+        except ValueError:
+            listed = []
+        if core.consumer not in listed:
+            await self.members.append(core.name, [core.consumer], unique=True)
+
+    async def unregister(self) -> None:
+        """Delete this instance's consumer if nothing is pending on it (called on leaving)."""
+        core = self.core
+        try:
+            with map_redis_errors(f"sink {core.name!r}: deleting consumer {core.consumer}"):
+                result: Any = await core.scripts["sink_delete_consumer"](
+                    keys=[self.key], args=[core.name, core.consumer]
+                )
+            if int(result) == 0:
+                self._log(
+                    logging.INFO,
+                    "sink %s: leaving stream %s with pending entries: other instances claim "
+                    "them after the grace period",
+                    core.name,
+                    self.name,
+                )
+                return
+            await self.members.remove_values(core.name, [core.consumer])
+            self.released = True
+        except Exception as exc:  # cleanup is best effort: log, never mask the exit's cause
+            self._log(
+                logging.WARNING,
+                "sink %s: cleanup on stream %s failed: %r",
+                core.name,
+                self.name,
+                exc,
+                error=repr(exc),
+            )
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Register, then read and reclaim until cancelled; unregister on the way out."""
+        try:
+            with self.scope:
+                try:
+                    await self.register()
+                    task_status.started()
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._read_loop)
+                        tg.start_soon(self._reclaim_loop)
+                finally:
+                    # Also when registering was cancelled half-way (the consumer may exist
+                    # in Redis already): never leave a consumer behind that nobody owns.
+                    with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                        await self.unregister()
+        finally:
+            if not self.released:
+                self.core.consumer_kept = True
+            self.done.set()
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read_loop(self) -> None:
+        """``XREADGROUP ... >`` forever on the stream's own blocking connection."""
+        core = self.core
+        read = core.options.read
+        failures = 0
+        while True:
+            try:
+                reply = await core.client.xreadgroup(
+                    core.name,
+                    core.consumer,
+                    streams={self.key: ">"},
+                    count=read.max_polled,
+                    block=read.block_ms,
+                    noack=core.options.no_ack or None,
+                )
+            except Exception as exc:
+                if is_wrong_type(exc):
+                    raise wrong_type_error(self.name) from exc
+                missing = is_group_missing(exc)
+                if not missing and not is_transient(exc):
+                    raise to_pulse_error(exc, f"sink {core.name!r}: reading {self.name!r}") from exc
+                delay = backoff_delay(failures, cap=MAX_RETRY_DELAY)
+                failures += 1
+                core.counts["retries"] += 1
+                self._log(
+                    logging.WARNING,
+                    "sink %s: reading stream %s failed (%r); %s in %.2fs",
+                    core.name,
+                    self.name,
+                    exc,
+                    "recreating the group" if missing else "retrying",
+                    delay,
+                    error=repr(exc),
+                    delay=delay,
+                )
+                await anyio.sleep(delay)
+                if missing:
+                    with uninterrupted():
+                        await self._recreate_group()
+                continue
+            failures = 0
+            if not reply:
+                continue
+            entries = [
+                (text(entry.identifier), entry.field_values, 1)
+                for batch in reply.values()
+                for entry in batch
+            ]
+            await self._deliver(entries)
+
+    async def _recreate_group(self) -> None:
+        """Recreate a lost group at the newest id seen (not ``$``: nothing newer is lost)."""
+        try:
+            await self.create_group(self.recovery_id)
+            await self.register()
+        except Exception as exc:
+            if not is_transient(exc) and not is_group_missing(exc):
+                raise
+            return
+        self._log(
+            logging.WARNING,
+            "sink %s: recreated the group of stream %s after %s",
+            self.core.name,
+            self.name,
+            self.recovery_id,
+            recovery_id=self.recovery_id,
+        )
+
+    async def _deliver(self, entries: Sequence[tuple[str, Mapping[Any, Any], int]]) -> None:
+        """Hand entries to the user's iteration; ack what must not stay pending."""
+        core = self.core
+        options = core.options
+        events: list[Event] = []
+        skipped: list[str] = []
+        for entry_id, fields, deliveries in entries:
+            self.recovery_id = later_id(self.recovery_id, entry_id)
+            try:
+                event = decode_entry(
+                    entry_id,
+                    fields,
+                    stream_name=self.name,
+                    sink_name=core.name,
+                    deliveries=deliveries,
+                )
+            except MalformedEntryError as exc:
+                self._log(
+                    logging.WARNING,
+                    "sink %s: skipping malformed entry %s of stream %s: %s",
+                    core.name,
+                    entry_id,
+                    self.name,
+                    exc,
+                    event_id=entry_id,
+                )
+                skipped.append(entry_id)
+                continue
+            if options.max_deliveries is not None and deliveries > options.max_deliveries:
+                try:
+                    with uninterrupted():
+                        await self._give_up(event)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    # Still pending: the next reclaim round tries again.
+                    self._log(
+                        logging.WARNING,
+                        "sink %s: moving event %s to the dead letters failed: %r",
+                        core.name,
+                        entry_id,
+                        exc,
+                        event_id=entry_id,
+                        error=repr(exc),
+                    )
+                continue
+            if not options.read.filter.matches(event.topic):
+                skipped.append(entry_id)
+                continue
+            events.append(event)
+        if skipped and not options.no_ack:
+            try:
+                with uninterrupted(), stream_errors(self.name, "acknowledging skipped entries"):
+                    await core.client.xack(self.key, core.name, skipped)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # Still pending: reclaimed after the grace period and skipped again then.
+                self._log(
+                    logging.WARNING,
+                    "sink %s: acknowledging skipped entries failed: %r",
+                    core.name,
+                    exc,
+                    error=repr(exc),
+                )
+        core.counts["skipped"] += len(skipped)
+        for event in events:
+            key = (event.stream_name, event.id)
+            if key in core.in_buffer:
+                continue  # claimed back while still waiting here: queued once is enough
+            core.in_buffer.add(key)
+            await core.send.send(event)
+
+    async def _give_up(self, event: Event) -> None:
+        """Move an event delivered ``max_deliveries`` times to the dead-letter stream."""
+        core = self.core
+        delivered = event.deliveries - 1
+        target = core.options.dead_letter
+        with stream_errors(self.name, f"moving event {event.id} to the dead letters"):
+            if target is None:
+                await core.client.xack(self.key, core.name, [event.id])
+            else:
+                fields = dead_letter_fields(
+                    event_id=event.id,
+                    stream_name=self.name,
+                    sink_name=core.name,
+                    event_name=event.event_name,
+                    payload=event.payload,
+                    topic=event.topic,
+                    deliveries=delivered,
+                )
+                if core.cluster:
+                    # The two keys may live in different slots: add, then ack (a crash in
+                    # between means the entry is dead-lettered again later, never lost).
+                    mapping = dict(zip(fields[::2], fields[1::2], strict=True))
+                    await core.client.xadd(stream_key(target), cast(Any, mapping))
+                    await core.client.xack(self.key, core.name, [event.id])
+                else:
+                    await core.scripts["sink_dead_letter"](
+                        keys=[self.key, stream_key(target)],
+                        args=[core.name, event.id, *fields],
+                    )
+        core.counts["dead_lettered"] += 1
+        self._log(
+            logging.WARNING,
+            "sink %s: event %s of stream %s delivered %d times without ack: %s",
+            core.name,
+            event.id,
+            self.name,
+            delivered,
+            f"moved to dead-letter stream {target!r}" if target else "dropped",
+            event_id=event.id,
+            deliveries=delivered,
+            dead_letter=target,
+        )
+
+    # ------------------------------------------------------------------ reclaiming
+
+    async def _reclaim_loop(self) -> None:
+        """Periodically claim idle entries and delete stale consumers (one holder at a time)."""
+        core = self.core
+        period = core.options.timing.reclaim_period
+        deadline = anyio.current_time()
+        while True:
+            deadline = max(deadline + period, anyio.current_time())
+            await anyio.sleep_until(deadline)
+            try:
+                await self._reclaim_once()
+            except Exception as exc:
+                if is_wrong_type(exc):
+                    continue  # the read loop reports a key of the wrong type
+                if not (is_transient(exc) or is_group_missing(exc)):
+                    raise
+                core.counts["retries"] += 1
+                self._log(
+                    logging.DEBUG,
+                    "sink %s: reclaim on stream %s skipped: %r",
+                    core.name,
+                    self.name,
+                    exc,
+                    error=repr(exc),
+                )
+
+    async def _reclaim_once(self) -> None:
+        core = self.core
+        timing = core.options.timing
+        # An instance that cannot take more events leaves the work to the others.
+        free = core.free_buffer()
+        if free <= 0:
+            return
+        with uninterrupted():
+            holds: Any = await core.scripts["sink_lease"](
+                keys=[lease_key(core.name, self.name)],
+                args=[core.consumer, str(timing.lease_ttl_ms)],
+            )
+        if int(holds) != 1:
+            return
+        cursor = "0-0"
+        while free > 0:
+            with uninterrupted():
+                reply: Any = await core.scripts["sink_claim"](
+                    keys=[self.key],
+                    args=[
+                        core.name,
+                        core.consumer,
+                        str(timing.grace_ms),
+                        cursor,
+                        str(min(free, core.options.read.max_polled)),
+                    ],
+                )
+            raw_cursor, raw_claimed = cast(list[Any], reply)
+            cursor = text(raw_cursor)
+            claimed = []
+            for raw_id, deliveries, flat in raw_claimed:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                claimed.append((text(raw_id), fields, int(deliveries)))
+            if claimed:
+                self._log(
+                    logging.INFO,
+                    "sink %s: claimed %d idle entries of stream %s",
+                    core.name,
+                    len(claimed),
+                    self.name,
+                    count=len(claimed),
+                )
+                await self._deliver(claimed)
+            if cursor == "0-0":
+                break
+            free = core.free_buffer()
+        with uninterrupted():
+            await self._delete_stale()
+
+    async def _delete_stale(self) -> None:
+        """Delete consumers whose instance is gone, once nothing is pending on them."""
+        core = self.core
+        raw = await core.client.xinfo_consumers(self.key, core.name)
+        consumers = []
+        for item in raw:
+            fields = {text(k): v for k, v in item.items()}
+            consumers.append(
+                ConsumerInfo(
+                    name=text(cast(bytes, fields["name"])),
+                    pending=int(cast(int, fields.get("pending") or 0)),
+                    idle_ms=int(cast(int, fields.get("idle") or 0)),
+                )
+            )
+        if all(c.name == core.consumer for c in consumers):
+            return
+        keepalives, _, _ = await core.keepalive.read_all()
+        stale = stale_consumers(
+            consumers,
+            keepalives,
+            now_ns=await core.redis_time_ns(),
+            stale_after=core.options.timing.stale_after,
+            self_name=core.consumer,
+        )
+        pending = {c.name: c.pending for c in consumers}
+        for name in stale:
+            if pending[name]:
+                continue  # its entries are claimed first, by a later round if not this one
+            result: Any = await core.scripts["sink_delete_consumer"](
+                keys=[self.key], args=[core.name, name]
+            )
+            if int(result) != 1:
+                continue
+            self._log(
+                logging.INFO,
+                "sink %s: deleted stale consumer %s of stream %s",
+                core.name,
+                name,
+                self.name,
+                stale_consumer=name,
+            )
+            await self.members.remove_values(core.name, [name])
+            seen = keepalives.get(name)
+            if seen is not None:
+                # Only the value judged stale: an instance that came back keeps its entry.
+                await core.keepalive.test_and_delete(name, seen)
