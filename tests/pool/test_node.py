@@ -9,6 +9,7 @@ import pytest
 
 import pulse_trio
 from pulse_trio import pool
+from pulse_trio.testing import EmbeddedServer
 
 from .._util import wait_until, wait_until_async
 from ._helpers import Recorder, node
@@ -211,9 +212,7 @@ async def test_defect_14_malformed_entries_are_logged_and_skipped(
     assert "skipped" in caplog.text
 
 
-async def test_redis_restart_loses_no_job(
-    own_server: pulse_trio.EmbeddedServer, unique: str
-) -> None:
+async def test_redis_restart_loses_no_job(own_server: EmbeddedServer, unique: str) -> None:
     handler = Recorder()
     async with pulse_trio.connect(own_server.url) as c, node(c, unique) as n:
         await n.add_worker(handler)
@@ -226,7 +225,7 @@ async def test_redis_restart_loses_no_job(
 
 
 async def test_redis_away_dispatch_raises_unavailable_within_its_timeout(
-    own_server: pulse_trio.EmbeddedServer, unique: str
+    own_server: EmbeddedServer, unique: str
 ) -> None:
     handler = Recorder()
     async with (
@@ -257,7 +256,7 @@ async def test_a_cancelled_dispatch_is_withdrawn_unless_taken(client: Any, uniqu
 
 
 async def test_redis_away_longer_than_the_ttl_fences_then_recovers_every_job(
-    own_server: pulse_trio.EmbeddedServer, unique: str
+    own_server: EmbeddedServer, unique: str
 ) -> None:
     handler = Recorder()
     keys = {f"k{i}" for i in range(5)}

@@ -10,7 +10,7 @@ import pytest
 
 from pulse_trio import pool
 from pulse_trio.pool import _routing
-from pulse_trio.streaming._reader import key_slot
+from pulse_trio.streaming._options import key_slot
 
 from .._util import wait_until
 from ._helpers import Recorder, node
