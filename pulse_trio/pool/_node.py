@@ -20,11 +20,12 @@ import anyio
 import anyio.abc
 import attrs
 
-from .._boundary import Client, is_transient, text
+from .._boundary import Client, check_client, is_transient, text
 from .._errors import ClosedError, RedisUnavailableError
 from .._lifecycle import Service, State
 from .._names import validate_duration, validate_name
 from .._retry import backoff_delay
+from ..streaming._options import block_ms
 from . import _routing
 from ._errors import (
     DispatchTimeoutError,
@@ -171,6 +172,8 @@ class Node(Service):
         self._options = options
         self._logger = logger
         self._io = PoolRedis(client, name)
+        #: The node stream's XREAD block, below the client's read timeout (if it has one).
+        self._block_ms = block_ms(client, READ_BLOCK_MS / 1000)
         ttl = options.worker_ttl
         self._ttl_ms = str(max(1, round(ttl * 1000)))
         self._membership = Membership()
@@ -785,7 +788,7 @@ class Node(Service):
         while True:
             entries = await self._retrying(
                 "reading the node stream",
-                lambda: self._io.read(self.id, self._cursor, count=BATCH, block_ms=READ_BLOCK_MS),
+                lambda: self._io.read(self.id, self._cursor, count=BATCH, block_ms=self._block_ms),
             )
             if not entries:
                 continue
@@ -1171,13 +1174,18 @@ def open_node(
 
     Raises:
         InvalidNameError: ``name`` breaks the naming rule (a ``ValueError``).
+        ClientConfigurationError: The client decodes responses (a ``ValueError``).
         ValueError: A duration or bound is out of range (the message names it).
-        TypeError: An option has the wrong type.
+        TypeError: An option has the wrong type, or ``client`` is not a coredis client.
 
     Cancellation:
         The node owns a task group (see :class:`Node`); leaving the block stops all of it.
     """
     validate_name("pool", name)
+    if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
+        raise TypeError(f"logger must be a logging.Logger, not {type(logger).__name__}")
+    log = logger or logging.getLogger("pulse_trio.pool")
+    check_client(client, log)
     ttl = validate_duration("worker_ttl", worker_ttl, allow_zero=False)
     shutdown_ttl = validate_duration("worker_shutdown_ttl", worker_shutdown_ttl, allow_zero=False)
     grace = validate_duration("ack_grace_period", ack_grace_period, allow_zero=False)
@@ -1190,10 +1198,8 @@ def open_node(
         raise ValueError(f"max_queued_jobs must be >= 1, got {max_queued_jobs}")
     if not isinstance(client_only, bool):
         raise TypeError(f"client_only must be a bool, not {type(client_only).__name__}")
-    if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
-        raise TypeError(f"logger must be a logging.Logger, not {type(logger).__name__}")
     options = _Options(ttl, shutdown_ttl, grace, max_queued_jobs, client_only)
-    return Node._create(client, name, options, logger or logging.getLogger("pulse_trio.pool"))
+    return Node._create(client, name, options, log)
 
 
 def _unreachable(value: Any) -> NoReturn:  # pragma: no cover

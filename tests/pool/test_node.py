@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -59,6 +60,8 @@ async def test_bad_input_raises_before_any_io(client: Any, unique: str) -> None:
         pool.open_node(client, unique, max_queued_jobs=1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="client_only"):
         pool.open_node(client, unique, client_only="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="coredis"):
+        pool.open_node(object(), unique)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="no public constructor"):
         pool.Node(client, unique)  # type: ignore[call-arg]
     n = pool.open_node(client, unique)
@@ -272,3 +275,19 @@ async def test_redis_away_longer_than_the_ttl_fences_then_recovers_every_job(
         await wait_until(lambda: set(handler.running) == keys, within=10, what="recovered")
         assert not n.statistics().is_fenced
         assert all(handler.running[key].requeued for key in keys)
+
+
+async def test_node_stream_reads_stay_below_the_clients_read_timeout(
+    server_url: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pulse_trio")
+    handler = Recorder()
+    async with (
+        pulse_trio.connect(server_url, stream_timeout=0.3) as c,
+        node(c, unique) as n,
+    ):
+        await n.add_worker(handler)
+        await anyio.sleep(0.8)  # quiet for longer than the client's read timeout
+        await n.dispatch_job("late", b"")
+    assert "late" in handler.starts
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
