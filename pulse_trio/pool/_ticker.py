@@ -69,8 +69,9 @@ class Ticker(Service):
         self._recv: MemoryObjectReceiveStream[Tick]
         self._send, self._recv = anyio.create_memory_object_stream[Tick](1)
         self._wanted = anyio.Event()
-        self._next_ms = 0
-        self._now_ms = 0
+        #: When the next tick is due, on this process's monotonic clock (derived from the
+        #: Redis clock's "next - now" of the last reply, never from a host clock).
+        self._due = 0.0
 
     def __repr__(self) -> str:
         return f"<pool.Ticker {self.name!r} every {self.interval}s state={self._state.value}>"
@@ -80,9 +81,8 @@ class Ticker(Service):
 
     async def _prepare(self) -> None:
         self._node._check_usable("open_ticker")
-        self._next_ms, self._now_ms = await self._node._io.run(
-            "tick", "open", self.name, self._interval_ms
-        )
+        next_ms, now_ms = await self._node._io.run("tick", "open", self.name, self._interval_ms)
+        self._due = anyio.current_time() + max(0, next_ms - now_ms) / 1000
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         tg.start_soon(self._loop)
@@ -95,9 +95,9 @@ class Ticker(Service):
         attempt = 0
         while True:
             await self._wanted.wait()
-            await anyio.sleep(max(0, self._next_ms - self._now_ms) / 1000)
+            await anyio.sleep_until(self._due)
             try:
-                ticks, self._next_ms, self._now_ms = await self._node._io.run(
+                ticks, next_ms, now_ms = await self._node._io.run(
                     "tick", "claim", self.name, self._interval_ms
                 )
             except Exception as exc:
@@ -107,8 +107,9 @@ class Ticker(Service):
                 attempt += 1
                 continue
             attempt = 0
+            self._due = anyio.current_time() + max(0, next_ms - now_ms) / 1000
             if ticks > 0:
-                due = self._next_ms - ticks * int(self._interval_ms)
+                due = next_ms - ticks * int(self._interval_ms)
                 self._wanted = anyio.Event()
                 self._send.send_nowait(Tick(self.name, ms_to_datetime(due), int(ticks)))
 

@@ -103,3 +103,13 @@ async def test_schedule_runs_one_producer_at_a_time_and_applies_plans(
     assert handler.starts == {"a": 1, "b": 1, "c": 1}
     assert handler.stops["a"] == 1
     assert handler.stops["b"] == 1
+
+
+async def test_a_receiver_that_comes_late_gets_the_due_tick_at_once(
+    client: Any, unique: str
+) -> None:
+    async with node(client, unique) as a, a.open_ticker("t", 0.5) as ticker:
+        await anyio.sleep(0.7)  # nobody waited for the tick due at 0.5 s
+        with anyio.fail_after(0.2):  # not one more interval
+            tick = await ticker.__anext__()
+        assert tick.count == 1
