@@ -347,3 +347,25 @@ async def test_g9_defect_11_shutdown_stops_every_job_on_every_node_then_removes_
     with pytest.raises(pool.PoolShuttingDownError):
         async with node(client, unique):
             pass
+
+
+async def test_g9_close_is_bounded_by_worker_shutdown_ttl(client: Any, unique: str) -> None:
+    class StuckStop(Recorder):
+        async def stop(self, key: str) -> None:
+            await super().stop(key)
+            await anyio.sleep_forever()
+
+    stuck, staying = StuckStop(), Recorder()
+    async with node(client, unique) as b:
+        wb = await b.add_worker(staying)
+        async with node(client, unique, worker_shutdown_ttl=0.5) as a:
+            wa = await a.add_worker(stuck)
+            key = next(
+                f"k{i}" for i in range(100) if _routing.owner(f"k{i}", [wa.id, wb.id]) == wa.id
+            )
+            await a.dispatch_job(key, b"")
+            assert key in stuck.running
+            left_at = anyio.current_time()
+        assert anyio.current_time() - left_at < 0.5 + 3.0  # the stuck stop did not hold it
+        assert stuck.stops[key] == 1
+        await wait_until(lambda: key in staying.running, what="handed over")
