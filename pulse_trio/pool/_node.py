@@ -183,6 +183,7 @@ class Node(Service):
         self._trim_below = ""
         self._acks: list[str] = []
         self._acks_ready = anyio.Event()
+        self._flushing = False
         self._wake_heartbeat = anyio.Event()
         self._rebalance_needed = anyio.Event()
         self._released: dict[str, set[str]] = {}
@@ -901,9 +902,26 @@ class Node(Service):
         while True:
             await self._acks_ready.wait()
             self._acks_ready = anyio.Event()
-            await self._flush_acks()
+            if not self._flushing:
+                await self._flush_acks()
+
+    async def _flush_acks_here(self) -> None:
+        """Send queued outcomes from the calling task when no batch is in flight (saves a
+        task switch on the sequential path); otherwise the ack task sends them next."""
+        if not self._flushing and self._acks:
+            with anyio.CancelScope(shield=True):
+                await self._flush_acks()
 
     async def _flush_acks(self) -> None:
+        self._flushing = True
+        try:
+            await self._flush_acks_unguarded()
+        finally:
+            self._flushing = False
+            if self._acks:
+                self._acks_ready.set()
+
+    async def _flush_acks_unguarded(self) -> None:
         while self._acks:
             batch, self._acks = self._acks, []
             statuses, mine = await self._retrying(

@@ -162,6 +162,7 @@ class Worker:
         local.running = True
         node._ack("s", job.key, self.id, token, None)
         node._check_placement(self, job.key)
+        await node._flush_acks_here()
 
     async def _stop_job(self, key: str, token: str, reply: str) -> None:
         """Stop ``key`` for a ``stop_job`` call and answer it."""
