@@ -2,11 +2,13 @@
 process, SIGKILL), jobs dispatched, stopped and notified. After each step, once the pool is
 stable: every job of the model runs on exactly one worker, that worker is alive, no job is
 lost or extra, no job ever ran on two workers at once, and the owner is the routing
-function's choice for the live workers."""
+function's choice for the live workers. 4 examples per backend by default; more with
+``PULSE_POOL_MACHINE_EXAMPLES=25``."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from typing import Any
 
@@ -198,7 +200,7 @@ def test_pool_jobs_always_run_once_on_their_owner(server_url: str, backend: str)
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=4,
+            max_examples=int(os.environ.get("PULSE_POOL_MACHINE_EXAMPLES", "4")),
             stateful_step_count=15,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
