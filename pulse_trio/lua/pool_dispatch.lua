@@ -55,7 +55,7 @@ for i = 5, #ARGV, 6 do
       else
         put_meta(key, m)
         send(wnode, 't', 's', 'k', key, 'w', worker, 'g', m.g, 'p', payload,
-             'c', tostring(now), 'q', '0', 'o', origin)
+             'c', tostring(now), 'q', '0', 'o', origin, 'E', ARGV[2])
         out[#out + 1] = 'sent'
       end
     end

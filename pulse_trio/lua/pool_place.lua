@@ -22,7 +22,7 @@ for i = 2, #ARGV, 3 do
     redis.call('SREM', K.unassigned, key)
     send(wnode, 't', 's', 'k', key, 'w', worker, 'g', m.g,
          'p', redis.call('HGET', K.payloads, key) or '', 'c', tostring(m.c),
-         'q', tostring(m.q), 'o', m.o)
+         'q', tostring(m.q), 'o', m.o, 'E', ARGV[1])
     placed = placed + 1
   elseif m == nil then
     redis.call('SREM', K.unassigned, key)

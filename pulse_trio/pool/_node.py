@@ -493,7 +493,9 @@ class Node(Service):
                 assert local is not None
                 job = Job(item.key, item.payload, ms_to_datetime(int(created)), False, self.id,
                           local.id)  # fmt: skip
-                local._enqueue(item.key, functools.partial(local._start_job, job, token))
+                local._enqueue(
+                    item.key, functools.partial(local._start_job, job, token, members.epoch)
+                )
                 result = "local"
             item.status = result
             item.done.set()
@@ -877,7 +879,7 @@ class Node(Service):
                 node_id=f["o"],
                 worker_id=worker.id,
             )
-            worker._enqueue(key, functools.partial(worker._start_job, job, token))
+            worker._enqueue(key, functools.partial(worker._start_job, job, token, f.get("E", "")))
 
     # --- acknowledgements, in batches
 
@@ -1090,8 +1092,11 @@ class Node(Service):
                 return
             self._update_membership(Membership.from_flat(reply[1:]))
 
-    def _check_placement(self, worker: Worker, key: str) -> None:
-        """After a start: move the job if the membership changed while it started."""
+    def _check_placement(self, worker: Worker, key: str, epoch: str) -> None:
+        """After a start: move the job if the membership changed while it started (``epoch``:
+        the one the start was routed with)."""
+        if epoch == self._membership.epoch:
+            return
         target = _routing.owner(key, self._membership.workers)
         if target is not None and target != worker.id and not worker.removed:
             worker._enqueue(key, lambda: self._move(worker, key))

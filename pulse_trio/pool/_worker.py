@@ -139,8 +139,9 @@ class Worker:
 
     # ------------------------------------------------------------------ operations
 
-    async def _start_job(self, job: Job, token: str) -> None:
-        """Start ``job`` unless this worker runs it already (a redelivered start)."""
+    async def _start_job(self, job: Job, token: str, epoch: str) -> None:
+        """Start ``job`` unless this worker runs it already (a redelivered start); ``epoch``
+        is the membership it was routed with."""
         node = self._node
         local = self._jobs.get(job.key)
         if local is not None and local.running:
@@ -161,7 +162,7 @@ class Worker:
             return
         local.running = True
         node._ack("s", job.key, self.id, token, None)
-        node._check_placement(self, job.key)
+        node._check_placement(self, job.key, epoch)
         await node._flush_acks_here()
 
     async def _stop_job(self, key: str, token: str, reply: str) -> None:
