@@ -14,7 +14,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -1223,7 +1223,3 @@ def open_node(
         raise TypeError(f"client_only must be a bool, not {type(client_only).__name__}")
     options = _Options(ttl, shutdown_ttl, grace, max_queued_jobs, client_only)
     return Node._create(client, name, options, log)
-
-
-def _unreachable(value: Any) -> NoReturn:  # pragma: no cover
-    raise AssertionError(value)

@@ -55,11 +55,6 @@ def node_stream_key(pool: str, node_id: str) -> str:
     return f"{KEY_PREFIX}{{{pool}}}:node:{node_id}"
 
 
-def ticker_key(pool: str) -> str:
-    """The hash of the pool's tickers (name -> next tick and interval)."""
-    return f"{KEY_PREFIX}{{{pool}}}:tickers"
-
-
 def next_id(entry_id: str) -> str:
     """The smallest stream id after ``entry_id`` (for ``XTRIM MINID``)."""
     ms, _, seq = entry_id.partition("-")

@@ -8,11 +8,11 @@ Every method raises only pulse-trio errors (:func:`map_redis_errors`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 from .._boundary import Client, map_redis_errors, text
 from .._lua import bind_script
-from ._protocol import jobs_key, node_stream_key, ticker_key
+from ._protocol import jobs_key, node_stream_key
 
 _SCRIPTS = (
     "register",
@@ -33,10 +33,6 @@ _SCRIPTS = (
     "jobs",
     "tick",
 )
-
-
-def _texts(values: Sequence[Any]) -> list[str]:
-    return [text(v) for v in values]
 
 
 class PoolRedis:
@@ -76,15 +72,6 @@ class PoolRedis:
         with map_redis_errors(f"pool {self.pool!r}: listing workers"):
             flat = await self.client.hgetall(key)
         return {text(k): text(v) for k, v in flat.items()}
-
-    async def add_raw(self, node_id: str, fields: dict[str, str | bytes]) -> None:
-        """Append a raw entry to a node's stream (tests and diagnostics)."""
-        with map_redis_errors(f"pool {self.pool!r}: appending to a node stream"):
-            await self.client.xadd(node_stream_key(self.pool, node_id), cast(Any, fields))
-
-    def ticker_key(self) -> str:
-        """The hash of the pool's tickers."""
-        return ticker_key(self.pool)
 
 
 class ScheduleRecord:
