@@ -291,3 +291,26 @@ async def test_node_stream_reads_stay_below_the_clients_read_timeout(
         await n.dispatch_job("late", b"")
     assert "late" in handler.starts
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_stop_during_a_slow_start_runs_after_it(client: Any, unique: str) -> None:
+    handler = Recorder()
+    handler.start_delay = 0.3
+    outcomes: list[str] = []
+    async with node(client, unique) as n, node(client, unique, client_only=True) as c:
+        await n.add_worker(handler)
+
+        async def dispatch(via: pool.Node, key: str) -> None:
+            await via.dispatch_job(key, b"")
+            outcomes.append(key)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(dispatch, n, "local")  # same-node path
+            tg.start_soon(dispatch, c, "remote")  # through the worker node's stream
+            await wait_until(lambda: handler.starts["local"] + handler.starts["remote"] == 2)
+            await n.stop_job("local")
+            await c.stop_job("remote")
+        assert sorted(outcomes) == ["local", "remote"]  # both had started
+        assert handler.stops == {"local": 1, "remote": 1}
+        assert handler.running == {}
+        assert await n.job_keys() == []
