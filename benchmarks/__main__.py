@@ -29,7 +29,7 @@ import attrs
 import pulse_trio
 import pulse_trio.testing
 
-from . import client, rmap, streaming
+from . import client, pool, rmap, streaming
 from ._common import Client, Result
 
 #: Where the JSON results go (gitignored).
@@ -38,7 +38,12 @@ RESULTS_DIR = Path(__file__).parent / "results"
 BACKENDS = ("trio", "asyncio")
 #: Scenario modules by name; each has NAME, CONSTANTS and ``async run(client, backend)``, or
 #: ``async run_url(url, backend)`` when it opens its own clients (``client``: one server only).
-SCENARIOS: dict[str, ModuleType] = {"client": client, "rmap": rmap, "streaming": streaming}
+SCENARIOS: dict[str, ModuleType] = {
+    "client": client,
+    "pool": pool,
+    "rmap": rmap,
+    "streaming": streaming,
+}
 
 ScenarioRun = Callable[[Client, str], Awaitable[list[Result]]]
 

@@ -1,7 +1,8 @@
 """pulse-trio: event streams, worker pools and replicated maps on Redis, for Trio and asyncio.
 
-The packages are :mod:`pulse_trio.rmap` (replicated maps) and :mod:`pulse_trio.streaming`
-(streams, readers, sinks). This top-level module re-exports what they share: connecting
+The packages are :mod:`pulse_trio.rmap` (replicated maps), :mod:`pulse_trio.streaming`
+(streams, readers, sinks) and :mod:`pulse_trio.pool` (worker pools). This top-level module
+re-exports what they share: connecting
 (:func:`connect`), a throwaway local server (:func:`embedded`; more control in
 :mod:`pulse_trio.testing`) and the root of the error hierarchy.
 """

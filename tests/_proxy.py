@@ -29,6 +29,8 @@ class FreezingProxy:
     target_port: int
     port: int = 0
     links: list[_Link] = attrs.field(factory=list)
+    #: Set by :meth:`freeze_all`: new connections are silent from the start too.
+    all_frozen: bool = False
 
     @property
     def url(self) -> str:
@@ -44,6 +46,12 @@ class FreezingProxy:
                 count += 1
         return count
 
+    def freeze_all(self) -> None:
+        """Silence every connection, and every connection opened from now on (a partition)."""
+        self.all_frozen = True
+        for link in self.links:
+            link.frozen = True
+
     async def _pump(
         self, source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream, link: _Link, up: bool
     ) -> None:
@@ -57,7 +65,7 @@ class FreezingProxy:
                 await sink.send(data)
 
     async def _handle(self, client: anyio.abc.SocketStream) -> None:
-        link = _Link()
+        link = _Link(frozen=self.all_frozen)
         self.links.append(link)
         async with (
             client,

@@ -1,0 +1,101 @@
+"""The pool's I/O layer: every Redis command a pool sends goes through :class:`PoolRedis`.
+
+Few and simple calls (one Lua script per protocol step, a blocking ``XREAD`` of the node's
+own stream, two plain reads), so that porting to another client touches only this module.
+Every method raises only pulse-trio errors (:func:`map_redis_errors`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._boundary import Client, map_redis_errors, text
+from .._lua import bind_script
+from ._protocol import jobs_key, node_stream_key
+
+_SCRIPTS = (
+    "register",
+    "heartbeat",
+    "dispatch",
+    "take",
+    "ack",
+    "place",
+    "release",
+    "remove",
+    "stop",
+    "notify",
+    "withdraw",
+    "shutdown",
+    "shutdown_ack",
+    "shutdown_status",
+    "destroy",
+    "jobs",
+    "tick",
+)
+
+
+class PoolRedis:
+    """The Redis commands of one pool, bound to one client (no I/O until a call)."""
+
+    def __init__(self, client: Client, pool: str) -> None:
+        self.client = client
+        self.pool = pool
+        self.jobs = jobs_key(pool)
+        self._scripts = {
+            name: bind_script(client, f"pool_{name}", prelude="pool_prelude") for name in _SCRIPTS
+        }
+
+    async def run(self, name: str, *args: str | bytes | int) -> Any:
+        """Run the pool script ``pool_<name>.lua`` with the pool's jobs hash as KEYS[1]."""
+        with map_redis_errors(f"pool {self.pool!r}: {name}"):
+            return await self._scripts[name](keys=[self.jobs], args=list(args))
+
+    async def read(
+        self, node_id: str, last_id: str, *, count: int, block_ms: int
+    ) -> list[tuple[str, dict[Any, Any]]]:
+        """Block up to ``block_ms`` for entries of the node's stream after ``last_id``."""
+        key = node_stream_key(self.pool, node_id)
+        with map_redis_errors(f"pool {self.pool!r}: reading node stream"):
+            reply = await self.client.xread({key: last_id}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return [
+            (text(entry.identifier), dict(entry.field_values))
+            for batch in reply.values()
+            for entry in batch
+        ]
+
+    async def workers(self) -> dict[str, str]:
+        """Every registered worker of the pool -> its node."""
+        key = f"{self.jobs[: -len('jobs')]}workers"
+        with map_redis_errors(f"pool {self.pool!r}: listing workers"):
+            flat = await self.client.hgetall(key)
+        return {text(k): text(v) for k, v in flat.items()}
+
+
+class ScheduleRecord:
+    """Which job keys a scheduler started (hash ``scheduled``, field ``<producer> NL <key>``)."""
+
+    def __init__(self, io: PoolRedis, producer: str) -> None:
+        self._io = io
+        self._key = f"{io.jobs[: -len('jobs')]}scheduled"
+        self._prefix = producer + "\n"
+
+    async def keys(self) -> set[str]:
+        """The keys this producer started and did not stop."""
+        with map_redis_errors(f"pool {self._io.pool!r}: reading scheduled keys"):
+            fields = await self._io.client.hkeys(self._key)
+        return {text(f)[len(self._prefix) :] for f in fields if text(f).startswith(self._prefix)}
+
+    async def add(self, keys: Sequence[str]) -> None:
+        """Record started keys."""
+        if keys:
+            with map_redis_errors(f"pool {self._io.pool!r}: recording scheduled keys"):
+                await self._io.client.hset(self._key, {self._prefix + k: "1" for k in keys})
+
+    async def remove(self, keys: Sequence[str]) -> None:
+        """Forget stopped keys."""
+        if keys:
+            with map_redis_errors(f"pool {self._io.pool!r}: forgetting scheduled keys"):
+                await self._io.client.hdel(self._key, [self._prefix + k for k in keys])

@@ -1,0 +1,195 @@
+"""Distributed tickers (:meth:`Node.open_ticker`) and schedulers (:meth:`Node.schedule`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, Self
+
+import anyio
+import anyio.abc
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._boundary import is_transient
+from .._errors import ClosedError
+from .._lifecycle import Service
+from .._retry import backoff_delay
+from ._errors import JobExistsError, JobNotFoundError, PoolClosedError
+from ._protocol import ms_to_datetime, validate_key
+from ._redis import ScheduleRecord
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+
+@attrs.frozen
+class Tick:
+    """One tick of a :class:`Ticker`.
+
+    Attributes:
+        name: The ticker's name.
+        at: When the (first of the) tick(s) it stands for was due (UTC, Redis's clock).
+        count: How many intervals this tick stands for: 1 when it was delivered on time;
+            more when every node of the pool was busy for longer than an interval, in
+            which case the ticks that piled up are delivered together as this one.
+    """
+
+    name: str
+    at: datetime
+    count: int
+
+
+class Ticker(Service):
+    """A ticker shared by the nodes of a pool: made by :meth:`Node.open_ticker`.
+
+    Every tick reaches one node. A node competes for a tick only while its iteration waits
+    for one, so a busy node leaves ticks to idle ones; a tick is never dropped: when every
+    node is busy it waits (in Redis) for the first receiver to be ready, which gets it with
+    :attr:`Tick.count` saying how many intervals elapsed. A tick claimed just as its receiver
+    was cancelled is kept for the next iteration (a buffer of one).
+
+    Cancellation:
+        The ticker's task (waiting for the due time and claiming ticks) lives in its own
+        task group, stopped when the block ends. The schedule itself stays in Redis for the
+        pool's other nodes.
+    """
+
+    _kind = "ticker"
+    _factory = "Node.open_ticker(name, interval)"
+
+    def __init__(self, node: Node, name: str, interval: float) -> None:
+        self.name = name
+        self.interval = interval
+        self._node = node
+        self._interval_ms = str(max(1, round(interval * 1000)))
+        self._send: MemoryObjectSendStream[Tick]
+        self._recv: MemoryObjectReceiveStream[Tick]
+        self._send, self._recv = anyio.create_memory_object_stream[Tick](1)
+        self._wanted = anyio.Event()
+        #: When the next tick is due, on this process's monotonic clock (derived from the
+        #: Redis clock's "next - now" of the last reply, never from a host clock).
+        self._due = 0.0
+
+    def __repr__(self) -> str:
+        return f"<pool.Ticker {self.name!r} every {self.interval}s state={self._state.value}>"
+
+    def _closed_error(self, message: str) -> ClosedError:
+        return PoolClosedError(message)
+
+    async def _prepare(self) -> None:
+        self._node._check_usable("open_ticker")
+        next_ms, now_ms = await self._node._io.run("tick", "open", self.name, self._interval_ms)
+        self._due = anyio.current_time() + max(0, next_ms - now_ms) / 1000
+
+    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
+        tg.start_soon(self._loop)
+
+    def _finish(self) -> None:
+        self._send.close()
+        self._recv.close()
+
+    async def _loop(self) -> None:
+        attempt = 0
+        while True:
+            await self._wanted.wait()
+            await anyio.sleep_until(self._due)
+            try:
+                ticks, next_ms, now_ms = await self._node._io.run(
+                    "tick", "claim", self.name, self._interval_ms
+                )
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await anyio.sleep(backoff_delay(attempt, cap=min(1.0, self.interval)))
+                attempt += 1
+                continue
+            attempt = 0
+            self._due = anyio.current_time() + max(0, next_ms - now_ms) / 1000
+            if ticks > 0:
+                due = next_ms - ticks * int(self._interval_ms)
+                self._wanted = anyio.Event()
+                self._send.send_nowait(Tick(self.name, ms_to_datetime(due), int(ticks)))
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Tick:
+        """Wait for the next tick this node receives."""
+        self._check_open("iteration")
+        self._wanted.set()
+        try:
+            return await self._recv.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+
+@attrs.frozen
+class JobPlan:
+    """What a :class:`JobProducer` wants running after one of its ticks.
+
+    Attributes:
+        start: ``(key, payload)`` pairs to dispatch; a key that already runs counts as
+            started.
+        stop: Keys to stop (ignored when ``stop_all``).
+        stop_all: Stop every job this producer started before that is not in ``start``.
+    """
+
+    start: Sequence[tuple[str, bytes]] = ()
+    stop: Sequence[str] = ()
+    stop_all: bool = False
+
+
+class JobProducer(Protocol):
+    """What :meth:`Node.schedule` calls: a name and a plan."""
+
+    @property
+    def name(self) -> str:
+        """The producer's name (the ticker's name is derived from it)."""
+
+    async def plan(self) -> JobPlan:
+        """The jobs that should run now."""
+
+
+async def run_schedule(
+    node: Node,
+    producer: JobProducer,
+    interval: float,
+    logger: logging.Logger,
+    *,
+    task_status: anyio.abc.TaskStatus[None],
+) -> None:
+    """The task of :meth:`Node.schedule`: plan on each tick this node receives, apply it."""
+    record = ScheduleRecord(node._io, producer.name)
+    async with node.open_ticker(f"schedule:{producer.name}", interval) as ticker:
+        task_status.started()
+        async for _ in ticker:
+            try:
+                plan = await producer.plan()
+                await _apply(node, record, plan)
+            except Exception as exc:
+                # Logged, never fatal: the next tick (on whichever node) tries again.
+                level = logging.WARNING if is_transient(exc) else logging.ERROR
+                logger.log(level, "pool %s: producer %r failed: %r", node.pool, producer.name, exc)
+
+
+async def _apply(node: Node, record: ScheduleRecord, plan: JobPlan) -> None:
+    started: list[str] = []
+    wanted = set()
+    for key, payload in plan.start:
+        validate_key(key)
+        wanted.add(key)
+        # A key that already runs satisfies the plan (it is not retried every tick).
+        with contextlib.suppress(JobExistsError):
+            await node.dispatch_job(key, payload)
+        started.append(key)
+    await record.add(started)
+    targets = sorted(await record.keys() - wanted) if plan.stop_all else list(plan.stop)
+    stopped: list[str] = []
+    for key in targets:
+        with contextlib.suppress(JobNotFoundError):
+            await node.stop_job(key)
+        stopped.append(key)
+    await record.remove(stopped)
