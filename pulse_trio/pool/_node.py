@@ -868,9 +868,12 @@ class Node(Service):
                 continue
             if state == "dup":
                 local = worker._jobs.get(key)
-                if local is not None and local.running:
-                    self._ack("s", key, worker.id, token, None)
-                continue
+                if local is not None:
+                    if local.running:
+                        self._ack("s", key, worker.id, token, None)
+                    continue
+                # Taken for this worker and never started here: an earlier attempt of this
+                # very call ran in Redis but its reply was lost. Start it now, or nobody will.
             job = Job(
                 key=key,
                 payload=message.payload,

@@ -1,0 +1,63 @@
+"""Faults at awkward moments: a script that ran in Redis but whose reply was lost (the
+connection dropped after Redis executed it), and a node that closes while a batch of starts
+is being taken.
+
+The lost reply is injected by wrapping the node's ``PoolRedis.run``: the script runs for real,
+then the call raises ``RedisUnavailableError`` as a dropped connection would, and the node's
+retry runs it a second time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+import pulse_trio
+from pulse_trio import pool
+
+from .._util import wait_until
+from ._helpers import Recorder, node
+
+pytestmark = pytest.mark.anyio
+
+
+def lose_reply_once(n: pool.Node, script: str) -> list[str]:
+    """Make the first call of ``script`` on ``n`` run in Redis and then fail as if its reply
+    had been lost. Returns a list that records each call of ``script``."""
+    original = n._io.run
+    calls: list[str] = []
+
+    async def run(name: str, *args: Any) -> Any:
+        reply = await original(name, *args)
+        if name == script:
+            calls.append(name)
+            if len(calls) == 1:
+                raise pulse_trio.RedisUnavailableError(f"{script}: reply lost (injected)")
+        return reply
+
+    n._io.run = run  # type: ignore[method-assign]
+    return calls
+
+
+async def test_a_take_whose_reply_was_lost_still_starts_the_job(client: Any, unique: str) -> None:
+    """The retried ``pool_take`` answers ``dup`` (the first call took the job): the worker
+    must start it all the same, not leave it taken by nobody with its dispatcher waiting
+    forever."""
+    handler = Recorder()
+    async with (
+        node(client, unique, ack_grace_period=0.5) as a,
+        node(client, unique) as b,
+    ):
+        await b.add_worker(handler)
+        await wait_until(lambda: len(a._membership.workers) == 1, what="a sees the worker")
+        calls = lose_reply_once(b, "take")
+        with anyio.fail_after(5):
+            await a.dispatch_job("k", b"x")
+        assert len(calls) == 2
+        assert handler.starts["k"] == 1
+        assert "k" in handler.running
+        info = await a.job("k")
+        assert info is not None
+        assert info.state == "running"
