@@ -65,7 +65,9 @@ for i = 5, #ARGV, 7 do
       redis.call('SREM', K.queued, key)
       if m.d ~= '' then
         answer(m.r, m.d, '1', '')
-        m.d, m.r = '', ''
+        -- Remember which dispatch was answered: if the answer is lost (its node was reaped,
+        -- or this script's reply was), pool_withdraw still tells that dispatcher it started.
+        m.a, m.d, m.r = m.d, '', ''
       end
       put_meta(key, m)
       out[#out + 1] = 'ok'

@@ -5,6 +5,7 @@
 -- Job records (jobs hash, job key -> JSON): s state (pending|starting|running|stopping|
 -- unassigned|retry|failed), w worker, n the worker's node, g assignment token, t taken (0/1),
 -- d dispatch token and r dispatcher node of a dispatch still waiting ('' once answered),
+-- a the dispatch token whose successful start was answered,
 -- c created (ms, Redis clock), o origin node, q requeued (0/1), f failed starts, e last error,
 -- sd/sr stop token and stopping node.
 local P = string.sub(KEYS[1], 1, -5)

@@ -8,10 +8,11 @@
 -- taken, never both.
 local key, token = ARGV[1], ARGV[2]
 local m = get_meta(key)
-if not m or (m.d ~= token and m.s ~= 'running') then
-  return 'gone'
+if m and m.a == token then
+  -- Its start succeeded and was answered (the answer may have been lost on the way).
+  return 'running'
 end
-if m.d ~= token then
+if not m or m.d ~= token then
   return 'gone'
 end
 if m.s == 'running' then

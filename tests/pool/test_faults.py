@@ -61,3 +61,49 @@ async def test_a_take_whose_reply_was_lost_still_starts_the_job(client: Any, uni
         info = await a.job("k")
         assert info is not None
         assert info.state == "running"
+
+
+async def test_an_ack_whose_reply_was_lost_does_not_fail_a_started_dispatch(
+    client: Any, unique: str
+) -> None:
+    """A local dispatch is answered in the reply of the node's own ``pool_ack``; when that
+    reply is lost the retried ack has nothing left to answer. The dispatcher's withdrawal must
+    then find that the job runs (guarantee 6), not report it failed."""
+    handler = Recorder()
+    async with node(client, unique, ack_grace_period=0.5) as n:
+        await n.add_worker(handler)
+        calls = lose_reply_once(n, "ack")
+        with anyio.fail_after(5):
+            await n.dispatch_job("k", b"x")
+        assert len(calls) == 2
+        assert handler.starts["k"] == 1
+        info = await n.job("k")
+        assert info is not None
+        assert info.state == "running"
+
+
+async def test_a_dispatch_whose_answer_was_dropped_with_its_reaped_node_does_not_fail(
+    client: Any, unique: str
+) -> None:
+    """The worker's ack answers a dispatcher on another node through that node's stream; if
+    that node was reaped just then (a pause past ``worker_ttl``), the answer is dropped. The
+    withdrawal after ``ack_grace_period`` must find the job running, not report it failed."""
+    handler = Recorder()
+    async with (
+        node(client, unique, ack_grace_period=0.5, client_only=True) as a,
+        node(client, unique) as b,
+    ):
+        await b.add_worker(handler)
+        await wait_until(lambda: len(a._membership.workers) == 1, what="a sees the worker")
+        original = b._io.run
+
+        async def run(name: str, *args: Any) -> Any:
+            if name == "ack":
+                # a is declared dead just before the ack answers it (its stream goes too).
+                await client.zrem(f"pulse-trio:pool:{{{unique}}}:nodes", [a.id])
+            return await original(name, *args)
+
+        b._io.run = run  # type: ignore[method-assign]
+        with anyio.fail_after(5):
+            await a.dispatch_job("k", b"x")
+        assert handler.starts["k"] == 1
