@@ -150,6 +150,12 @@ class Worker:
             local.token = token
             node._ack("s", job.key, self.id, token, None)
             return
+        if self.removed or node._closing or node._fenced or node._shutting_down:
+            # This worker already stopped its jobs (it is leaving, its node closes, fences or
+            # shuts down): a start that arrives now would never be stopped and would run on
+            # while the pool restarts it elsewhere (reference §12 #4). Its record stays with
+            # this worker until the removal that follows makes it unassigned.
+            return
         local = self._jobs[job.key] = _LocalJob(job, token)
         try:
             await self.handler.start(job)

@@ -107,3 +107,52 @@ async def test_a_dispatch_whose_answer_was_dropped_with_its_reaped_node_does_not
         with anyio.fail_after(5):
             await a.dispatch_job("k", b"x")
         assert handler.starts["k"] == 1
+
+
+async def test_a_node_closing_while_it_takes_starts_never_leaves_a_job_started_unstopped(
+    client: Any, unique: str
+) -> None:
+    """Starts taken while the node closes arrive after it stopped its jobs: they must not
+    reach the handler (a job started and never stopped would run on as a zombie while the
+    pool restarts it elsewhere, reference §12 #4)."""
+    handler = Recorder()
+    taking = anyio.Event()
+    took = anyio.Event()
+    async with node(client, unique, client_only=True, ack_grace_period=1.0) as a:
+        outcome: list[str] = []
+
+        async def dispatch() -> None:
+            try:
+                await a.dispatch_job("k", b"x")
+                outcome.append("started")
+            except pool.PoolError as exc:
+                outcome.append(type(exc).__name__)
+
+        async with anyio.create_task_group() as tg:
+            async with node(client, unique) as b:
+                original = b._io.run
+
+                async def run(name: str, *args: Any) -> Any:
+                    if name == "take":
+                        taking.set()
+                        await wait_until(lambda: b._closing, what="b closing")
+                        try:
+                            return await original(name, *args)
+                        finally:
+                            took.set()
+                    if name == "remove" and b._closing:
+                        with anyio.move_on_after(2):
+                            await took.wait()
+                        await anyio.sleep(0.05)  # let the taken starts run, if they would
+                    return await original(name, *args)
+
+                b._io.run = run  # type: ignore[method-assign]
+                await b.add_worker(handler)
+                await wait_until(lambda: len(a._membership.workers) == 1, what="a sees it")
+                tg.start_soon(dispatch)
+                with anyio.fail_after(5):
+                    await taking.wait()
+            assert took.is_set()
+        assert handler.starts["k"] == handler.stops["k"]
+        assert handler.running == {}
+        assert outcome in (["DispatchTimeoutError"], ["started"])
