@@ -2,7 +2,8 @@
 -- KEYS[1]: the pool's jobs hash (see pool_prelude.lua)
 -- ARGV[1]: job key; ARGV[2]: the stopping node; ARGV[3]: stop token
 -- returns: 'notfound' | 'removed' (no worker had started it: removed at once) |
---          'sent' (the owner will answer on the stopping node's stream)
+--          'sent' (the owner will answer on the stopping node's stream) |
+--          'busy' (another stop is under way: the caller polls until the job is gone)
 -- Atomicity: the job cannot be taken, moved or started between the check and the removal.
 local key, node, token = ARGV[1], ARGV[2], ARGV[3]
 local m = get_meta(key)
@@ -10,7 +11,7 @@ if not m then
   return 'notfound'
 end
 if m.s == 'stopping' and m.t == 1 then
-  -- A stop is under way: answer this caller too when it completes.
+  -- A stop is under way: the caller retries until that one removed the job.
   return 'busy'
 end
 if (m.s == 'pending' and m.t == 0) or m.s == 'unassigned' or m.s == 'retry'

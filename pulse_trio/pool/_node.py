@@ -546,6 +546,9 @@ class Node(Service):
     async def stop_job(self, key: str) -> None:
         """Stop a job: returns once its worker's ``stop`` returned and the job is gone.
 
+        A call that finds another ``stop_job`` of the same job under way waits for that one
+        and returns when the job is gone (the other call reports the handler's error, if any).
+
         Raises:
             JobNotFoundError: No job with this key.
             JobStopError: The handler's ``stop`` raised (the job is removed anyway).
@@ -560,6 +563,9 @@ class Node(Service):
             attempt = 0
             while True:
                 status = text(await self._io.run("stop", key, self.id, token))
+                if status == "notfound" and attempt > 0:
+                    # Another stop_job was stopping it when this one came: it is stopped.
+                    return
                 if status == "notfound":
                     raise JobNotFoundError(f"no job {key!r} in pool {self.pool!r}", key=key)
                 if status == "removed":

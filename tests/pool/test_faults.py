@@ -17,7 +17,7 @@ import pytest
 import pulse_trio
 from pulse_trio import pool
 
-from .._util import wait_until
+from .._util import wait_until, wait_until_async
 from ._helpers import Recorder, node
 
 pytestmark = pytest.mark.anyio
@@ -156,3 +156,48 @@ async def test_a_node_closing_while_it_takes_starts_never_leaves_a_job_started_u
         assert handler.starts["k"] == handler.stops["k"]
         assert handler.running == {}
         assert outcome in (["DispatchTimeoutError"], ["started"])
+
+
+async def test_concurrent_stops_of_one_job_both_return_once_it_stopped(
+    client: Any, unique: str
+) -> None:
+    """A second ``stop_job`` arriving while the owner is stopping the job (``busy``) waits for
+    that stop (as pool_stop.lua promises) and returns: the job it asked to stop is stopped. It
+    must not report ``JobNotFoundError`` for a job that existed when it was called."""
+    handler = Recorder()
+    release = anyio.Event()
+    original_stop = handler.stop
+
+    async def slow_stop(key: str) -> None:
+        await release.wait()
+        await original_stop(key)
+
+    handler.stop = slow_stop  # type: ignore[method-assign]
+    outcomes: list[str] = []
+    async with node(client, unique) as n:
+        await n.add_worker(handler)
+        await n.dispatch_job("k", b"")
+
+        async def stop() -> None:
+            try:
+                await n.stop_job("k")
+                outcomes.append("ok")
+            except pool.JobNotFoundError:
+                outcomes.append("notfound")
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stop)
+                await wait_until_async(
+                    lambda: _state(n, "k", "stopping"), what="first stop under way"
+                )
+                tg.start_soon(stop)
+                await anyio.sleep(0.05)
+                release.set()
+    assert outcomes == ["ok", "ok"]
+    assert handler.stops["k"] == 1
+
+
+async def _state(n: pool.Node, key: str, state: str) -> bool:
+    info = await n.job(key)
+    return info is not None and info.state == state
