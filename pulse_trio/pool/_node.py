@@ -154,6 +154,10 @@ class Node(Service):
         pool: The pool's name.
         client_only: Whether the node only dispatches, stops, notifies and lists.
 
+    Errors: besides what each method lists, any call that reaches Redis may raise
+    :class:`pulse_trio.RedisCommandError` when Redis rejects a command (an ACL denial,
+    ``OOM``, ``READONLY`` on a replica), with the client's error chained.
+
     Cancellation:
         The node's tasks (heartbeat, stream reader, acknowledgement sender, fencing watchdog,
         workers and their handlers' calls) live in its task group; leaving the block hands
