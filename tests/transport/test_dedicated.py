@@ -157,6 +157,11 @@ async def test_slow_consumer_is_not_mistaken_for_a_dead_connection(
     ):
         for i in range(50):
             await client.execute("PUBLISH", channel, i)
+        # The reader is held up by the full buffer before the PING is sent (on a loaded
+        # machine it may not have read anything yet, and then a PING timeout is right).
+        with anyio.fail_after(5):
+            while not sub._delivering:
+                await anyio.sleep(0.005)
         async with anyio.create_task_group() as tg:
             tg.start_soon(sub.ping)  # answered only once the reader can read again
             # The consumer is slow on purpose: many health-check intervals and PING
