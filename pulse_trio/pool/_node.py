@@ -374,7 +374,13 @@ class Node(Service):
             PoolShuttingDownError: The pool is shutting down.
             PoolClosedError: The node's block is not running.
             RedisUnavailableError: Redis could not be reached within ``ack_grace_period``
-                (whether the job was admitted is then unknown: check with :meth:`job`).
+                (whether the job was admitted is then unknown: check with :meth:`job`), or
+                while withdrawing a job no worker took in time (whether it was withdrawn is
+                then unknown too).
+            RedisCommandError: Redis rejected the dispatch or the withdrawal (an ACL denial,
+                ``OOM``, ``READONLY`` on a replica), with the client's error chained.
+            PoolError: The membership changed on every one of 20 routing attempts of one
+                batch (not seen in practice).
 
         Cancellation:
             If the call is cancelled after the job was admitted, the job is withdrawn if no
