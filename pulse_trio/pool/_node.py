@@ -202,6 +202,8 @@ class Node(Service):
         self._fenced = False
         self._fencing_done = anyio.Event()
         self._fencing_done.set()
+        #: Starts read while fenced, taken once recovery re-registered the workers.
+        self._deferred_starts: list[Message] = []
         self._closing = False
         self._shutting_down = False
         self._shutdown_handled = False
@@ -372,7 +374,13 @@ class Node(Service):
             PoolShuttingDownError: The pool is shutting down.
             PoolClosedError: The node's block is not running.
             RedisUnavailableError: Redis could not be reached within ``ack_grace_period``
-                (whether the job was admitted is then unknown: check with :meth:`job`).
+                (whether the job was admitted is then unknown: check with :meth:`job`), or
+                while withdrawing a job no worker took in time (whether it was withdrawn is
+                then unknown too).
+            RedisCommandError: Redis rejected the dispatch or the withdrawal (an ACL denial,
+                ``OOM``, ``READONLY`` on a replica), with the client's error chained.
+            PoolError: The membership changed on every one of 20 routing attempts of one
+                batch (not seen in practice).
 
         Cancellation:
             If the call is cancelled after the job was admitted, the job is withdrawn if no
@@ -859,7 +867,14 @@ class Node(Service):
 
     async def _take(self, starts: list[Message]) -> None:
         """Take a batch of starts in one script call, then start the taken ones."""
-        if self.client_only or self._closing or self._fenced or self._shutting_down:
+        if self.client_only or self._closing or self._shutting_down:
+            return
+        if self._fenced:
+            # Not now (the lease lapsed), but not dropped either: recovery's register may
+            # already have run and another node placed a job on our worker, a start valid
+            # after recovery. Recovery takes them all; the ones its remove made obsolete
+            # (every start assigned before it) come back 'stale' from pool_take.
+            self._deferred_starts += starts
             return
         args: list[str] = []
         for m in starts:
@@ -1068,6 +1083,9 @@ class Node(Service):
         self._lease_until = sent + FENCE_FRACTION * self._options.worker_ttl
         self._fenced = False
         self._logger.warning("pool %s: node %s re-registered after fencing", self.pool, self.id)
+        deferred, self._deferred_starts = self._deferred_starts, []
+        if deferred and self._task_group is not None:
+            self._task_group.start_soon(self._take, deferred)
         self._wake_heartbeat.set()
 
     async def _stop_all_locally(self, workers: list[Worker]) -> None:

@@ -24,6 +24,10 @@ from ._redis import ScheduleRecord
 if TYPE_CHECKING:
     from ._node import Node
 
+#: Longest time a claim, or handing a tick back when the ticker closes, may take (seconds):
+#: both run shielded from cancellation so that a claimed tick is never lost to it.
+SHIELDED_CALL_TIMEOUT = 5.0
+
 
 @attrs.frozen
 class Tick:
@@ -48,8 +52,15 @@ class Ticker(Service):
     Every tick reaches one node. A node competes for a tick only while its iteration waits
     for one, so a busy node leaves ticks to idle ones; a tick is never dropped: when every
     node is busy it waits (in Redis) for the first receiver to be ready, which gets it with
-    :attr:`Tick.count` saying how many intervals elapsed. A tick claimed just as its receiver
-    was cancelled is kept for the next iteration (a buffer of one).
+    :attr:`Tick.count` saying how many intervals elapsed.
+
+    A tick claimed just as its receiver was cancelled is kept for the next iteration (a
+    buffer of one; no other tick is claimed meanwhile). If the ticker closes first, closing
+    hands that tick back to the pool (as does a claim still in flight when it closes): the
+    next receiver on any node gets it, with its own :attr:`Tick.at` and :attr:`Tick.count`.
+    Only if Redis cannot be reached while closing (within 5 s) is the tick lost, and then a
+    warning says so; ticks handed back to a ticker whose interval was changed meanwhile are
+    discarded with the old schedule.
 
     Cancellation:
         The ticker's task (waiting for the due time and claiming ticks) lives in its own
@@ -72,6 +83,11 @@ class Ticker(Service):
         #: When the next tick is due, on this process's monotonic clock (derived from the
         #: Redis clock's "next - now" of the last reply, never from a host clock).
         self._due = 0.0
+        #: Set when the ticker closes: no claim starts after it.
+        self._closing = False
+        #: Set while no claim is in flight (a claim's tick lands in the buffer before).
+        self._claim_done = anyio.Event()
+        self._claim_done.set()
 
     def __repr__(self) -> str:
         return f"<pool.Ticker {self.name!r} every {self.interval}s state={self._state.value}>"
@@ -87,6 +103,49 @@ class Ticker(Service):
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         tg.start_soon(self._loop)
 
+    async def _stop(self) -> None:
+        """Hand back a tick claimed and not delivered (its receiver left), so that another
+        receiver gets it instead of nobody."""
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            await self._claim_done.wait()
+            try:
+                tick = self._recv.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            due_ms = round(tick.at.timestamp() * 1000)
+            try:
+                with anyio.fail_after(SHIELDED_CALL_TIMEOUT):
+                    kept = await self._node._io.run(
+                        "tick",
+                        "release",
+                        self.name,
+                        self._interval_ms,
+                        str(due_ms),
+                        str(tick.count),
+                    )
+            except Exception as exc:
+                if not is_transient(exc) and not isinstance(exc, TimeoutError):
+                    raise
+                self._node._logger.warning(
+                    "pool %s: ticker %r closed with an undelivered tick (due %s, count %d) "
+                    "that it could not hand back: %r",
+                    self._node.pool,
+                    self.name,
+                    tick.at.isoformat(),
+                    tick.count,
+                    exc,
+                )
+                return
+            if not kept:
+                self._node._logger.warning(
+                    "pool %s: ticker %r: the undelivered tick due %s was not handed back: "
+                    "the ticker's interval changed meanwhile",
+                    self._node.pool,
+                    self.name,
+                    tick.at.isoformat(),
+                )
+
     def _finish(self) -> None:
         self._send.close()
         self._recv.close()
@@ -96,22 +155,30 @@ class Ticker(Service):
         while True:
             await self._wanted.wait()
             await anyio.sleep_until(self._due)
+            if self._closing:
+                return
+            self._claim_done = anyio.Event()
             try:
-                ticks, next_ms, now_ms = await self._node._io.run(
-                    "tick", "claim", self.name, self._interval_ms
-                )
+                # Shielded: cancelled after Redis ran it, the claimed tick would be lost.
+                with anyio.fail_after(SHIELDED_CALL_TIMEOUT, shield=True):
+                    ticks, next_ms, now_ms, due = await self._node._io.run(
+                        "tick", "claim", self.name, self._interval_ms
+                    )
+                self._due = anyio.current_time() + max(0, next_ms - now_ms) / 1000
+                if ticks > 0:
+                    self._wanted = anyio.Event()
+                    self._send.send_nowait(Tick(self.name, ms_to_datetime(due), int(ticks)))
             except Exception as exc:
-                if not is_transient(exc):
+                if not is_transient(exc) and not isinstance(exc, TimeoutError):
                     raise
-                await anyio.sleep(backoff_delay(attempt, cap=min(1.0, self.interval)))
+                delay = backoff_delay(attempt, cap=min(1.0, self.interval))
                 attempt += 1
-                continue
-            attempt = 0
-            self._due = anyio.current_time() + max(0, next_ms - now_ms) / 1000
-            if ticks > 0:
-                due = next_ms - ticks * int(self._interval_ms)
-                self._wanted = anyio.Event()
-                self._send.send_nowait(Tick(self.name, ms_to_datetime(due), int(ticks)))
+            else:
+                attempt, delay = 0, 0.0
+            finally:
+                self._claim_done.set()
+            if delay:
+                await anyio.sleep(delay)
 
     def __aiter__(self) -> Self:
         return self

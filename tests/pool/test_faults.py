@@ -16,6 +16,7 @@ import pytest
 
 import pulse_trio
 from pulse_trio import pool
+from pulse_trio.pool._protocol import node_stream_key
 
 from .._util import wait_until, wait_until_async
 from ._helpers import Recorder, node
@@ -201,3 +202,67 @@ async def test_concurrent_stops_of_one_job_both_return_once_it_stopped(
 async def _state(n: pool.Node, key: str, state: str) -> bool:
     info = await n.job(key)
     return info is not None and info.state == state
+
+
+def _entry_id(raw: Any) -> tuple[int, int]:
+    ms, _, seq = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def test_a_start_placed_while_recovery_re_registers_is_not_lost(
+    client: Any, unique: str
+) -> None:
+    """Recovery after fencing removes the node's workers, then registers them again. Once the
+    register ran in Redis, another node may place a requeued job on this node's worker
+    before the node counts itself unfenced; the start it reads in that window must still be
+    taken (guarantee 4), not consumed and dropped while the record stays ``pending`` on a
+    live worker with nobody to place it again."""
+    handler = Recorder()
+    hold = anyio.Event()
+    registered = anyio.Event()
+    failing = [False]
+    async with node(client, unique) as a, node(client, unique) as b:
+        worker = await b.add_worker(handler)
+        await wait_until(lambda: len(a._membership.workers) == 1, what="a sees the worker")
+        await a.dispatch_job("k", b"x")
+        original = b._io.run
+
+        async def run(name: str, *args: Any) -> Any:
+            if name == "heartbeat" and failing[0]:
+                raise pulse_trio.RedisUnavailableError("heartbeat: unreachable (injected)")
+            reply = await original(name, *args)
+            if name == "register" and b._fenced and not hold.is_set():
+                registered.set()
+                await hold.wait()  # the reply of the register is still on its way
+            return reply
+
+        b._io.run = run  # type: ignore[method-assign]
+        failing[0] = True
+        with anyio.fail_after(10):
+            await wait_until(lambda: b._fenced and handler.stops["k"] == 1, within=10)
+            failing[0] = False
+            await registered.wait()
+
+        # a (no workers of its own) places the job on b's re-registered worker ...
+        async def placed_on_b() -> bool:
+            info = await a.job("k")
+            return info is not None and info.state == "pending" and info.worker_id == worker.id
+
+        await wait_until_async(placed_on_b, what="k placed on b's worker")
+        # ... and b's stream reader has read that start while b still counts itself fenced.
+        stream = node_stream_key(unique, b.id)
+        entries = await client.xrevrange(stream, count=1)
+        assert entries
+        last = _entry_id(entries[0][0])
+        await wait_until(lambda: _entry_id(b._cursor) >= last, what="b read the start")
+        assert b._fenced
+        hold.set()
+
+        async def running() -> bool:
+            info = await a.job("k")
+            return info is not None and info.state == "running"
+
+        await wait_until_async(running, what="k running again, not left pending on b")
+        assert "k" in handler.running
+        assert handler.starts["k"] == 2
+        assert not b.statistics().is_fenced

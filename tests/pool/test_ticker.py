@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from pulse_trio import pool
+from pulse_trio.pool._protocol import ms_to_datetime
 
 from .._util import wait_until
 from ._helpers import Recorder, node
@@ -113,3 +114,52 @@ async def test_a_receiver_that_comes_late_gets_the_due_tick_at_once(
         with anyio.fail_after(0.2):  # not one more interval
             tick = await ticker.__anext__()
         assert tick.count == 1
+
+
+@pytest.mark.parametrize("later", [0, 2])
+async def test_g10_a_tick_claimed_for_a_receiver_that_left_is_handed_back_on_close(
+    client: Any, unique: str, later: int
+) -> None:
+    """A tick claimed just as its receiver was cancelled waits in the ticker's buffer for the
+    next iteration. If there is none (the ticker closes), closing hands the tick back to the
+    pool: another node's receiver gets it (its due time, its count), it is not dropped, also
+    when that node received ``later`` ticks meanwhile."""
+    claimed: list[tuple[int, int]] = []
+    interval_ms = round(INTERVAL * 1000)
+    async with (
+        node(client, unique) as a,
+        node(client, unique) as b,
+        b.open_ticker("t", INTERVAL) as other,
+    ):
+        async with a.open_ticker("t", INTERVAL) as ticker:
+            receiver = anyio.CancelScope()
+            original = a._io.run
+
+            async def run(name: str, *args: Any) -> Any:
+                reply = await original(name, *args)
+                if name == "tick" and args[0] == "claim" and reply[0] > 0:
+                    claimed.append((int(reply[0]), int(reply[1])))
+                    receiver.cancel()  # the receiver leaves as its tick is claimed
+                return reply
+
+            a._io.run = run  # type: ignore[method-assign]
+
+            async def receive() -> None:
+                with receiver:
+                    await ticker.__anext__()
+
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(receive)
+            assert len(claimed) == 1
+            for _ in range(later):
+                with anyio.fail_after(5):
+                    await other.__anext__()
+        # a's ticker closed with the claimed tick undelivered: b must get it.
+        with anyio.fail_after(5):
+            tick = await other.__anext__()
+    count, next_ms = claimed[0]
+    assert tick.at == ms_to_datetime(next_ms - count * interval_ms)
+    assert tick.count >= count
+    if later:
+        assert tick.count == count
