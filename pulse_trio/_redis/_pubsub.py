@@ -185,14 +185,16 @@ class Subscription:
         while self._pongs < target:
             with anyio.move_on_after(timeout) as scope:
                 await self._pong_event.wait()
-            if scope.cancelled_caught and not self._delivering:
+            silent_for = anyio.current_time() - self._last_activity
+            if scope.cancelled_caught and not self._delivering and silent_for >= timeout:
                 if self._conn is conn:  # not already replaced while this PING waited
                     self._drop_connection()
                 raise RedisUnavailableError(
                     f"the subscriber connection did not answer PING in {timeout} s"
                 )
             # Woken by a PONG (maybe an earlier PING's), or timed out while the reader was
-            # held up by a full buffer (a slow consumer, not a dead connection): wait on.
+            # held up by a full buffer or has read something within the timeout (a slow
+            # consumer draining, not a dead connection): wait on.
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         backoff = Backoff()
