@@ -139,6 +139,8 @@ class StreamConsumer:
         #: Set when this instance's consumer was deleted from the group on leaving.
         self.released = False
         self.scope = anyio.CancelScope()
+        #: Set when :meth:`run` began (its ``done`` is then set when it ends).
+        self.running = False
         self.done = anyio.Event()
 
     def _log(self, level: int, message: str, *args: Any, **extra: Any) -> None:
@@ -228,7 +230,12 @@ class StreamConsumer:
             )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """Register, then read and reclaim until cancelled; unregister on the way out."""
+        """Register, then read and reclaim until cancelled; unregister on the way out.
+
+        Once started, the sink shields :attr:`scope` (see :meth:`shield`): then only the
+        sink ends it, with ``scope.cancel()``.
+        """
+        self.running = True
         try:
             with self.scope:
                 try:
@@ -246,6 +253,20 @@ class StreamConsumer:
             if not self.released:
                 self.core.consumer_kept = True
             self.done.set()
+
+    def shield(self) -> None:
+        """From now on only the sink stops this stream (``scope.cancel()``).
+
+        Called once ``run`` has started: a cancellation of the sink's block must not
+        unregister the consumer before the sink's ``_stop`` has sent the queued acks and
+        stopped the keep-alive loop (which would list the consumer again).
+        """
+        self.scope.shield = True
+
+    async def wait_done(self) -> None:
+        """Wait for :meth:`run` to end (at once if it never began)."""
+        if self.running:
+            await self.done.wait()
 
     # ------------------------------------------------------------------ reading
 
