@@ -139,6 +139,11 @@ class StreamConsumer:
         #: Set when this instance's consumer was deleted from the group on leaving.
         self.released = False
         self.scope = anyio.CancelScope()
+        #: Whether the keep-alive loop keeps this consumer in the membership map: from its
+        #: registration until it unregisters (``listing`` orders the two, so a repair that
+        #: read the map before the consumer unregistered does not list it again after).
+        self.listed = False
+        self.listing = anyio.Lock()
         #: Set when :meth:`run` began (its ``done`` is then set when it ends).
         self.running = False
         self.done = anyio.Event()
@@ -185,6 +190,7 @@ class StreamConsumer:
         with stream_errors(self.name, f"registering consumer {core.consumer}"):
             await core.client.xgroup_createconsumer(self.key, core.name, core.consumer)
         await self.members.append(core.name, [core.consumer], unique=True)
+        self.listed = True
 
     async def ensure_listed(self) -> None:
         """Put this consumer back in the membership map if it is missing from it.
@@ -193,16 +199,21 @@ class StreamConsumer:
         removes the consumer; both are repaired by the next keep-alive.
         """
         core = self.core
-        try:
-            listed = await self.members.get_values(core.name) or []
-        except ValueError:
-            listed = []
-        if core.consumer not in listed:
-            await self.members.append(core.name, [core.consumer], unique=True)
+        async with self.listing:
+            if not self.listed:
+                return  # not registered yet, or unregistering
+            try:
+                listed = await self.members.get_values(core.name) or []
+            except ValueError:
+                listed = []
+            if core.consumer not in listed:
+                await self.members.append(core.name, [core.consumer], unique=True)
 
     async def unregister(self) -> None:
         """Delete this instance's consumer if nothing is pending on it (called on leaving)."""
         core = self.core
+        async with self.listing:  # a repair in flight lands first; no repair after this
+            self.listed = False
         try:
             with map_redis_errors(f"sink {core.name!r}: deleting consumer {core.consumer}"):
                 result: Any = await core.scripts["sink_delete_consumer"](

@@ -345,3 +345,25 @@ async def test_add_stream_cancelled_at_any_point_leaves_nothing_behind(
             await sink.add_stream(retry)
             await retry.add("after", b"")
             await wait_until(lambda: [e.event_name for e in events] == ["after"])
+
+
+async def test_a_removed_stream_is_not_listed_again_by_a_keepalive_tick(
+    client: Client, unique: str
+) -> None:
+    """A keep-alive tick repairs the membership of every stream with one HGET each: a tick
+    that read a stream's map before ``remove_stream`` unregistered the consumer must not put
+    it back after (the consumer left the group, so nobody would ever remove the entry)."""
+    streams = [Stream(client, f"{unique}-{i}") for i in range(12)]
+    relisted = []
+    async with streams[0].open_sink("s", block=0.1, ack_grace_period=0.03) as sink:
+        for stream in streams[1:]:
+            await sink.add_stream(stream)
+        for attempt in range(24):
+            removed = streams[-1 - attempt % 6]
+            await sink.remove_stream(removed)
+            await anyio.sleep(0.05)  # let the keep-alive ticks in flight land
+            members = await client.hget(f"map:stream:{removed.name}:sinks:content", "s")
+            if members is not None and sink.consumer in json.loads(members):
+                relisted.append(attempt)
+            await sink.add_stream(removed)
+    assert relisted == []
