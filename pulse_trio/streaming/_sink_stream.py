@@ -427,7 +427,14 @@ class StreamConsumer:
         core = self.core
         delivered = event.deliveries - 1
         target = core.options.dead_letter
-        with stream_errors(self.name, f"moving event {event.id} to the dead letters"):
+        # A key of the wrong type here is the dead-letter stream's (the read loop reports
+        # the stream's own).
+        with stream_errors(
+            target or self.name,
+            f"dead-lettering event {event.id} of stream {self.name!r}"
+            if target
+            else f"dropping event {event.id} after max_deliveries",
+        ):
             if target is None:
                 await core.client.xack(self.key, core.name, [event.id])
             else:

@@ -11,6 +11,8 @@ import anyio.abc
 import pytest
 
 import pulse_trio
+from pulse_trio import streaming
+from pulse_trio._boundary import leaves
 from pulse_trio._lua import bind_script
 from pulse_trio.streaming import OLDEST, Event, Stream
 from pulse_trio.streaming._options import lease_key
@@ -367,3 +369,24 @@ async def test_a_removed_stream_is_not_listed_again_by_a_keepalive_tick(
                 relisted.append(attempt)
             await sink.add_stream(removed)
     assert relisted == []
+
+
+async def test_a_dead_letter_key_of_another_type_is_reported_as_such(
+    client: Client, unique: str
+) -> None:
+    """A dead-letter key holding a string ends the sink with a StreamError that names the
+    dead-letter stream, not the stream the sink reads (whose key is fine)."""
+    stream = Stream(client, unique)
+    dead = Stream(client, unique + "-dead")
+    await client.set(dead.key, b"not a stream")
+    with pytest.raises(BaseExceptionGroup) as caught:  # noqa: PT012
+        with anyio.fail_after(10):
+            async with stream.open_sink(
+                "s", ack_grace_period=0.1, block=0.1, max_deliveries=1, dead_letter=dead
+            ) as sink:
+                await stream.add("poison", b"")
+                async with consuming(sink, ack=False):
+                    await anyio.sleep_forever()
+    [error] = [e for e in leaves(caught.value) if isinstance(e, streaming.StreamError)]
+    assert error.stream == dead.name
+    assert error.key == dead.key
