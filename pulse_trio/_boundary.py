@@ -79,11 +79,21 @@ def is_wrong_type(exc: BaseException) -> bool:
 
 
 def is_group_missing(exc: BaseException) -> bool:
-    """Whether a consumer group or its stream is gone (a destroyed stream, lost state)."""
+    """Whether a consumer group or its stream is gone (a destroyed stream, lost state).
+
+    Also for a :class:`RedisCommandError` that :func:`map_redis_errors` made of such a reply.
+    """
+    if isinstance(exc, RedisCommandError) and exc.__cause__ is not None:
+        return is_group_missing(exc.__cause__)
     if isinstance(exc, StreamConsumerGroupError | UnblockedError):
         return True
     message = str(exc)
-    return isinstance(exc, RedisError) and ("NOGROUP" in message or "no such key" in message)
+    return isinstance(exc, RedisError) and (
+        "NOGROUP" in message
+        or "no such key" in message.lower()
+        # XGROUP CREATECONSUMER on a stream destroyed since its group was created.
+        or "requires the key to exist" in message
+    )
 
 
 def is_group_exists(exc: BaseException) -> bool:

@@ -297,6 +297,20 @@ class Sink(Service):
                         self._ack_queue.setdefault(key, [])[:0] = ids
                     raise
 
+    async def _try_flush_acks(self) -> None:
+        """:meth:`_flush_acks`, logging a failure (the acks stay queued for the ack loop)."""
+        try:
+            await self._flush_acks()
+        except Exception as exc:
+            self._logger.warning(
+                "sink %s: %d queued acknowledgements were not sent (%r): redelivered "
+                "after the grace period unless sent later",
+                self._name,
+                sum(len(ids) for ids in self._ack_queue.values()),
+                exc,
+                extra=self._core.extra(error=repr(exc)),
+            )
+
     async def _ack_loop(self) -> None:
         """Send the acknowledgements queued by :meth:`ack_nowait` as soon as possible."""
         failures = 0
@@ -356,13 +370,20 @@ class Sink(Service):
         except BaseException:
             if self._streams.get(ref.name) is consumer:
                 del self._streams[ref.name]
+            # Cancelled just after it started, the stream's task would go on reading in the
+            # sink's task group: stop it, and let it unregister before saying it failed.
+            consumer.scope.cancel()
+            with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                await consumer.wait_done()
             raise
+        consumer.shield()
 
     async def remove_stream(self, stream: object) -> None:
         """Stop reading a stream (by object or name); a no-op if it is not read.
 
-        This instance's consumer is deleted from that stream's group if it has no pending
-        entries, otherwise left for the other instances to claim them. The group itself stays,
+        Acknowledgements queued by :meth:`ack_nowait` are sent first. This instance's consumer
+        is then deleted from that stream's group if it has no pending entries, otherwise left
+        for the other instances to claim them. The group itself stays,
         so re-adding the stream later resumes where the sink left off.
 
         Raises:
@@ -371,12 +392,17 @@ class Sink(Service):
         """
         name = stream if isinstance(stream, str) else StreamRef.of(stream).name
         self._check_open("remove_stream")
-        consumer = self._streams.pop(name, None)
-        if consumer is None:
+        if name not in self._streams:
             await anyio.lowlevel.checkpoint()
             return
+        # Queued acknowledgements first, as when the sink leaves: what was processed is not
+        # pending any more, so the consumer can be deleted from the group.
+        await self._try_flush_acks()
+        consumer = self._streams.pop(name, None)
+        if consumer is None:
+            return
         consumer.scope.cancel()
-        await consumer.done.wait()
+        await consumer.wait_done()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -385,7 +411,8 @@ class Sink(Service):
         # (the sink may be built outside the loop, as open_sink does no I/O).
         self._ack_wakeup = anyio.Event()
         self._ack_lock = anyio.Lock()
-        self._keepalive_scope = anyio.CancelScope()
+        # Shielded like each stream's tasks: only _stop ends the loop, in its order.
+        self._keepalive_scope = anyio.CancelScope(shield=True)
         first = StreamConsumer(self._core, self._first, self._options.start_id)
         # The group first, outside any task group, so that a wrong-type key raises plainly.
         await first.create_group(first.start_id)
@@ -396,6 +423,7 @@ class Sink(Service):
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         (first,) = self._streams.values()
         await tg.start(first.run)
+        first.shield()
         self._keepalive_done = anyio.Event()
         tg.start_soon(self._keepalive_loop, self._keepalive_done)
         tg.start_soon(self._ack_loop)
@@ -408,21 +436,21 @@ class Sink(Service):
         )
 
     async def _stop(self) -> None:
+        try:
+            await self._stop_in_order()
+        finally:
+            # The keep-alive loop and the streams' tasks are shielded from the block's
+            # cancellation: whatever happened above, they must end now.
+            self._keepalive_scope.cancel()
+            for consumer in self._streams.values():
+                consumer.scope.cancel()
+
+    async def _stop_in_order(self) -> None:
         core = self._core
         with anyio.move_on_after(2 * CLEANUP_TIMEOUT, shield=True):
             # Queued acknowledgements first: then nothing stays pending that was processed,
             # and the consumers can be deleted.
-            try:
-                await self._flush_acks()
-            except Exception as exc:
-                self._logger.warning(
-                    "sink %s: %d queued acknowledgements were not sent (%r): redelivered "
-                    "after the grace period",
-                    self._name,
-                    sum(len(ids) for ids in self._ack_queue.values()),
-                    exc,
-                    extra=core.extra(error=repr(exc)),
-                )
+            await self._try_flush_acks()
             # No keep-alive tick from now on (it would re-list the consumers being removed).
             self._keepalive_scope.cancel()
             if self._keepalive_done is not None:
@@ -432,7 +460,7 @@ class Sink(Service):
             for consumer in list(self._streams.values()):
                 consumer.scope.cancel()
             for consumer in list(self._streams.values()):
-                await consumer.done.wait()
+                await consumer.wait_done()
             if core.consumer_kept:
                 return
             try:

@@ -139,6 +139,13 @@ class StreamConsumer:
         #: Set when this instance's consumer was deleted from the group on leaving.
         self.released = False
         self.scope = anyio.CancelScope()
+        #: Whether the keep-alive loop keeps this consumer in the membership map: from its
+        #: registration until it unregisters (``listing`` orders the two, so a repair that
+        #: read the map before the consumer unregistered does not list it again after).
+        self.listed = False
+        self.listing = anyio.Lock()
+        #: Set when :meth:`run` began (its ``done`` is then set when it ends).
+        self.running = False
         self.done = anyio.Event()
 
     def _log(self, level: int, message: str, *args: Any, **extra: Any) -> None:
@@ -183,6 +190,7 @@ class StreamConsumer:
         with stream_errors(self.name, f"registering consumer {core.consumer}"):
             await core.client.xgroup_createconsumer(self.key, core.name, core.consumer)
         await self.members.append(core.name, [core.consumer], unique=True)
+        self.listed = True
 
     async def ensure_listed(self) -> None:
         """Put this consumer back in the membership map if it is missing from it.
@@ -191,16 +199,21 @@ class StreamConsumer:
         removes the consumer; both are repaired by the next keep-alive.
         """
         core = self.core
-        try:
-            listed = await self.members.get_values(core.name) or []
-        except ValueError:
-            listed = []
-        if core.consumer not in listed:
-            await self.members.append(core.name, [core.consumer], unique=True)
+        async with self.listing:
+            if not self.listed:
+                return  # not registered yet, or unregistering
+            try:
+                listed = await self.members.get_values(core.name) or []
+            except ValueError:
+                listed = []
+            if core.consumer not in listed:
+                await self.members.append(core.name, [core.consumer], unique=True)
 
     async def unregister(self) -> None:
         """Delete this instance's consumer if nothing is pending on it (called on leaving)."""
         core = self.core
+        async with self.listing:  # a repair in flight lands first; no repair after this
+            self.listed = False
         try:
             with map_redis_errors(f"sink {core.name!r}: deleting consumer {core.consumer}"):
                 result: Any = await core.scripts["sink_delete_consumer"](
@@ -228,7 +241,12 @@ class StreamConsumer:
             )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """Register, then read and reclaim until cancelled; unregister on the way out."""
+        """Register, then read and reclaim until cancelled; unregister on the way out.
+
+        Once started, the sink shields :attr:`scope` (see :meth:`shield`): then only the
+        sink ends it, with ``scope.cancel()``.
+        """
+        self.running = True
         try:
             with self.scope:
                 try:
@@ -246,6 +264,20 @@ class StreamConsumer:
             if not self.released:
                 self.core.consumer_kept = True
             self.done.set()
+
+    def shield(self) -> None:
+        """From now on only the sink stops this stream (``scope.cancel()``).
+
+        Called once ``run`` has started: a cancellation of the sink's block must not
+        unregister the consumer before the sink's ``_stop`` has sent the queued acks and
+        stopped the keep-alive loop (which would list the consumer again).
+        """
+        self.scope.shield = True
+
+    async def wait_done(self) -> None:
+        """Wait for :meth:`run` to end (at once if it never began)."""
+        if self.running:
+            await self.done.wait()
 
     # ------------------------------------------------------------------ reading
 
@@ -395,7 +427,14 @@ class StreamConsumer:
         core = self.core
         delivered = event.deliveries - 1
         target = core.options.dead_letter
-        with stream_errors(self.name, f"moving event {event.id} to the dead letters"):
+        # A key of the wrong type here is the dead-letter stream's (the read loop reports
+        # the stream's own).
+        with stream_errors(
+            target or self.name,
+            f"dead-lettering event {event.id} of stream {self.name!r}"
+            if target
+            else f"dropping event {event.id} after max_deliveries",
+        ):
             if target is None:
                 await core.client.xack(self.key, core.name, [event.id])
             else:

@@ -273,6 +273,46 @@ async def test_ack_nowait_is_flushed_when_the_sink_leaves(client: Client, unique
     assert await sink.ack(events[0]) == 0  # awaited acks still work after the block
 
 
+async def test_ack_nowait_then_a_cancelled_block_leaves_no_trace(
+    client: Client, unique: str
+) -> None:
+    """Leaving by cancellation keeps the order of a plain exit: queued acks are sent before
+    the consumer unregisters (it had been cancelled with the block and unregistered first,
+    found pending entries and stayed in the group, its keep-alive with it)."""
+    for attempt in range(8):
+        stream = Stream(client, f"{unique}-{attempt}")
+        with anyio.CancelScope() as scope:
+            async with stream.open_sink("s", start=OLDEST, block=0.1) as sink:
+                await stream.add_many([("e", b"1"), ("e", b"2")])
+                with anyio.fail_after(5):
+                    events = [await sink.__anext__() for _ in range(2)]
+                sink.ack_nowait(*events)
+                scope.cancel()
+                await anyio.sleep(5)
+        assert await pending_count(client, stream.name, "s") == 0
+        assert await consumers(client, stream.name, "s") == {}, f"attempt {attempt}"
+        assert await client.hget("map:sink:s:keepalive:content", sink.consumer) is None
+
+
+async def test_remove_stream_sends_queued_acks_first(client: Client, unique: str) -> None:
+    """Acks queued by ack_nowait for a stream are sent before its consumer unregisters,
+    so that a consumer with nothing left to process leaves the group and membership."""
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", start=OLDEST, block=0.1) as sink:
+        for attempt in range(8):
+            other = Stream(client, f"{unique}-{attempt}")
+            await sink.add_stream(other, start=OLDEST)
+            await other.add_many([("e", b"1"), ("e", b"2")])
+            with anyio.fail_after(5):
+                events = [await sink.__anext__() for _ in range(2)]
+            sink.ack_nowait(*events)
+            await sink.remove_stream(other)
+            assert await pending_count(client, other.name, "s") == 0
+            assert sink.consumer not in await consumers(client, other.name, "s"), attempt
+            members = await client.hget(f"map:stream:{other.name}:sinks:content", "s")
+            assert members is None or sink.consumer not in json.loads(members)
+
+
 async def test_ack_nowait_checks_its_events(client: Client, unique: str) -> None:
     stream = Stream(client, unique)
     async with stream.open_sink("s", start=OLDEST, block=0.1) as sink:

@@ -106,6 +106,32 @@ async def test_lost_group_is_recreated_after_the_last_event_seen(
         assert [e.event_name for e in events].count("before") == 1
 
 
+@pytest.mark.parametrize("racing", ["xinfo_groups", "xgroup_createconsumer"])
+async def test_a_stream_destroyed_again_while_its_group_is_recreated(
+    client: Client, unique: str, racing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream vanishes again between the calls that recreate the group (XGROUP CREATE
+    MKSTREAM, XINFO GROUPS, XGROUP CREATECONSUMER): the sink tries again later, as after any
+    lost group, instead of ending with a RedisCommandError ("no such key", "requires the
+    key to exist")."""
+    stream = Stream(client, unique)
+    async with stream.open_sink("s", block=0.1) as sink, consuming(sink) as events:
+        real = getattr(client, racing)
+        raced: list[Any] = []
+
+        async def destroyed_first(key: Any, *args: Any, **kwargs: Any) -> Any:
+            if not raced:
+                raced.append(key)
+                await client.delete([key])
+            return await real(key, *args, **kwargs)
+
+        monkeypatch.setattr(client, racing, destroyed_first)
+        await stream.destroy()
+        await wait_until(lambda: bool(raced), what="a recreation racing with a destroy")
+        await stream.add("after", b"")
+        await wait_until(lambda: "after" in names_of(events), what="event after recreation")
+
+
 async def test_client_kill_of_the_blocking_connection(client: Client, unique: str) -> None:
     stream = Stream(client, unique)
     async with stream.open_sink("s", block=5.0) as sink, consuming(sink) as events:

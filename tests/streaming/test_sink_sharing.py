@@ -11,6 +11,8 @@ import anyio.abc
 import pytest
 
 import pulse_trio
+from pulse_trio import streaming
+from pulse_trio._boundary import leaves
 from pulse_trio._lua import bind_script
 from pulse_trio.streaming import OLDEST, Event, Stream
 from pulse_trio.streaming._options import lease_key
@@ -92,8 +94,13 @@ async def test_unacked_events_of_a_leaving_instance_go_to_another(
                     return gone_consumer not in await consumers(client, unique, "s")
 
                 await wait_until_async(deleted, what="stale consumer deleted")
-                members = await client.hget(f"map:stream:{unique}:sinks:content", "s")
-                assert json.loads(members) == [staying.consumer]
+
+                # Removed from the membership by the next command of the same round.
+                async def unlisted() -> bool:
+                    members = await client.hget(f"map:stream:{unique}:sinks:content", "s")
+                    return bool(json.loads(members) == [staying.consumer])
+
+                await wait_until_async(unlisted, what="stale consumer unlisted")
 
                 async def keepalive_gone() -> bool:
                     key = "map:sink:s:keepalive:content"
@@ -345,3 +352,46 @@ async def test_add_stream_cancelled_at_any_point_leaves_nothing_behind(
             await sink.add_stream(retry)
             await retry.add("after", b"")
             await wait_until(lambda: [e.event_name for e in events] == ["after"])
+
+
+async def test_a_removed_stream_is_not_listed_again_by_a_keepalive_tick(
+    client: Client, unique: str
+) -> None:
+    """A keep-alive tick repairs the membership of every stream with one HGET each: a tick
+    that read a stream's map before ``remove_stream`` unregistered the consumer must not put
+    it back after (the consumer left the group, so nobody would ever remove the entry)."""
+    streams = [Stream(client, f"{unique}-{i}") for i in range(12)]
+    relisted = []
+    async with streams[0].open_sink("s", block=0.1, ack_grace_period=0.03) as sink:
+        for stream in streams[1:]:
+            await sink.add_stream(stream)
+        for attempt in range(24):
+            removed = streams[-1 - attempt % 6]
+            await sink.remove_stream(removed)
+            await anyio.sleep(0.05)  # let the keep-alive ticks in flight land
+            members = await client.hget(f"map:stream:{removed.name}:sinks:content", "s")
+            if members is not None and sink.consumer in json.loads(members):
+                relisted.append(attempt)
+            await sink.add_stream(removed)
+    assert relisted == []
+
+
+async def test_a_dead_letter_key_of_another_type_is_reported_as_such(
+    client: Client, unique: str
+) -> None:
+    """A dead-letter key holding a string ends the sink with a StreamError that names the
+    dead-letter stream, not the stream the sink reads (whose key is fine)."""
+    stream = Stream(client, unique)
+    dead = Stream(client, unique + "-dead")
+    await client.set(dead.key, b"not a stream")
+    with pytest.raises(BaseExceptionGroup) as caught:  # noqa: PT012
+        with anyio.fail_after(10):
+            async with stream.open_sink(
+                "s", ack_grace_period=0.1, block=0.1, max_deliveries=1, dead_letter=dead
+            ) as sink:
+                await stream.add("poison", b"")
+                async with consuming(sink, ack=False):
+                    await anyio.sleep_forever()
+    [error] = [e for e in leaves(caught.value) if isinstance(e, streaming.StreamError)]
+    assert error.stream == dead.name
+    assert error.key == dead.key
