@@ -111,7 +111,10 @@ class SinkMachine(PortalMachine):
         if events:
             instance.in_flight = len(events)
             try:
-                instance.acked += await instance.sink.ack(*events)
+                # Shielded: leaving cancels the consuming task at any point, and an ack
+                # cancelled after the sink counted it would never reach our own count.
+                with anyio.CancelScope(shield=True):
+                    instance.acked += await instance.sink.ack(*events)
             finally:
                 instance.in_flight = 0
 
