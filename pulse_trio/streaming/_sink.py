@@ -352,6 +352,8 @@ class Sink(Service):
             ValueError: Bad ``start``, or ``stream`` uses another client.
             StreamError: The stream's key holds a value that is not a stream.
             pulse_trio.RedisUnavailableError: Redis cannot be reached.
+            pulse_trio.RedisCommandError: Redis rejected a command (for example the stream
+                was destroyed again while its group was being created: call again).
             pulse_trio.ClosedError: The sink is not open.
         """
         ref = StreamRef.of(stream)
