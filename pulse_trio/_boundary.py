@@ -55,6 +55,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def is_cluster(client: Client) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (keys may live on different nodes)."""
+    return isinstance(client, coredis.RedisCluster)
+
+
 def leaves(exc: BaseException) -> list[BaseException]:
     """Flatten (nested) exception groups into their leaf exceptions."""
     if isinstance(exc, BaseExceptionGroup):

@@ -15,10 +15,9 @@ from typing import Any
 import anyio
 import anyio.abc
 import attrs
-import coredis
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._boundary import TRANSIENT_ERRORS, is_wrong_type, text, to_pulse_error
+from .._boundary import TRANSIENT_ERRORS, is_cluster, is_wrong_type, text, to_pulse_error
 from .._errors import ClosedError
 from .._lifecycle import Service, State
 from .._retry import backoff_delay
@@ -136,7 +135,7 @@ class Reader(Service):
         self._filter = options.filter
         self._client = self._first.client
         self._logger = self._first.logger
-        self._cluster = isinstance(self._client, coredis.RedisCluster)
+        self._cluster = is_cluster(self._client)
         self._block_ms = options.block_ms
         self._groups: dict[int | None, _ReadGroup] = {}
         self._send: MemoryObjectSendStream[Event] | None = None

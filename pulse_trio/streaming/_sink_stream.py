@@ -23,13 +23,13 @@ from typing import Any, Final, cast
 import anyio
 import anyio.abc
 import attrs
-import coredis
 from anyio.streams.memory import MemoryObjectSendStream
 from coredis.commands.script import Script
 from coredis.tokens import PureToken
 
 from .._boundary import (
     Client,
+    is_cluster,
     is_group_exists,
     is_group_missing,
     is_transient,
@@ -92,7 +92,7 @@ class SinkCore:
     @property
     def cluster(self) -> bool:
         """Whether the client is a cluster client (keys of two streams may be on two nodes)."""
-        return isinstance(self.client, coredis.RedisCluster)
+        return is_cluster(self.client)
 
     def extra(self, stream: str | None = None, **more: Any) -> dict[str, Any]:
         """The ``extra`` of a log record about this instance (and ``stream``)."""
