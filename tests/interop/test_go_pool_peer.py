@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ._helpers import all_keys, go_job_keys, go_pool_namespaces
+from ._helpers import all_keys, go_dispatch, go_job_keys, go_pool_namespaces
 from ._peer import GoProcessError, b64, unb64
 
 pytestmark = pytest.mark.anyio
@@ -25,7 +25,7 @@ async def test_go_pool_node_runs_jobs_under_its_own_keys(
 ) -> None:
     async with go("pool-node", unique, *GO_POOL_FLAGS) as node:
         worker = (await node.call("add-worker"))["worker"]
-        await node.call("dispatch", key="job-1", payload=b64(b"\x00one"))
+        await go_dispatch(node, "job-1", b"\x00one")
         start = await node.wait_line(lambda line: line.get("type") == "job-start")
         assert (start["key"], unb64(start["payload"]), start["worker"]) == (
             "job-1",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ._helpers import all_keys, go_job_keys, go_pool_namespaces
+from ._helpers import all_keys, go_dispatch, go_job_keys, go_pool_namespaces
 from ._peer import GoProcessError, b64, unb64
 
 pool = pytest.importorskip("pulse_trio.pool", reason="pulse_trio.pool is not built yet")
@@ -54,7 +54,7 @@ async def test_go_and_python_pools_of_one_name_do_not_meet(
     name = unique
     async with go("pool-node", name, *GO_POOL_FLAGS) as go_node:
         go_worker = (await go_node.call("add-worker"))["worker"]
-        await go_node.call("dispatch", key="job-1", payload=b64(b"from go"))
+        await go_dispatch(go_node, "job-1", b"from go")
         await go_node.wait_line(lambda line: line.get("type") == "job-start")
         go_keys = await all_keys(client)
         before = await go_state(client, name)
@@ -87,7 +87,7 @@ async def test_go_and_python_pools_of_one_name_do_not_meet(
             await go_job_keys(go_node, ["job-1"])
 
             # A Go dispatch and stop reach the Go worker only.
-            await go_node.call("dispatch", key="go-only", payload=b64(b"g"))
+            await go_dispatch(go_node, "go-only", b"g")
             await go_node.call("stop-job", key="job-1")
             await go_node.wait_line(
                 lambda line: line.get("type") == "job-stop" and line["key"] == "job-1"
@@ -100,7 +100,7 @@ async def test_go_and_python_pools_of_one_name_do_not_meet(
             # A Python stop reaches the Python worker only.
             await node.stop_job("py-only")
             assert handler.stopped == ["py-only"]
-            await go_node.call("dispatch", key="go-2", payload=b64(b"g2"))
+            await go_dispatch(go_node, "go-2", b"g2")
             await go_node.wait_line(lambda line: line.get("key") == "go-2")
             assert sorted(await node.job_keys()) == ["job-1"]
             # Leave with no job running (nothing to hand over on close).
