@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +16,7 @@ import pulse_trio
 from pulse_trio.streaming import NEWEST, OLDEST, Stream, StreamError
 from pulse_trio.testing import EmbeddedServer
 
+from .._util import coredis_leaks_collected
 from .conftest import collecting, names, wait_count, wait_until, wait_until_async
 
 pytestmark = pytest.mark.anyio
@@ -36,19 +36,9 @@ coredis_unclosed_buffers = (
 
 @pytest.fixture
 def collect_garbage() -> Iterator[None]:
-    """Run the garbage collector when the test ends (under the test's warning filters).
-
-    coredis logs failed connects with their tracebacks; captured log records would keep those
-    (and the unclosed buffers) alive past the collection, so coredis is quietened meanwhile.
-    """
-    coredis_logger = logging.getLogger("coredis")
-    level = coredis_logger.level
-    coredis_logger.setLevel(logging.CRITICAL)
-    try:
+    """Run the garbage collector when the test ends (under the test's warning filters)."""
+    with coredis_leaks_collected():
         yield
-        gc.collect()
-    finally:
-        coredis_logger.setLevel(level)
 
 
 Client = Any
