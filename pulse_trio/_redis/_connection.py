@@ -840,16 +840,7 @@ class Node:
         Raises:
             RedisUnavailableError: The server could not be reached, or the request was lost.
         """
-        for attempt in (1, 2):
-            mux = self._mux
-            if mux is None or mux.closed:
-                mux = await self.multiplexed()
-            try:
-                return await mux.request(payload)
-            except ConnectionLostError as exc:
-                if attempt == 2 or (exc.written and not retry):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._on_multiplexed(lambda mux: mux.request(payload), retry_written=retry)
 
     async def request_many(self, payloads: Sequence[bytes]) -> list[Any]:
         """Send encoded requests in one write on the multiplexed connection; raw replies.
@@ -859,14 +850,24 @@ class Node:
         Raises:
             RedisUnavailableError: The server could not be reached, or the requests were lost.
         """
+        replies: list[Any] = await self._on_multiplexed(
+            lambda mux: mux.request_many(payloads), retry_written=False
+        )
+        return replies
+
+    async def _on_multiplexed(
+        self, send: Callable[[Any], Awaitable[Any]], *, retry_written: bool
+    ) -> Any:
+        """Run ``send`` on the multiplexed connection; once more on a new one if it was lost
+        before anything was written (or at all, with ``retry_written``)."""
         for attempt in (1, 2):
             mux = self._mux
             if mux is None or mux.closed:
                 mux = await self.multiplexed()
             try:
-                return await mux.request_many(payloads)
+                return await send(mux)
             except ConnectionLostError as exc:
-                if attempt == 2 or exc.written:
+                if attempt == 2 or (exc.written and not retry_written):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -16,12 +16,9 @@ if redis.call('EXISTS', K.shutdown) == 1 then
 end
 local origin, max_queued = ARGV[1], tonumber(ARGV[3])
 trim(origin, ARGV[4])
-if tostring(redis.call('GET', K.epoch) or '0') ~= ARGV[2] then
-  local out = {'stale'}
-  for _, v in ipairs(membership()) do
-    out[#out + 1] = v
-  end
-  return out
+local stale = stale_reply(ARGV[2])
+if stale then
+  return stale
 end
 local now = now_ms()
 local out = {'ok'}

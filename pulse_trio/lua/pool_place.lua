@@ -4,12 +4,9 @@
 -- returns: {'ok', placed count} | {'stale', epoch, worker, node, ...} (route again)
 -- Atomicity: only jobs still unassigned are placed, each by exactly one caller, and only
 -- with the current membership, so concurrent placers never send one job twice.
-if tostring(redis.call('GET', K.epoch) or '0') ~= ARGV[1] then
-  local out = {'stale'}
-  for _, v in ipairs(membership()) do
-    out[#out + 1] = v
-  end
-  return out
+local stale = stale_reply(ARGV[1])
+if stale then
+  return stale
 end
 local placed = 0
 for i = 2, #ARGV, 3 do

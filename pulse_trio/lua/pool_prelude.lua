@@ -58,6 +58,19 @@ local function membership()
   return out
 end
 
+-- {'stale', epoch, worker, node, ...} when ``epoch`` (what the caller routed with) is not
+-- the current one, else nil: the reply that makes the caller route again.
+local function stale_reply(epoch)
+  if tostring(redis.call('GET', K.epoch) or '0') == epoch then
+    return nil
+  end
+  local out = {'stale'}
+  for _, v in ipairs(membership()) do
+    out[#out + 1] = v
+  end
+  return out
+end
+
 -- Bump the epoch and tell every live node the new membership.
 local function broadcast_membership()
   redis.call('INCR', K.epoch)
