@@ -14,50 +14,40 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
-import coredis
-from coredis.exceptions import (
-    BusyLoadingError,
-    ClusterDownError,
-    NoScriptError,
-    RedisError,
-    StreamConsumerGroupError,
-    StreamDuplicateConsumerGroupError,
-    TryAgainError,
-    UnblockedError,
-    WrongTypeError,
-)
-from coredis.exceptions import ConnectionError as _ConnectionError
-
-from ._coredis_compat import fix_client_pool
-from ._errors import ClientConfigurationError, RedisCommandError, RedisUnavailableError
+from ._errors import RedisCommandError, RedisUnavailableError
+from ._redis import Client as _TransportClient
+from ._redis import ResponseError
 from ._text import display as display
 from ._text import optional_text as optional_text
 from ._text import strict_text as strict_text
 from ._text import text as text
 
-#: The Redis client every pulse-trio entry point takes: an entered coredis client created with
-#: ``decode_responses=False`` (what :func:`pulse_trio.connect` yields).
-Client: TypeAlias = coredis.Redis[Any] | coredis.RedisCluster[Any]
+#: The Redis client every pulse-trio entry point takes: pulse-trio's own transport (what
+#: :func:`pulse_trio.connect` yields).
+Client: TypeAlias = _TransportClient
 
 #: Exception types after which the same operation may succeed later: the connection was lost
-#: or refused or timed out, the server is loading its data set, a cluster is reconfiguring,
-#: or a script vanished from the server's cache (a restart or ``SCRIPT FLUSH`` racing with
-#: the reload). :class:`RedisUnavailableError` is what they become at the boundary.
+#: or refused or timed out. :class:`RedisUnavailableError` (and its subclass
+#: ``ConnectionLostError``) is what the transport raises for them; the others come from the
+#: operating system. Error replies that are transient too are listed in
+#: :data:`TRANSIENT_REPLY_CODES`; :func:`is_transient` checks both.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    _ConnectionError,
-    BusyLoadingError,
-    ClusterDownError,
-    TryAgainError,
-    NoScriptError,
+    RedisUnavailableError,
     TimeoutError,
     OSError,
-    RedisUnavailableError,
+)
+
+#: Error replies after which the same command may succeed later: the server is loading its
+#: data set, a cluster or a primary is reconfiguring (a failover in progress), or a script
+#: vanished from the server's cache (a restart or ``SCRIPT FLUSH`` racing with the reload).
+TRANSIENT_REPLY_CODES = frozenset(
+    {"LOADING", "CLUSTERDOWN", "TRYAGAIN", "NOSCRIPT", "MASTERDOWN", "READONLY"}
 )
 
 
 def is_cluster(client: Client) -> bool:
     """Whether ``client`` talks to a Redis Cluster (keys may live on different nodes)."""
-    return isinstance(client, coredis.RedisCluster)
+    return client.is_cluster
 
 
 def leaves(exc: BaseException) -> list[BaseException]:
@@ -73,14 +63,18 @@ def leaves(exc: BaseException) -> list[BaseException]:
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or every leaf of an exception group) is a transient Redis error."""
     parts = leaves(exc)
-    return bool(parts) and all(isinstance(part, TRANSIENT_ERRORS) for part in parts)
+    return bool(parts) and all(_is_transient_leaf(part) for part in parts)
+
+
+def _is_transient_leaf(exc: BaseException) -> bool:
+    if isinstance(exc, ResponseError):
+        return exc.code in TRANSIENT_REPLY_CODES
+    return isinstance(exc, TRANSIENT_ERRORS)
 
 
 def is_wrong_type(exc: BaseException) -> bool:
     """Whether Redis answered ``WRONGTYPE`` (a key holds another kind of value)."""
-    if isinstance(exc, WrongTypeError):
-        return True
-    return isinstance(exc, RedisError) and str(exc).startswith("WRONGTYPE")
+    return isinstance(exc, ResponseError) and exc.code == "WRONGTYPE"
 
 
 def is_group_missing(exc: BaseException) -> bool:
@@ -90,11 +84,11 @@ def is_group_missing(exc: BaseException) -> bool:
     """
     if isinstance(exc, RedisCommandError) and exc.__cause__ is not None:
         return is_group_missing(exc.__cause__)
-    if isinstance(exc, StreamConsumerGroupError | UnblockedError):
-        return True
-    message = str(exc)
-    return isinstance(exc, RedisError) and (
-        "NOGROUP" in message
+    if not isinstance(exc, ResponseError):
+        return False
+    message = exc.message
+    return (
+        exc.code in ("NOGROUP", "UNBLOCKED")
         or "no such key" in message.lower()
         # XGROUP CREATECONSUMER on a stream destroyed since its group was created.
         or "requires the key to exist" in message
@@ -103,20 +97,18 @@ def is_group_missing(exc: BaseException) -> bool:
 
 def is_group_exists(exc: BaseException) -> bool:
     """Whether ``XGROUP CREATE`` found the group already there (``BUSYGROUP``)."""
-    if isinstance(exc, StreamDuplicateConsumerGroupError):
-        return True
-    return isinstance(exc, RedisError) and str(exc).startswith("BUSYGROUP")
+    return isinstance(exc, ResponseError) and exc.code == "BUSYGROUP"
 
 
 def is_no_such_key(exc: BaseException) -> bool:
     """Whether Redis answered that the key does not exist (``XINFO`` of a missing stream)."""
-    return isinstance(exc, RedisError) and "no such key" in str(exc).lower()
+    return isinstance(exc, ResponseError) and "no such key" in exc.message.lower()
 
 
 def error_reply(exc: BaseException) -> str | None:
     """The text of a Redis error reply (``ERR ...``), ``None`` for any other exception."""
-    if isinstance(exc, RedisError) and not isinstance(exc, _ConnectionError):
-        return str(exc)
+    if isinstance(exc, ResponseError):
+        return exc.message
     return None
 
 
@@ -168,37 +160,62 @@ def to_pulse_error(
     """
     if isinstance(exc, RedisUnavailableError):
         return exc
-    if isinstance(exc, TRANSIENT_ERRORS):
+    if _is_transient_leaf(exc):
         return RedisUnavailableError(f"{operation} failed: Redis is unreachable ({exc!r}); {hint}")
-    if isinstance(exc, RedisError):
+    if isinstance(exc, ResponseError):
         if wrong_type is not None and is_wrong_type(exc):
             return wrong_type()
         if reply is not None:
-            replaced = reply(str(exc))
+            replaced = reply(exc.message)
             if replaced is not None:
                 return replaced
-        return RedisCommandError(f"{operation} failed: Redis answered {str(exc)!r}")
+        return RedisCommandError(f"{operation} failed: Redis answered {exc.message!r}")
     return exc
 
 
 def check_client(client: object, logger: logging.Logger | None = None) -> None:
     """Check, before any I/O, that ``client`` can be used by pulse-trio.
 
-    A client pulse-trio did not build gets coredis 6.9's pool-slot fix on its own pool when
-    its code is recognised (see :mod:`pulse_trio._coredis_compat`).
-
     Raises:
-        TypeError: ``client`` is not a coredis client.
-        ClientConfigurationError: The client decodes responses (pulse-trio needs bytes).
+        TypeError: ``client`` is not a :class:`pulse_trio.Client` (a coredis client gets a
+            message that says how to open one with the same settings).
     """
-    if not isinstance(client, coredis.Redis | coredis.RedisCluster):
+    del logger  # kept for the callers' symmetry; nothing to log any more
+    if isinstance(client, _TransportClient):
+        return
+    kind = type(client)
+    if kind.__module__.split(".")[0] == "coredis":
         raise TypeError(
-            "client must be a coredis.Redis or coredis.RedisCluster (pulse_trio.connect() "
-            f"opens one), not {type(client).__name__}"
+            "pulse-trio takes a pulse_trio.Client, not a coredis client: open one with "
+            "pulse_trio.connect(url), or with the same settings as your coredis client with "
+            "pulse_trio.connect(pulse_trio.url_of(coredis_client))"
         )
-    if getattr(client, "decode_responses", False):
-        raise ClientConfigurationError(
-            "pulse-trio needs a coredis client created with decode_responses=False "
-            "(pulse_trio.connect() creates one)"
-        )
-    fix_client_pool(client, logger)
+    raise TypeError(
+        "client must be a pulse_trio.Client (pulse_trio.connect(url) opens one), "
+        f"not {kind.__name__}"
+    )
+
+
+def as_dict(reply: Any) -> dict[Any, Any]:
+    """A map reply as a ``dict``: RESP3 maps come as one; RESP2 sends a flat list
+    ``[field, value, field, value...]`` (and ``None``/empty for nothing)."""
+    if isinstance(reply, dict):
+        return reply
+    if not reply:
+        return {}
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def stream_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of an ``XRANGE``/``XCLAIM`` reply as ``(id, fields)`` pairs (entries
+    deleted since they were delivered come back with no fields)."""
+    return [(ident, as_dict(fields)) for ident, fields in reply or ()]
+
+
+def read_reply(reply: Any) -> dict[bytes, list[tuple[bytes, dict[bytes, bytes]]]]:
+    """An ``XREAD``/``XREADGROUP`` reply as ``{stream key: [(id, fields), ...]}``: a map in
+    RESP3, a list of ``[key, entries]`` pairs in RESP2, ``None`` when the block ran out."""
+    if not reply:
+        return {}
+    pairs = reply.items() if isinstance(reply, dict) else reply
+    return {key: stream_entries(entries) for key, entries in pairs}

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
-import coredis
 import pytest
 
 import pulse_trio
 from pulse_trio.testing import EmbeddedCluster, EmbeddedServer
+
+from ._admin import AdminClient
 
 BACKENDS = [
     pytest.param("trio", id="trio"),
@@ -49,12 +50,12 @@ def server_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def client(server_url: str) -> AsyncIterator[coredis.Redis[bytes]]:
-    """An entered client on the shared server, after FLUSHALL."""
+async def client(server_url: str) -> AsyncIterator[AdminClient]:
+    """An open client on the shared server, after FLUSHALL (with the tests' helpers)."""
     async with pulse_trio.connect(server_url) as c:
-        assert isinstance(c, coredis.Redis)
-        await c.flushall()
-        yield c
+        admin = AdminClient.of(c)
+        await admin.flushall()
+        yield admin
 
 
 @pytest.fixture
@@ -80,12 +81,13 @@ def cluster_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def cluster_client(cluster_url: str) -> AsyncIterator[coredis.RedisCluster[bytes]]:
-    """An entered ``coredis.RedisCluster`` on the shared cluster, after FLUSHALL on every master."""
+async def cluster_client(cluster_url: str) -> AsyncIterator[AdminClient]:
+    """An open client on the shared cluster, after FLUSHALL on every master."""
     async with pulse_trio.connect(cluster_url) as c:
-        assert isinstance(c, coredis.RedisCluster)
-        await c.flushall()
-        yield c
+        assert c.is_cluster
+        admin = AdminClient.of(c)
+        await admin.flushall()
+        yield admin
 
 
 @pytest.fixture(autouse=True)

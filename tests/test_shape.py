@@ -34,7 +34,7 @@ async def test_sink_blocking_read_stays_below_stream_timeout(
     server_url: str, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="pulse_trio")
-    async with pulse_trio.connect(server_url, stream_timeout=0.3) as client:
+    async with pulse_trio.connect(server_url, command_timeout=0.3) as client:
         stream = Stream(client, unique)
         async with stream.open_sink("s", block=2) as sink, consuming(sink) as events:
             await anyio.sleep(0.8)  # quiet for longer than the client's read timeout

@@ -241,6 +241,11 @@ class Client:
     def __repr__(self) -> str:
         return f"<Client {self.url!r} {type(self._topology).__name__}>"
 
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the client talks to a Redis Cluster (keys may live on different nodes)."""
+        return not isinstance(self._topology, Standalone)
+
     async def execute(self, *args: Arg, key: Arg | None = None) -> Any:
         """Run one command and return its raw reply.
 

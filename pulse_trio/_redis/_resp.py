@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import hiredis
 
-from .._errors import PulseError
+from .._errors import PulseError, RedisCommandError
 
 #: What a command argument may be: bytes are sent as they are, ``str`` as UTF-8, numbers
 #: in their decimal form.
@@ -38,8 +38,8 @@ Arg = bytes | str | int | float | memoryview
 _T = TypeVar("_T")
 
 
-class ResponseError(PulseError):
-    """Redis answered a command with an error reply.
+class ResponseError(RedisCommandError):
+    """Redis answered a command with an error reply (a :class:`pulse_trio.RedisCommandError`).
 
     Attributes:
         message: The whole error message, e.g. ``"WRONGTYPE Operation against a key ..."``.

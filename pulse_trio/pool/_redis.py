@@ -1,7 +1,7 @@
 """The pool's I/O layer: every Redis command a pool sends goes through :class:`PoolRedis`.
 
 Few and simple calls (one Lua script per protocol step, a blocking ``XREAD`` of the node's
-own stream, two plain reads), so that porting to another client touches only this module.
+own stream on a dedicated connection, plain hash reads and writes).
 Every method raises only pulse-trio errors (:func:`map_redis_errors`).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .._boundary import Client, map_redis_errors, text
+from .._boundary import Client, as_dict, map_redis_errors, read_reply, text
 from .._lua import bind_script
 from ._protocol import jobs_key, node_stream_key
 
@@ -57,20 +57,19 @@ class PoolRedis:
         """Block up to ``block_ms`` for entries of the node's stream after ``last_id``."""
         key = node_stream_key(self.pool, node_id)
         with map_redis_errors(f"pool {self.pool!r}: reading node stream"):
-            reply = await self.client.xread({key: last_id}, count=count, block=block_ms)
-        if not reply:
-            return []
+            async with self.client.blocking(key=key) as conn:
+                reply = await conn.execute(
+                    "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key, last_id
+                )
         return [
-            (text(entry.identifier), dict(entry.field_values))
-            for batch in reply.values()
-            for entry in batch
+            (text(ident), fields) for batch in read_reply(reply).values() for ident, fields in batch
         ]
 
     async def workers(self) -> dict[str, str]:
         """Every registered worker of the pool -> its node."""
         key = f"{self.jobs[: -len('jobs')]}workers"
         with map_redis_errors(f"pool {self.pool!r}: listing workers"):
-            flat = await self.client.hgetall(key)
+            flat = as_dict(await self.client.execute("HGETALL", key))
         return {text(k): text(v) for k, v in flat.items()}
 
 
@@ -85,17 +84,19 @@ class ScheduleRecord:
     async def keys(self) -> set[str]:
         """The keys this producer started and did not stop."""
         with map_redis_errors(f"pool {self._io.pool!r}: reading scheduled keys"):
-            fields = await self._io.client.hkeys(self._key)
+            fields = await self._io.client.execute("HKEYS", self._key)
         return {text(f)[len(self._prefix) :] for f in fields if text(f).startswith(self._prefix)}
 
     async def add(self, keys: Sequence[str]) -> None:
         """Record started keys."""
         if keys:
             with map_redis_errors(f"pool {self._io.pool!r}: recording scheduled keys"):
-                await self._io.client.hset(self._key, {self._prefix + k: "1" for k in keys})
+                await self._io.client.execute(
+                    "HSET", self._key, *[a for k in keys for a in (self._prefix + k, "1")]
+                )
 
     async def remove(self, keys: Sequence[str]) -> None:
         """Forget stopped keys."""
         if keys:
             with map_redis_errors(f"pool {self._io.pool!r}: forgetting scheduled keys"):
-                await self._io.client.hdel(self._key, [self._prefix + k for k in keys])
+                await self._io.client.execute("HDEL", self._key, *[self._prefix + k for k in keys])

@@ -16,10 +16,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import attrs
-from coredis.commands.script import Script
 
-from .._boundary import Client, check_client, map_redis_errors, optional_text, text
-from .._lua import bind_script
+from .._boundary import Client, as_dict, check_client, map_redis_errors, optional_text, text
+from .._lua import BoundScript, bind_script
 from .._names import ttl_script_args, validate_duration, validate_name
 from ._errors import MapValueError, validate_key, validate_value
 from ._protocol import REV_FIELD, content_key, parse_values, snapshot_from_hash, updates_channel
@@ -63,7 +62,7 @@ class MapOps:
     key: str
     channel: str
     ttl_args: tuple[str, str]
-    scripts: Mapping[str, Script[Any]]
+    scripts: Mapping[str, BoundScript]
 
     @classmethod
     def create(
@@ -187,14 +186,14 @@ class MapOps:
     async def read_all(self) -> tuple[dict[str, str], int, str | None]:
         """Read the whole hash: (user content, revision, kind of the last write)."""
         with map_redis_errors(f"map {self.name!r}: reading the content"):
-            raw = await self.client.hgetall(self.key)
+            raw = as_dict(await self.client.execute("HGETALL", self.key))
         return snapshot_from_hash(raw)
 
     async def get(self, key: str) -> str | None:
         """Read one key from Redis (not from a replica)."""
         validate_key(key)
         with map_redis_errors(f"map {self.name!r}: reading key {key!r}"):
-            raw = await self.client.hget(self.key, key)
+            raw = await self.client.execute("HGET", self.key, key)
         return optional_text(raw)
 
     async def get_values(self, key: str) -> list[str] | None:
@@ -205,11 +204,11 @@ class MapOps:
     async def stored_revision(self) -> int:
         """Read the stored revision (0 when the hash or its ``=rev`` is missing)."""
         with map_redis_errors(f"map {self.name!r}: reading the revision"):
-            raw = await self.client.hget(self.key, REV_FIELD)
+            raw = await self.client.execute("HGET", self.key, REV_FIELD)
         value = optional_text(raw)
         return int(value) if value and value.isdigit() else 0
 
     async def exists(self) -> bool:
         """Whether the map's hash exists in Redis."""
         with map_redis_errors(f"map {self.name!r}: checking it exists"):
-            return bool(await self.client.exists([self.key]))
+            return bool(await self.client.execute("EXISTS", self.key))

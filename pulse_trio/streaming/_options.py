@@ -152,23 +152,27 @@ def validate_block(block: object) -> float:
     return checked
 
 
-def block_ms(client: Client, block: float) -> int:
-    """``BLOCK`` in milliseconds, kept below the client's read timeout (``stream_timeout``).
+#: The longest ``BLOCK`` sent, in milliseconds: a read meant to block forever is re-issued
+#: every minute, so that a frozen server is noticed (the transport bounds each blocking read
+#: by its ``BLOCK`` plus ``command_timeout``).
+MAX_BLOCK_MS = 60_000
 
-    coredis applies ``stream_timeout`` to every reply, blocking ones included; a ``BLOCK``
-    longer than it would end in a ``TimeoutError`` and a dropped connection on every quiet
-    period. Re-issuing a shorter blocking read changes nothing for readers (their cursor is
-    concrete) or sinks (``>`` is the group's cursor), so the block is capped instead.
+
+def block_ms(client: Client, block: float) -> int:
+    """``BLOCK`` in milliseconds for a wait of ``block`` seconds (``0``: as long as it takes).
+
+    The transport gives every blocking read ``command_timeout`` more than its ``BLOCK`` to
+    answer, so any block works; an endless one (``BLOCK 0``) is capped at
+    :data:`MAX_BLOCK_MS` instead, because a frozen server would never be noticed. Re-issuing
+    a shorter blocking read changes nothing for readers (their cursor is concrete) or sinks
+    (``>`` is the group's cursor).
     """
+    del client  # the bound no longer depends on the client's settings
     milliseconds = round(block * 1000)
     if block > 0:
         milliseconds = max(1, milliseconds)
-    pool: Any = getattr(client, "connection_pool", None)
-    timeout = getattr(pool, "connection_kwargs", {}).get("stream_timeout")
-    if isinstance(timeout, int | float) and timeout > 0:
-        cap = max(1, round((timeout - min(1.0, timeout / 2)) * 1000))
-        if milliseconds == 0 or milliseconds > cap:
-            milliseconds = cap
+    if milliseconds == 0 or milliseconds > MAX_BLOCK_MS:
+        milliseconds = MAX_BLOCK_MS
     return milliseconds
 
 

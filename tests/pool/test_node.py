@@ -60,7 +60,7 @@ async def test_bad_input_raises_before_any_io(client: Any, unique: str) -> None:
         pool.open_node(client, unique, max_queued_jobs=1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="client_only"):
         pool.open_node(client, unique, client_only="yes")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="coredis"):
+    with pytest.raises(TypeError, match="pulse_trio.Client"):
         pool.open_node(object(), unique)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="no public constructor"):
         pool.Node(client, unique)  # type: ignore[call-arg]
@@ -283,7 +283,7 @@ async def test_node_stream_reads_stay_below_the_clients_read_timeout(
     caplog.set_level(logging.WARNING, logger="pulse_trio")
     handler = Recorder()
     async with (
-        pulse_trio.connect(server_url, stream_timeout=0.3) as c,
+        pulse_trio.connect(server_url, command_timeout=0.3) as c,
         node(c, unique) as n,
     ):
         await n.add_worker(handler)

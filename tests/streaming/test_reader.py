@@ -376,7 +376,7 @@ async def test_stream_timeout_does_not_break_blocking_reads(
 ) -> None:
     """coredis applies ``stream_timeout`` to XREAD BLOCK replies: the block is capped below it."""
     caplog.set_level(logging.WARNING, logger="pulse_trio")
-    async with pulse_trio.connect(server_url, stream_timeout=0.3) as client:
+    async with pulse_trio.connect(server_url, command_timeout=0.3) as client:
         stream = Stream(client, unique)
         async with stream.open_reader(block=5) as reader, collecting(reader) as ev:
             await anyio.sleep(0.7)  # quiet for longer than the client's read timeout
