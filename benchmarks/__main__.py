@@ -102,9 +102,14 @@ def _server(url: str | None, cluster: bool) -> Iterator[tuple[str, str]]:
             portal.call(server.__aexit__, None, None, None)
 
 
+def _as_text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 async def _run_scenario(url: str, scenario: ModuleType, backend: str) -> tuple[list[Result], str]:
     async with pulse_trio.connect(url) as client:
-        info = await client.info("server")
+        raw = await client.execute("INFO", "server")
+        info = dict(line.partition(":")[::2] for line in _as_text(raw).splitlines() if ":" in line)
         version = str(info.get("valkey_version") or info.get("redis_version") or "?")
         run_url = getattr(scenario, "run_url", None)
         if run_url is None:

@@ -11,10 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
-import coredis
 
-#: What scenarios receive: an entered client (standalone or cluster), bytes responses.
-Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
+from pulse_trio import Client as Client  # what scenarios receive (standalone or cluster)
 
 
 @attrs.frozen

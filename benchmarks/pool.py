@@ -17,7 +17,6 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from typing import Any
 
 import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
@@ -127,9 +126,7 @@ async def _dispatch(client: Client, backend: str) -> list[Result]:
 
 
 def _url_of(client: Client) -> str | None:
-    location: Any = getattr(client.connection_pool, "location", None)
-    host, port = getattr(location, "host", None), getattr(location, "port", None)
-    return f"redis://{host}:{port}" if host and port else None
+    return None if client.is_cluster or "+sentinel" in client.url else client.url
 
 
 async def _failover(client: Client, backend: str) -> list[Result]:

@@ -133,11 +133,11 @@ async def _hget(
     backend: str,
 ) -> list[Result]:
     hash_key = _hash_key(name)
-    assert await client.hget(hash_key, keys[0]) == f"value of {keys[0]}".encode()
+    assert await client.execute("HGET", hash_key, keys[0]) == f"value of {keys[0]}".encode()
 
     async def loop(count: int = HGET_CALLS) -> None:
         for i in range(count):
-            await client.hget(hash_key, keys[i % len(keys)])
+            await client.execute("HGET", hash_key, keys[i % len(keys)])
 
     progress(f"[{backend}] rmap: {RUNS} x {HGET_CALLS} sequential HGET round trips")
     await loop(HGET_WARMUP_CALLS)

@@ -3,8 +3,9 @@
 The packages are :mod:`pulse_trio.rmap` (replicated maps), :mod:`pulse_trio.streaming`
 (streams, readers, sinks) and :mod:`pulse_trio.pool` (worker pools). This top-level module
 re-exports what they share: the Redis client every entry point takes (:class:`Client`,
-opened by :func:`connect`; :func:`url_of` for code that holds a coredis client), a throwaway local server (:func:`embedded`; more control in
-:mod:`pulse_trio.testing`) and the root of the error hierarchy.
+opened by :func:`connect`; :func:`url_of` for code that holds a coredis client), a throwaway
+local server (:func:`embedded`; more control in :mod:`pulse_trio.testing`) and the root of
+the error hierarchy.
 """
 
 from typing import Any as _Any
@@ -12,7 +13,6 @@ from typing import Any as _Any
 from ._connect import connect as connect
 from ._connect import url_of as url_of
 from ._embedded import embedded as embedded
-from ._errors import ClientConfigurationError as ClientConfigurationError
 from ._errors import ClosedError as ClosedError
 from ._errors import InvalidNameError as InvalidNameError
 from ._errors import PulseError as PulseError
@@ -24,7 +24,6 @@ __version__ = "0.1.0"
 
 __all__ = (
     "Client",
-    "ClientConfigurationError",
     "ClosedError",
     "InvalidNameError",
     "PulseError",

@@ -104,21 +104,22 @@ def url_of(coredis_client: Any) -> str:
         if password:
             auth += ":" + quote(str(password), safe="")
         auth += "@"
-    tls = bool(kwargs.get("ssl_context")) or "SSL" in type(pool).__name__.upper()
-    query = {"client_name": kwargs["client_name"]} if kwargs.get("client_name") else {}
+    tls = kwargs.get("ssl_context") is not None
+    query = {"client_name": str(kwargs["client_name"])} if kwargs.get("client_name") else {}
     suffix = "?" + urlencode(query) if query else ""
-    nodes = getattr(pool, "nodes", None)
-    startup = getattr(nodes, "startup_nodes", None)
+    startup = getattr(pool, "startup_nodes", None)
     if startup:  # a cluster: every seed node it was given
-        hosts = ",".join(f"{_host(n.host)}:{n.port}" for n in startup)
+        hosts = ",".join(f"{_host(str(n.host))}:{n.port}" for n in startup)
         scheme = "rediss+cluster" if tls else "redis+cluster"
         return f"{scheme}://{auth}{hosts}{suffix}"
     db = int(kwargs.get("db") or 0)
-    if kwargs.get("path"):
+    location = getattr(pool, "location", None)
+    path = getattr(location, "path", None)
+    if path:
         query["db"] = str(db)
-        return f"unix://{auth}{kwargs['path']}?{urlencode(query)}"
-    host = kwargs.get("host") or "localhost"
-    port = kwargs.get("port") or 6379
+        return f"unix://{auth}{path}?{urlencode(query)}"
+    host = getattr(location, "host", None) or "localhost"
+    port = getattr(location, "port", None) or 6379
     scheme = "rediss" if tls else "redis"
     return f"{scheme}://{auth}{_host(str(host))}:{port}/{db}{suffix}"
 

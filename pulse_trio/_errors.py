@@ -27,10 +27,6 @@ class InvalidNameError(PulseError, ValueError):
         super().__init__(f"invalid {kind} name {name!r}: {rule}")
 
 
-class ClientConfigurationError(PulseError, ValueError):
-    """The coredis client given to pulse-trio cannot be used as configured."""
-
-
 class ClosedError(PulseError, anyio.ClosedResourceError):
     """An operation was attempted on an object whose ``async with`` block has exited."""
 

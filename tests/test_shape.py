@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
+import sys
 from typing import Any
 
 import anyio
-import coredis
 import pytest
-from coredis.pool import ClusterConnectionPool, ConnectionPool
 
 import pulse_trio
 import pulse_trio.testing
 from pulse_trio import rmap, streaming
-from pulse_trio._coredis_compat import fix_client_pool
 from pulse_trio._lifecycle import State
+from pulse_trio._redis import ResponseError
 from pulse_trio.streaming import Stream
 
 from ._util import consuming
@@ -64,10 +64,9 @@ async def test_sink_blocking_read_stays_below_stream_timeout(
     ],
 )
 async def test_invalid_options_name_the_option(
-    opener: str, options: dict[str, Any], error: type[Exception], match: str
+    client: Any, opener: str, options: dict[str, Any], error: type[Exception], match: str
 ) -> None:
-    offline = coredis.Redis(host="127.0.0.1", port=1, decode_responses=False)
-    stream = Stream(offline, "s")
+    stream = Stream(client, "s")
     open_it = (
         stream.open_reader if opener == "open_reader" else lambda **o: stream.open_sink("x", **o)
     )
@@ -84,10 +83,11 @@ async def test_invalid_options_name_the_option(
         ({"dead_letter": 5, "max_deliveries": 2}, "Stream"),
     ],
 )
-async def test_invalid_sink_options_name_the_option(options: dict[str, Any], match: str) -> None:
-    offline = coredis.Redis(host="127.0.0.1", port=1, decode_responses=False)
+async def test_invalid_sink_options_name_the_option(
+    client: Any, options: dict[str, Any], match: str
+) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
-        Stream(offline, "s").open_sink("sink", **options)
+        Stream(client, "s").open_sink("sink", **options)
 
 
 # --- defect 3: no public constructors; a never-entered object raises at once ------------------
@@ -158,7 +158,8 @@ async def test_sink_ack_raises_pulse_errors(client: Any, unique: str) -> None:
     await client.set(stream.key, "not a stream")
     with pytest.raises(pulse_trio.RedisCommandError, match="wrong kind of value") as info:
         await sink.ack(event)
-    assert isinstance(info.value.__cause__, coredis.exceptions.RedisError)
+    assert isinstance(info.value.__cause__, ResponseError)
+    assert info.value.__cause__.code == "WRONGTYPE"
 
 
 async def test_sink_ack_with_redis_gone_raises_redis_unavailable(unique: str) -> None:
@@ -199,52 +200,52 @@ async def test_map_write_errors_are_pulse_errors(client: Any, unique: str) -> No
         await client.delete([f"map:{unique}:content"])
 
 
-# --- defect 5: the coredis fix is confined to the clients pulse-trio touches ------------------
+# --- defect 5: no monkeypatch of anyone's classes; no coredis at all -----------------------
 
 
-def test_importing_pulse_trio_leaves_coredis_classes_alone() -> None:
-    assert "pulse_trio" not in ConnectionPool.release.__module__
-    assert "pulse_trio" not in ClusterConnectionPool.release.__module__
-    assert "release" not in vars(ConnectionPool) or ConnectionPool.release.__qualname__ == (
-        "ConnectionPool.release"
+def test_importing_pulse_trio_loads_no_redis_client_library() -> None:
+    """pulse-trio runs on its own transport: importing every package loads neither coredis
+    nor redis-py, so it cannot patch them (the coredis pool fix is gone with coredis)."""
+    code = (
+        "import sys, pulse_trio, pulse_trio.rmap, pulse_trio.streaming, pulse_trio.pool, "
+        "pulse_trio.testing; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('coredis', 'redis')))"
     )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stdout
 
 
-async def test_a_user_built_client_gets_the_fix_on_its_own_pool(
-    client: Any, server_url: str
-) -> None:
-    """The user's pool is fixed; a lost subscription no longer costs a slot."""
-    from pulse_trio._boundary import check_client
+async def test_a_coredis_client_is_refused_with_the_way_in(server_url: str, unique: str) -> None:
+    """A coredis client given to an entry point gets a TypeError that names url_of()."""
+    import coredis
 
-    from .test_coredis_compat import lose_a_subscription
-
-    async with coredis.Redis.from_url(server_url, max_connections=3) as mine:
-        other = coredis.Redis.from_url(server_url)
-        check_client(mine)
-        assert "release" in vars(mine.connection_pool)  # patched on the instance only
-        assert "release" not in vars(other.connection_pool)
-        for _ in range(6):  # more losses than the pool has slots
-            with anyio.fail_after(5), pytest.raises(BaseExceptionGroup):
-                await lose_a_subscription(mine, client)
-        with anyio.fail_after(5):
-            assert await mine.ping() == b"PONG"
+    mine = coredis.Redis.from_url(server_url, decode_responses=False)
+    with pytest.raises(TypeError, match=r"url_of"):
+        rmap.join(mine, unique)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"url_of"):
+        Stream(mine, unique)  # type: ignore[arg-type]
 
 
-async def test_an_unknown_pool_is_left_alone_with_one_log_line(
-    server_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    class OwnPool(ConnectionPool[Any]):
-        def release(self, connection: Any) -> None:
-            super().release(connection)
+async def test_url_of_a_coredis_client_reaches_the_same_server(server_url: str) -> None:
+    """``connect(url_of(coredis_client))``: same server, database, user and client name."""
+    import coredis
 
-    caplog.set_level(logging.WARNING, logger="pulse_trio")
-    pool = OwnPool.from_url(server_url)
-    mine = coredis.Redis(connection_pool=pool, decode_responses=False)
-    assert fix_client_pool(mine) is False
-    assert fix_client_pool(mine) is False  # checked once per pool
-    assert "release" not in vars(pool)
-    lines = [r for r in caplog.records if "left as it is" in r.getMessage()]
-    assert len(lines) == 1
+    mine = coredis.Redis.from_url(
+        server_url + "/3", decode_responses=False, client_name="from-coredis"
+    )
+    url = pulse_trio.url_of(mine)
+    assert url.endswith("/3?client_name=from-coredis"), url
+    async with pulse_trio.connect(url) as client:
+        await client.execute("SET", "where", b"db3")
+        assert await client.execute("CLIENT", "GETNAME") == b"from-coredis"
+    async with mine:
+        assert await mine.get("where") == b"db3"
+    cluster = coredis.RedisCluster(host="10.0.0.1", port=7000, username="u", password="p w")
+    assert pulse_trio.url_of(cluster) == "redis+cluster://u:p%20w@10.0.0.1:7000"
+    with pytest.raises(TypeError, match="coredis"):
+        pulse_trio.url_of(object())
 
 
 # --- imports run one way in streaming -------------------------------------------------------

@@ -1228,7 +1228,6 @@ def open_node(
 
     Raises:
         InvalidNameError: ``name`` breaks the naming rule (a ``ValueError``).
-        ClientConfigurationError: The client decodes responses (a ``ValueError``).
         ValueError: A duration or bound is out of range (the message names it).
         TypeError: An option has the wrong type, or ``client`` is not a coredis client.
 

@@ -78,7 +78,6 @@ class MapOps:
         Raises:
             pulse_trio.InvalidNameError: Bad map name.
             ValueError: Bad TTLs.
-            pulse_trio.ClientConfigurationError: The client decodes responses.
         """
         validate_name("map", name)
         ttl_args = validate_ttls(ttl, sliding_ttl)
