@@ -402,8 +402,9 @@ class Node(Service):
                 # Nobody is sending: send this batch here (saves two task switches on the
                 # sequential path); later callers queue up behind it.
                 await self._admit_queued()
-            with anyio.move_on_after(wait):
-                await item.done.wait()
+            if not item.done.is_set():  # (no cancel scope when the batch was sent here)
+                with anyio.move_on_after(wait):
+                    await item.done.wait()
             if not item.done.is_set():
                 item.abandoned = True
                 raise RedisUnavailableError(
@@ -533,8 +534,9 @@ class Node(Service):
 
     async def _await_start(self, key: str, token: str, waiter: _Waiter, wait: float) -> None:
         while True:
-            with anyio.move_on_after(wait):
-                await waiter.event.wait()
+            if not waiter.event.is_set():
+                with anyio.move_on_after(wait):
+                    await waiter.event.wait()
             if waiter.event.is_set():
                 self._check_open("dispatch_job")
                 if waiter.ok:
