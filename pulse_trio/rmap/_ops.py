@@ -18,6 +18,7 @@ from typing import Any, Final
 import attrs
 
 from .._boundary import Client, as_dict, check_client, map_redis_errors, optional_text, text
+from .._errors import RedisUnavailableError
 from .._lua import BoundScript, bind_script
 from .._names import ttl_script_args, validate_duration, validate_name
 from ._errors import MapValueError, validate_key, validate_value
@@ -78,7 +79,7 @@ class MapOps:
         Raises:
             pulse_trio.InvalidNameError: Bad map name.
             ValueError: Bad TTLs.
-            pulse_trio.ClientConfigurationError: The client decodes responses.
+            TypeError: ``client`` is not a :class:`pulse_trio.Client`.
         """
         validate_name("map", name)
         ttl_args = validate_ttls(ttl, sliding_ttl)
@@ -101,14 +102,19 @@ class MapOps:
         return translate
 
     async def _call(self, script: str, operation: str, key: str, *args: str) -> Any:
-        with map_redis_errors(
-            f"map {self.name!r}: {operation} of key {key!r}",
-            reply=self._value_error(key, operation),
-            hint="local reads still work, retry the write later",
-        ):
-            return await self.scripts[script](
-                keys=[self.key], args=[self.channel, *self.ttl_args, key, *args]
-            )
+        what = f"map {self.name!r}: {operation} of key {key!r}"
+        hint = "local reads still work, retry the write later"
+        try:
+            with map_redis_errors(what, reply=self._value_error(key, operation), hint=hint):
+                return await self.scripts[script](
+                    keys=[self.key], args=[self.channel, *self.ttl_args, key, *args]
+                )
+        except RedisUnavailableError as exc:
+            # The transport's own errors (a lost connection...) say nothing of the map: name
+            # the write, and what still works. The transport's error stays the __cause__.
+            if not str(exc).startswith(what):
+                raise RedisUnavailableError(f"{what} failed: {exc}; {hint}") from exc
+            raise
 
     # ------------------------------------------------------------------ writes
 
