@@ -40,6 +40,9 @@ async def test_gap_in_revisions_triggers_a_resync(client: Any) -> None:
         await wait_until(lambda: m.statistics().resyncs > resyncs, what="resync")
         await wait_until(lambda: m.map() == {"a": "1", "lost": "x", "b": "2"})
         assert m.revision == 3
+        # The subscription was up all along: re-read on it, not replaced.
+        assert m.statistics().reconnects == 0
+        assert m.statistics().connected
 
 
 async def test_counter_reset_behind_the_replica_triggers_a_resync(client: Any) -> None:
