@@ -156,10 +156,13 @@ def to_pulse_error(
 ) -> Exception:
     """The pulse-trio error for an error of the Redis client (see :func:`map_redis_errors`).
 
-    Returns ``exc`` itself when it is not the client's (or is already pulse-trio's).
+    Returns ``exc`` itself when it is not the client's (or already names ``operation``).
     """
     if isinstance(exc, RedisUnavailableError):
-        return exc
+        if str(exc).startswith(operation):
+            return exc  # already says what failed (an inner map_redis_errors)
+        # The transport's own (a lost connection...) says nothing of the operation.
+        return RedisUnavailableError(f"{operation} failed: {exc}; {hint}")
     if _is_transient_leaf(exc):
         return RedisUnavailableError(f"{operation} failed: Redis is unreachable ({exc!r}); {hint}")
     if isinstance(exc, ResponseError):

@@ -20,12 +20,13 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import anyio
 import anyio.abc
-import coredis
 
 from ._errors import PulseError
+from ._redis import Client, open_client
 
 #: How long a server may take to answer PING after it was started, in seconds.
 START_TIMEOUT = 20.0
@@ -279,7 +280,7 @@ class EmbeddedCluster:
     ``redis-cli``), so the bundled ``valkey-server`` alone is enough::
 
         async with EmbeddedCluster(masters=3, replicas=1) as cluster:
-            async with pulse_trio.connect(cluster.url) as client:   # a coredis.RedisCluster
+            async with pulse_trio.connect(cluster.url) as client:   # client.is_cluster
                 ...
 
     Args:
@@ -396,14 +397,11 @@ class EmbeddedCluster:
         self._waiting_for = "the first node's answers"
         with anyio.move_on_after(self.start_timeout) as scope:
             async with contextlib.AsyncExitStack() as stack:
-                clients: list[coredis.Redis[str]] = []
+                clients: list[Client] = []
                 for node in nodes:
-                    # verify_version=False: no DeprecationWarning for CLUSTER SLOTS, which is
-                    # still what cluster clients read.
-                    client = coredis.Redis(
-                        host=node.host, port=node.port, decode_responses=True, verify_version=False
-                    )
-                    clients.append(await stack.enter_async_context(client))
+                    # One plain (not cluster-aware) client per node: these commands are about
+                    # the node itself, not about keys.
+                    clients.append(await stack.enter_async_context(open_client(node.url)))
                 await self._form(nodes, clients)
         if scope.cancelled_caught:
             raise EmbeddedServerError(
@@ -411,32 +409,32 @@ class EmbeddedCluster:
                 f"for {self._waiting_for}"
             )
 
-    async def _form(self, nodes: list[EmbeddedServer], clients: list[coredis.Redis[str]]) -> None:
+    async def _form(self, nodes: list[EmbeddedServer], clients: list[Client]) -> None:
         """Assign slots, meet, replicate, and wait until every node agrees."""
-        self._node_ids = [await client.cluster_myid() for client in clients]
+        self._node_ids = [_text(await client.execute("CLUSTER", "MYID")) for client in clients]
         for index, client in enumerate(clients):
             # Distinct config epochs up front, as redis-cli does: no epoch-collision rounds.
-            await client.cluster_set_config_epoch(index + 1)
+            await client.execute("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
         for index in range(self.masters):
             first = index * CLUSTER_SLOTS // self.masters
             last = (index + 1) * CLUSTER_SLOTS // self.masters - 1
-            await clients[index].cluster_addslotsrange([(first, last)])
+            await clients[index].execute("CLUSTER", "ADDSLOTSRANGE", first, last)
         bus_ports = [_bus_port(node) for node in nodes]
         for node, bus_port in zip(nodes[1:], bus_ports[1:], strict=True):
-            await clients[0].cluster_meet(node.host, node.port, bus_port)
+            await clients[0].execute("CLUSTER", "MEET", node.host, node.port, bus_port)
         for index in range(self.masters, len(nodes)):
             master_id = self._node_ids[(index - self.masters) // self.replicas]
             # A node can replicate only a master it already knows (gossip after the meets).
             await _poll(functools.partial(_knows, clients[index], master_id))
-            await clients[index].cluster_replicate(master_id)
+            await clients[index].execute("CLUSTER", "REPLICATE", master_id)
         await _poll(lambda: self._converged(clients))
 
-    async def _converged(self, clients: list[coredis.Redis[str]]) -> bool:
+    async def _converged(self, clients: list[Client]) -> bool:
         """Whether every node agrees the cluster is complete; else note what is missing."""
         total = len(clients)
         for index, (client, node) in enumerate(zip(clients, self.nodes, strict=True)):
             self._waiting_for = f"node {node.port}: "
-            info = await client.cluster_info()
+            info = _fields(await client.execute("CLUSTER", "INFO"))
             if (
                 info.get("cluster_state") != "ok"
                 or int(info.get("cluster_known_nodes", 0)) != total
@@ -449,7 +447,7 @@ class EmbeddedCluster:
                 )
                 return False
             replicas = 0
-            for entry in await client.cluster_nodes():
+            for entry in await _cluster_nodes(client):
                 flags = set(entry["flags"])
                 if flags & {"handshake", "fail", "fail?", "noaddr"} or (
                     "myself" not in flags and entry["link_state"] != "connected"
@@ -464,15 +462,16 @@ class EmbeddedCluster:
                 self._waiting_for += f"knows {replicas}/{total - self.masters} replicas"
                 return False
             # Replicas appear in CLUSTER SLOTS (what cluster clients read) only once their
-            # replication offset is known to be non-zero: wait for that too.
-            slots = await client.cluster_slots()
+            # replication offset is known to be non-zero: wait for that too. Each entry is
+            # [first slot, last slot, master, *replicas]; each master here has one range.
+            slots = await client.execute("CLUSTER", "SLOTS")
             if len(slots) != self.masters or any(
-                len(shard) != 1 + self.replicas for shard in slots.values()
+                len(entry) - 2 != 1 + self.replicas for entry in slots
             ):
                 self._waiting_for += "CLUSTER SLOTS does not list every master and replica yet"
                 return False
             if index >= self.masters:
-                replication = await client.info("replication")
+                replication = _fields(await client.execute("INFO", "replication"))
                 if replication.get("master_link_status") != "up":
                     self._waiting_for += "replica's link to its master is not up"
                     return False
@@ -513,8 +512,37 @@ async def _poll(condition: Callable[[], Awaitable[bool]], interval: float = 0.05
         await anyio.sleep(interval)
 
 
-async def _knows(client: coredis.Redis[str], node_id: str) -> bool:
-    return any(entry["id"] == node_id for entry in await client.cluster_nodes())
+def _text(reply: Any) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _fields(reply: Any) -> dict[str, str]:
+    """``name:value`` lines (``CLUSTER INFO``, ``INFO``) as a dict (comments skipped)."""
+    lines = _text(reply).splitlines()
+    return dict(line.partition(":")[::2] for line in lines if ":" in line and line[0] != "#")
+
+
+async def _cluster_nodes(client: Client) -> list[dict[str, Any]]:
+    """``CLUSTER NODES``: per node its ``id``, ``port``, ``flags`` and ``link_state``."""
+    nodes: list[dict[str, Any]] = []
+    for line in _text(await client.execute("CLUSTER", "NODES")).splitlines():
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        address = parts[1].split("@")[0]
+        nodes.append(
+            {
+                "id": parts[0],
+                "port": int(address.rpartition(":")[2] or 0),
+                "flags": tuple(parts[2].split(",")),
+                "link_state": parts[7],
+            }
+        )
+    return nodes
+
+
+async def _knows(client: Client, node_id: str) -> bool:
+    return any(entry["id"] == node_id for entry in await _cluster_nodes(client))
 
 
 def _bus_port(node: EmbeddedServer) -> int:
@@ -535,8 +563,8 @@ async def embedded(
             ...
 
     With ``cluster=True`` a 3-master :class:`EmbeddedCluster` is started instead and its
-    ``redis+cluster://`` URL is yielded (``pulse_trio.connect`` turns it into a
-    ``coredis.RedisCluster``).
+    ``redis+cluster://`` URL is yielded (``pulse_trio.connect`` opens a
+    :class:`pulse_trio.Client` on the whole cluster from it: ``client.is_cluster``).
 
     Args:
         appendonly: Keep an append-only file (useful only together with restarts; standalone

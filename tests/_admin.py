@@ -374,6 +374,14 @@ class AdminClient(Client):
         ``master``)."""
         return _parse_nodes(_text(await self.execute("CLUSTER", "NODES")))
 
+    async def cluster_slots(self) -> list[tuple[int, int, list[tuple[str, int, str]]]]:
+        """CLUSTER SLOTS: per slot range ``(first, last, [(host, port, id) of the master,
+        then of each replica])``."""
+        return [
+            (int(first), int(last), [(_text(n[0]), int(n[1]), _text(n[2])) for n in nodes])
+            for first, last, *nodes in await self.execute("CLUSTER", "SLOTS")
+        ]
+
     async def cluster_replicas(self, node_id: str) -> list[dict[str, Any]]:
         """CLUSTER REPLICAS of one master."""
         lines = await self.execute("CLUSTER", "REPLICAS", node_id)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import anyio
-import coredis
 import pytest
 
 import pulse_trio
 import pulse_trio.testing
+from pulse_trio._redis import Message
 from pulse_trio.testing import EmbeddedCluster
+
+from ._admin import AdminClient
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -16,18 +18,18 @@ pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 KEYS = [f"key-{i}" for i in range(30)]
 
 
-async def _key_counts(client: coredis.RedisCluster[bytes]) -> list[int]:
+async def _key_counts(client: AdminClient) -> list[int]:
     """DBSIZE of every master, asked directly (not through the cluster client)."""
     counts = []
     for node in await client.cluster_nodes():
         if "master" in node["flags"]:
-            async with coredis.Redis(host=node["host"], port=node["port"]) as direct:
-                counts.append(await direct.dbsize())
+            async with pulse_trio.connect(f"redis://{node['host']}:{node['port']}") as direct:
+                counts.append(await direct.execute("DBSIZE"))
     return counts
 
 
 async def test_cluster_serves_keys_in_every_masters_slots(
-    cluster_client: coredis.RedisCluster[bytes],
+    cluster_client: AdminClient,
 ) -> None:
     info = await cluster_client.cluster_info()
     assert info["cluster_state"] == "ok"
@@ -44,7 +46,7 @@ async def test_cluster_serves_keys_in_every_masters_slots(
 
 
 async def test_single_key_script_runs_on_every_slot(
-    cluster_client: coredis.RedisCluster[bytes],
+    cluster_client: AdminClient,
 ) -> None:
     script = cluster_client.register_script(
         "redis.call('HSET', KEYS[1], 'v', ARGV[1]); return redis.call('HINCRBY', KEYS[1], 'n', 1)"
@@ -58,35 +60,40 @@ async def test_single_key_script_runs_on_every_slot(
 
 
 async def test_publish_on_any_node_reaches_a_cluster_subscriber(
-    cluster_client: coredis.RedisCluster[bytes], unique: str
+    cluster_client: AdminClient, unique: str
 ) -> None:
     channel = f"{unique}:updates"
     nodes = await cluster_client.cluster_nodes()
     assert len(nodes) == 3
-    async with cluster_client.pubsub(channels=[channel], ignore_subscribe_messages=True) as sub:
+    async with cluster_client.subscribe(channel) as sub:
         # Publish once through every node: the subscriber sits on one of them, so at least
         # two messages cross the cluster bus before they reach it.
         for node in nodes:
-            async with coredis.Redis(host=node["host"], port=node["port"]) as direct:
-                await direct.publish(channel, f"from {node['port']}")
+            async with pulse_trio.connect(f"redis://{node['host']}:{node['port']}") as direct:
+                await direct.execute("PUBLISH", channel, f"from {node['port']}")
         received: set[object] = set()
         with anyio.fail_after(5):
-            while len(received) < len(nodes):
-                message = await sub.get_message(ignore_subscribe_messages=True)
-                if message is not None and message["type"] == "message":
-                    received.add(message["data"])
+            async for item in sub:
+                assert isinstance(item, Message), item  # no reconnection in this test
+                received.add(item.data)
+                if len(received) == len(nodes):
+                    break
     assert received == {f"from {node['port']}".encode() for node in nodes}
 
 
 async def test_cluster_with_replicas_reports_them_and_cleans_up() -> None:
     async with pulse_trio.embedded(cluster=True, replicas=1) as url:
         assert url.startswith("redis+cluster://127.0.0.1:")
-        async with pulse_trio.connect(url) as client:
-            assert isinstance(client, coredis.RedisCluster)
-            # What the client discovered (CLUSTER SLOTS): 3 shards of a master and a replica.
-            layout = client.connection_pool.cluster_layout
-            assert len(layout.primaries) == 3
-            assert len(layout.replicas) == 3
+        async with pulse_trio.connect(url) as connected:
+            assert connected.is_cluster
+            client = AdminClient.of(connected)
+            # What the client routes to: the 3 masters (one statistics entry per primary).
+            assert len(client.statistics()) == 3
+            # What cluster clients read (CLUSTER SLOTS): 3 shards of a master and a replica.
+            shards = await client.cluster_slots()
+            assert len(shards) == 3
+            assert all(len(shard_nodes) == 2 for _, _, shard_nodes in shards)
+            assert sum(last - first + 1 for first, last, _ in shards) == 16384
             nodes = await client.cluster_nodes()
             masters = [n for n in nodes if "master" in n["flags"]]
             assert len(masters) == 3

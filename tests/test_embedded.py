@@ -16,8 +16,8 @@ pytestmark = pytest.mark.anyio
 
 async def test_embedded_yields_a_working_url_and_cleans_up() -> None:
     async with pulse_trio.embedded() as url, pulse_trio.connect(url) as client:
-        await client.set("k", "v")
-        assert await client.get("k") == b"v"
+        await client.execute("SET", "k", "v")
+        assert await client.execute("GET", "k") == b"v"
     port = int(url.rsplit(":", 1)[1])
     with pytest.raises(OSError, match=r"(?i)connect"):
         await anyio.connect_tcp("127.0.0.1", port)
@@ -37,10 +37,10 @@ async def test_server_stops_and_directory_is_removed_on_cancellation() -> None:
 async def test_restart_keeps_data_with_appendonly() -> None:
     async with EmbeddedServer(appendonly=True) as server:
         async with pulse_trio.connect(server.url) as client:
-            await client.set("k", "v")
+            await client.execute("SET", "k", "v")
         await server.restart()
         async with pulse_trio.connect(server.url) as client:
-            assert await client.get("k") == b"v"
+            assert await client.execute("GET", "k") == b"v"
 
 
 async def test_connect_rejects_unknown_scheme() -> None:

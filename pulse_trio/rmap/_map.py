@@ -3,24 +3,31 @@
 Who mutates what: the local copy (``_content``, ``_revision``) is written only by the map's
 own background task (``_run``: snapshots and applied notifications). Writers never touch it;
 their writes come back through the subscription like everybody else's.
+
+The subscription is the transport's (``client.subscribe``): it reconnects on its own and
+reports each reconnection as a :class:`~pulse_trio._redis.Resubscribed` item, after which the
+map re-reads the hash (notifications published meanwhile are lost). The map's own health
+check PINGs the subscriber connection (``sub.ping()``) within ``ping_timeout``, tighter than
+the transport's, and replaces a subscription that does not answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Final
+from typing import Final
 
 import anyio
 import anyio.abc
 import attrs
 
-from .._boundary import TRANSIENT_ERRORS, Client, display, is_transient, leaves, text
+from .._boundary import Client, display, is_transient, leaves
 from .._errors import RedisUnavailableError
 from .._lifecycle import Service
 from .._names import validate_duration, validate_name
+from .._redis import Resubscribed
+from .._redis import Subscription as _RedisSubscription
 from .._retry import backoff_delay
 from ._errors import MapClosedError
 from ._ops import MapOps
@@ -491,23 +498,19 @@ class Map(Service):
             self._notify(kind)
         self._release_waiters()
 
-    async def _listen(self, pubsub: Any) -> None:
+    async def _listen(self, sub: _RedisSubscription) -> None:
+        """Apply the notifications of ``sub``; raise :class:`_Resync` when one may be lost."""
         last_received: int | None = None
-        confirmations = 0
-        async for item in pubsub:
-            kind = text(item["type"])
-            if kind == "subscribe":
-                confirmations += 1
-                if confirmations > 1:
-                    # The client re-subscribed on its own: anything published meanwhile is
-                    # lost, so re-read everything.
-                    raise _Resync("the subscription was re-established")
-                continue
-            if kind != "message":
-                continue
-            data = item["data"]
+        async for item in sub:
+            if isinstance(item, Resubscribed):
+                # The transport lost the subscriber connection and subscribed again on a new
+                # one: anything published in between is lost, so re-read everything.
+                self._connected = False
+                self._reconnects += 1
+                raise _Resync("the subscriber connection was re-established")
+            data = item.data
             try:
-                message = decode_message(data if isinstance(data, bytes) else data.encode())
+                message = decode_message(data)
             except DecodeError as exc:
                 self._log.error(
                     "rmap %s: undecodable notification %s (%s); resyncing",
@@ -531,16 +534,28 @@ class Map(Service):
                 )
         raise _Resync("the subscription ended")
 
-    async def _health(self, pubsub: Any) -> None:
-        """Fail when the subscribed connection stops answering; resync on a stale revision."""
+    async def _health(self, sub: _RedisSubscription) -> None:
+        """Fail when the subscribed connection stops answering; resync on a stale revision.
+
+        A PING left unanswered for ``ping_timeout`` (a half-open connection) ends the session
+        with a ``TimeoutError``: the subscription is closed and a new one opened. While the
+        transport is itself reconnecting the subscriber, the map only reports itself
+        disconnected: the :class:`Resubscribed` item that follows makes it resync.
+        """
         behind_since: int | None = None
         next_check = anyio.current_time() + self._ping_interval
         while True:
             await anyio.sleep_until(next_check)
-            next_check += self._ping_interval
+            next_check = max(next_check + self._ping_interval, anyio.current_time())
             try:
                 with anyio.fail_after(self._ping_timeout):
-                    await pubsub.connection.create_request(b"PING")
+                    try:
+                        await sub.ping()
+                    except RedisUnavailableError:
+                        # No subscriber connection right now (the transport is reconnecting).
+                        self._connected = False
+                        behind_since = None
+                        continue
                     stored = await self._ops.stored_revision()
             except TimeoutError:
                 raise TimeoutError(
@@ -557,39 +572,50 @@ class Map(Service):
             else:
                 behind_since = None
 
-    async def _session(self, on_ready: Callable[[], None] | None) -> None:
-        async with self._client.pubsub(
-            channels=[self._ops.channel],
-            retry_policy=None,  # we reconnect ourselves, and resync every time
-            max_idle_seconds=math.inf,  # our own health check replaces coredis's keepalive
-        ) as pubsub:
-            try:
+    async def _session(self, on_synced: Callable[[], None]) -> None:
+        """One subscription: snapshot, then apply notifications; resync in place when needed.
+
+        Subscribe first, then read the snapshot: every write after the snapshot arrives as a
+        notification, as long as the subscription stays up (and when it does not, the
+        transport says so with a :class:`Resubscribed` item, which makes the map re-read the
+        hash). ``on_synced`` is called after every snapshot. Ends only on an error (a fault of
+        Redis or of the connection) or cancellation.
+        """
+        async with self._client.subscribe(self._ops.channel) as sub:
+            while True:
                 await self._load_snapshot()
                 self._connected = True
-                if on_ready is not None:
-                    on_ready()
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._health, pubsub)
-                    await self._listen(pubsub)
-            finally:
-                # A session only ends on a fault, a resync or the map's exit; in the first two
-                # cases the socket may be dead or half-open, and coredis would hand it to the
-                # next subscription. It is dedicated to us anyway: never return it to the pool.
-                with contextlib.suppress(Exception):
-                    pubsub.connection.invalidate("rmap subscription ended")
+                on_synced()
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._health, sub)
+                        await self._listen(sub)
+                except Exception as exc:
+                    parts = leaves(exc)
+                    if not all(isinstance(part, _Resync) for part in parts):
+                        raise
+                    reason = next(p for p in parts if isinstance(p, _Resync)).reason
+                    self._log.info(
+                        "rmap %s: resyncing: %s",
+                        self._name,
+                        reason,
+                        extra={"map": self._name, "reason": reason},
+                    )
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         started = False
         failures = 0
 
-        def ready() -> None:
-            nonlocal started
-            started = True
-            task_status.started()
+        def synced() -> None:
+            nonlocal started, failures
+            failures = 0
+            if not started:
+                started = True
+                task_status.started()
 
         while True:
             try:
-                await self._session(None if started else ready)
+                await self._session(synced)
             except Exception as exc:
                 self._connected = False
                 if not started:
@@ -599,32 +625,22 @@ class Map(Service):
                         ) from exc
                     raise
                 parts = leaves(exc)
-                resyncs = [p for p in parts if isinstance(p, _Resync)]
-                if resyncs and all(isinstance(p, (_Resync, *TRANSIENT_ERRORS)) for p in parts):
-                    self._log.info(
-                        "rmap %s: resyncing: %s",
-                        self._name,
-                        resyncs[0].reason,
-                        extra={"map": self._name, "reason": resyncs[0].reason},
-                    )
-                    failures = 0
-                    delay = 0.0
-                elif is_transient(exc):
-                    delay = backoff_delay(failures, cap=MAX_RECONNECT_DELAY)
-                    self._log.warning(
-                        "rmap %s: subscription lost (%r); reconnecting in %.2fs",
-                        self._name,
-                        parts[0],
-                        delay,
-                        extra={"map": self._name, "error": repr(parts[0]), "delay": delay},
-                    )
-                    failures += 1
-                else:
+                if not all(isinstance(p, _Resync) or is_transient(p) for p in parts):
                     raise
+                # A fault of Redis or of the subscriber connection (maybe together with a
+                # resync that was starting): open a new subscription, then re-read the hash.
+                delay = backoff_delay(failures, cap=MAX_RECONNECT_DELAY)
+                failures += 1
+                fault = next((p for p in parts if not isinstance(p, _Resync)), parts[0])
+                self._log.warning(
+                    "rmap %s: subscription lost (%r); reconnecting in %.2fs",
+                    self._name,
+                    fault,
+                    delay,
+                    extra={"map": self._name, "error": repr(fault), "delay": delay},
+                )
                 self._reconnects += 1
-                if delay:
-                    await anyio.sleep(delay)
-                continue
+                await anyio.sleep(delay)
             finally:
                 self._connected = False
 
@@ -670,13 +686,15 @@ def join(
 
     ``async with rmap.join(client, "config") as m:`` starts once the map is subscribed and
     its content loaded (subscribe first, then snapshot, then apply only notifications newer
-    than the snapshot). The replica resyncs (resubscribes and re-reads the hash) whenever it
-    may have missed a write: a gap or regression in revisions, a reconnection, a dead
-    subscription (PING unanswered within ``ping_timeout``), an undecodable notification, or
-    a stored revision that went backwards (the hash expired).
+    than the snapshot). The replica resyncs (re-reads the hash while subscribed) whenever it
+    may have missed a write: a gap or regression in revisions, a reconnection of its
+    subscriber connection (which the transport resubscribes first), a dead subscription
+    (PING unanswered within ``ping_timeout``: the subscription is replaced by a new one), an
+    undecodable notification, or a stored revision that went backwards (the hash expired).
 
     Args:
-        client: An entered coredis client (``decode_responses=False``); never closed here.
+        client: An open :class:`pulse_trio.Client` (from :func:`pulse_trio.connect`); never
+            closed here.
         name: 1 to 512 characters, none of space, NUL, ``*``, ``?``, ``[``, ``]``.
         ttl: Absolute time to live of the hash, in seconds: set when the hash has none, so it
             expires that long after its creation (or last reset). ``None``: no expiry.
@@ -692,16 +710,16 @@ def join(
     Raises:
         pulse_trio.InvalidNameError: Bad name (here, before any I/O).
         ValueError: Bad durations (here, before any I/O).
-        TypeError: ``client`` is not a coredis client.
-        pulse_trio.ClientConfigurationError: The client decodes responses.
+        TypeError: ``client`` is not a :class:`pulse_trio.Client` (here, before any I/O).
         pulse_trio.RedisUnavailableError: Redis cannot be reached when the block is entered.
 
     Cancellation:
         The map's background task (subscription, health checks) lives in a task group owned
         by the map's block; leaving the block, also by cancellation, stops it before
         returning. After the block, reads return the last state and writes raise
-        :class:`MapClosedError`. The replica uses one dedicated pool connection for its
-        subscription while the block runs.
+        :class:`MapClosedError`. The replica holds one subscriber connection of its own
+        (``client.subscribe``, outside the client's pool of blocking connections) while the
+        block runs; its reads and writes share the client's multiplexed connection.
     """
     validate_name("map", name)
     interval = _positive("ping_interval", ping_interval)

@@ -78,6 +78,7 @@ class MapOps:
         Raises:
             pulse_trio.InvalidNameError: Bad map name.
             ValueError: Bad TTLs.
+            TypeError: ``client`` is not a :class:`pulse_trio.Client`.
         """
         validate_name("map", name)
         ttl_args = validate_ttls(ttl, sliding_ttl)

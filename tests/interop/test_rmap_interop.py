@@ -18,6 +18,7 @@ import anyio.abc
 import pytest
 
 from pulse_trio import rmap
+from pulse_trio._redis import Message
 
 from .._util import recording
 from ._helpers import wait_until
@@ -154,12 +155,11 @@ async def raw_messages(client: Any, channel: str) -> AsyncIterator[list[bytes]]:
     messages: list[bytes] = []
 
     async def consume(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-        async with client.pubsub(channels=[channel]) as pubsub:
+        async with client.subscribe(channel) as sub:
             task_status.started()
-            async for item in pubsub:
-                kind = item["type"]
-                if kind in (b"message", "message"):
-                    messages.append(item["data"])
+            async for item in sub:
+                assert isinstance(item, Message), item  # no reconnection in these tests
+                messages.append(item.data)
 
     async with anyio.create_task_group() as tg:
         await tg.start(consume)

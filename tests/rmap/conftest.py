@@ -14,7 +14,7 @@ import pytest
     ]
 )
 def redis(request: pytest.FixtureRequest) -> Any:
-    """An entered, flushed client: standalone ``coredis.Redis`` or ``coredis.RedisCluster``."""
+    """An open, flushed client (an AdminClient): on one server, or on a 3-master cluster."""
     if request.param == "cluster":
         return request.getfixturevalue("cluster_client")
     return request.getfixturevalue("client")

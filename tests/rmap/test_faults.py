@@ -7,7 +7,6 @@ from typing import Any
 
 import anyio
 import pytest
-from coredis.tokens import PureToken
 
 import pulse_trio
 from pulse_trio import rmap
@@ -41,6 +40,9 @@ async def test_gap_in_revisions_triggers_a_resync(client: Any) -> None:
         await wait_until(lambda: m.statistics().resyncs > resyncs, what="resync")
         await wait_until(lambda: m.map() == {"a": "1", "lost": "x", "b": "2"})
         assert m.revision == 3
+        # The subscription was up all along: re-read on it, not replaced.
+        assert m.statistics().reconnects == 0
+        assert m.statistics().connected
 
 
 async def test_counter_reset_behind_the_replica_triggers_a_resync(client: Any) -> None:
@@ -60,7 +62,7 @@ async def test_client_kill_pubsub_resyncs_and_converges(client: Any) -> None:
     async with rmap.join(client, "kill", **FAST) as m:
         await m.set_and_wait("a", "1")
         before = m.statistics()
-        killed = await client.client_kill(type_=PureToken.PUBSUB)
+        killed = await client.client_kill(type_="pubsub")
         assert killed
         # Written while the replica is disconnected: its notification is lost.
         await client.hset("map:kill:content", {"b": "2"})
@@ -69,6 +71,28 @@ async def test_client_kill_pubsub_resyncs_and_converges(client: Any) -> None:
         await wait_until(lambda: m.map() == {"a": "1", "b": "2"}, what="converged")
         assert m.statistics().connected
         await m.set_and_wait("c", "3")  # and it keeps applying notifications
+        assert m.get("c") == "3"
+
+
+async def test_a_resubscription_by_the_transport_alone_resyncs(client: Any) -> None:
+    # Health checks every minute: only the transport's Resubscribed item can repair it.
+    async with rmap.join(client, "resub", ping_interval=60.0) as m:
+        await m.set_and_wait("a", "1")
+        before = m.statistics()
+        # A write whose notification never reached the replica (nothing published)...
+        await client.hset("map:resub:content", {"b": "2"})
+        await client.hincrby("map:resub:content", "=rev", 1)
+        await anyio.sleep(0.1)
+        assert m.map() == {"a": "1"}
+        # ...is found by the re-read that follows the subscriber connection's reconnection.
+        assert await client.client_kill(type_="pubsub") == 1
+        await wait_until(lambda: m.map() == {"a": "1", "b": "2"}, what="resynced")
+        after = m.statistics()
+        assert after.reconnects == before.reconnects + 1
+        assert after.resyncs == before.resyncs + 1
+        assert after.connected
+        assert m.revision == 2
+        await m.set_and_wait("c", "3")
         assert m.get("c") == "3"
 
 

@@ -12,6 +12,7 @@ import pytest
 import pulse_trio
 from pulse_trio import rmap
 from pulse_trio.rmap import EventKind
+from pulse_trio.testing import EmbeddedServer
 
 from .._util import wait_until
 
@@ -393,21 +394,22 @@ async def test_invalid_options(kwargs: dict[str, Any], match: str) -> None:
             pass
 
 
-async def test_a_decoding_client_is_refused(server_url: str) -> None:
-    async with coredis.Redis.from_url(server_url, decode_responses=True) as decoding:
-        with pytest.raises(pulse_trio.ClientConfigurationError, match="decode_responses"):
-            async with rmap.join(decoding, "m"):
-                pass
+async def test_a_coredis_client_is_refused_before_any_io(server_url: str) -> None:
+    # Never entered: join must refuse it without a round trip, and say how to get a Client.
+    coredis_client = coredis.Redis.from_url(server_url)
+    with pytest.raises(TypeError, match=r"pulse_trio\.connect\(pulse_trio\.url_of"):
+        rmap.join(coredis_client, "m")
+    with pytest.raises(TypeError, match=r"must be a pulse_trio\.Client"):
+        rmap.join(object(), "m")  # type: ignore[arg-type]
 
 
-async def test_join_fails_clearly_when_redis_is_down() -> None:
-    async with pulse_trio.embedded() as url, pulse_trio.connect(url) as redis:
-        port = int(url.rsplit(":", 1)[1])
-    async with pulse_trio.connect(f"redis://127.0.0.1:{port}") as dead:
+async def test_join_fails_clearly_when_redis_is_down(own_server: EmbeddedServer) -> None:
+    # The client connected while the server was up (connect() itself fails on a dead one).
+    async with pulse_trio.connect(own_server.url) as redis:
+        await own_server.stop()
         with pytest.raises(pulse_trio.RedisUnavailableError, match="cannot join map"):
-            async with rmap.join(dead, "m"):
+            async with rmap.join(redis, "m"):
                 pass
-    assert redis is not None
 
 
 async def test_absolute_ttl_is_set_once(redis: Any) -> None:

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from pulse_trio import rmap
+from pulse_trio._redis import Message
 
 from .._util import wait_until
 
@@ -21,13 +22,14 @@ def le32(n: int) -> bytes:
 async def published(redis: Any, channel: str, count: int, action: Any) -> list[bytes]:
     """Run ``action`` while subscribed to ``channel``; return the first ``count`` payloads."""
     out: list[bytes] = []
-    async with redis.pubsub(channels=[channel], ignore_subscribe_messages=True) as ps:
+    async with redis.subscribe(channel) as sub:
         await action()
         with anyio.fail_after(5):
-            while len(out) < count:
-                message = await ps.get_message()
-                if message and message["type"] == "message":
-                    out.append(message["data"])
+            async for item in sub:
+                assert isinstance(item, Message), item  # no reconnection in this test
+                out.append(item.data)
+                if len(out) == count:
+                    break
     return out
 
 

@@ -7,13 +7,13 @@ import json
 from typing import Any
 
 import anyio
-from coredis.tokens import PureToken
 from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
 
 from pulse_trio import rmap
 
+from .._admin import AdminClient
 from ._harness import PortalMachine, run_machine
 
 KEYS = st.sampled_from(["a", "b", "c/d", "é"])
@@ -31,6 +31,7 @@ class RMapMachine(PortalMachine):
     def __init__(self) -> None:
         super().__init__()
         self.name = self.prefix
+        self.admin = AdminClient.of(self.client)  # the same connections, with test helpers
         self.replicas: list[rmap.Map] = [
             self.enter(rmap.join(self.client, self.name, ping_interval=60.0)).value
             for _ in range(REPLICAS)
@@ -108,19 +109,19 @@ class RMapMachine(PortalMachine):
         replicas must notice the gap in revisions. (Health checks are slowed down to a
         minute here so that they cannot be what repairs the replicas.)"""
         note(f"lost write {key!r}={value!r}, then replica {i} sets {other!r}")
-        self.call(self.client.hset, f"map:{self.name}:content", {key: value})
-        self.call(self.client.hincrby, f"map:{self.name}:content", "=rev", 1)
+        self.call(self.admin.hset, f"map:{self.name}:content", {key: value})
+        self.call(self.admin.hincrby, f"map:{self.name}:content", "=rev", 1)
         self.model[key] = value
         self.set(i, other, "after-gap")
 
     @rule()
     def kill_subscriptions(self) -> None:
         note("CLIENT KILL TYPE pubsub")
-        self.call(lambda: self.client.client_kill(type_=PureToken.PUBSUB))
+        self.call(lambda: self.admin.client_kill(type_="pubsub"))
 
     @invariant()
     def redis_matches_model_and_replicas_converge(self) -> None:
-        raw = self.call(self.client.hgetall, f"map:{self.name}:content")
+        raw = self.call(self.admin.hgetall, f"map:{self.name}:content")
         stored = {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"=")}
         assert stored == self.model
 
