@@ -14,7 +14,7 @@ import pulse_trio
 from pulse_trio import streaming
 from pulse_trio.streaming import NEWEST, OLDEST, Stream
 
-from .._util import offline_client
+from .._util import lent_connections, offline_client
 from .conftest import collecting, names, wait_count, wait_until, wait_until_async
 
 pytestmark = pytest.mark.anyio
@@ -285,6 +285,35 @@ async def test_exit_is_prompt_while_xread_blocks(client: Client, unique: str, bl
         assert reader.streams == (unique,)
         started = time.monotonic()
     assert time.monotonic() - started < 0.5
+
+
+async def test_an_interrupted_xread_keeps_its_connection(client: Client, unique: str) -> None:
+    """Changing the streams interrupts the blocked XREAD with CLIENT UNBLOCK: the next XREAD
+    runs on the same connection (no reconnect), and leaving gives it back to the pool."""
+    stream, other = Stream(client, unique), Stream(client, unique + "-o")
+
+    async def blocked_ids() -> list[int]:
+        return [int(c["id"]) for c in await client.client_list() if c.get("cmd") == "xread"]
+
+    async with stream.open_reader(block=10) as reader, collecting(reader) as ev:
+        found: list[int] = []
+
+        async def blocked() -> bool:
+            found[:] = await blocked_ids()
+            return bool(found)
+
+        await wait_until_async(blocked, what="the reader's XREAD blocks")
+        [first] = found
+        connects = (await client.info("stats"))["total_connections_received"]
+        await reader.add_stream(other)
+        await other.add("o", b"")
+        await wait_count(ev, 1)
+        await wait_until_async(blocked, what="the reader blocks again")
+        assert found == [first]
+        assert (await client.info("stats"))["total_connections_received"] == connects
+        assert lent_connections(client) == 1
+    assert lent_connections(client) == 0
+    assert names(ev) == ["o"]
 
 
 async def test_exit_is_prompt_when_cancelled_from_outside(client: Client, unique: str) -> None:
