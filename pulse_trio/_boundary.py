@@ -162,7 +162,7 @@ def to_pulse_error(
         if str(exc).startswith(operation):
             return exc  # already says what failed (an inner map_redis_errors)
         # The transport's own (a lost connection...) says nothing of the operation.
-        return RedisUnavailableError(f"{operation} failed: {exc}; {hint}")
+        return RedisUnavailableError(f"{operation} failed: Redis is unreachable ({exc}); {hint}")
     if _is_transient_leaf(exc):
         return RedisUnavailableError(f"{operation} failed: Redis is unreachable ({exc!r}); {hint}")
     if isinstance(exc, ResponseError):

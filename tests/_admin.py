@@ -9,6 +9,7 @@ library. It is built on an open client (:meth:`AdminClient.of`) and owns nothing
 
 from __future__ import annotations
 
+import builtins
 import datetime
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -108,11 +109,11 @@ class AdminClient(Client):
             args += ["PX", px]
         if ex is not None:
             args += ["EX", ex]
-        return await self.execute(*args) == b"OK"
+        return bool(await self.execute(*args) == b"OK")
 
     async def mset(self, mapping: Mapping[Arg, Arg]) -> bool:
         """MSET."""
-        return await self.execute("MSET", *_flat(mapping.items())) == b"OK"
+        return bool(await self.execute("MSET", *_flat(mapping.items())) == b"OK")
 
     async def exists(self, *keys: Arg | Sequence[Arg]) -> int:
         """EXISTS (keys as arguments or in a list)."""
@@ -140,9 +141,9 @@ class AdminClient(Client):
         result: bytes = await self.execute("TYPE", key)
         return result
 
-    async def keys(self, pattern: Arg = "*") -> set[bytes]:
+    async def keys(self, pattern: Arg = "*") -> builtins.set[bytes]:
         """KEYS on every primary."""
-        found: set[bytes] = set()
+        found: builtins.set[bytes] = builtins.set()
         for reply in await self.execute_on_primaries("KEYS", pattern):
             found.update(reply)
         return found
@@ -262,7 +263,7 @@ class AdminClient(Client):
     ) -> bool:
         """XGROUP CREATE."""
         extra: list[Arg] = ["MKSTREAM"] if mkstream else []
-        return await self.execute("XGROUP", "CREATE", key, group, identifier, *extra) == b"OK"
+        return bool(await self.execute("XGROUP", "CREATE", key, group, identifier, *extra) == b"OK")
 
     async def xgroup_destroy(self, key: Arg, group: Arg) -> int:
         """XGROUP DESTROY."""

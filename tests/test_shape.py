@@ -22,22 +22,24 @@ from pulse_trio._lifecycle import State
 from pulse_trio._redis import ResponseError
 from pulse_trio.streaming import Stream
 
-from ._util import consuming
+from ._util import consuming, offline_client
 
 pytestmark = pytest.mark.anyio
 
 
-# --- defect 1: a sink keeps its blocking read below the client's stream_timeout --------------
+# --- defect 1: a sink's blocking read outlasts the client's command timeout ------------------
 
 
-async def test_sink_blocking_read_stays_below_stream_timeout(
+async def test_sink_blocking_read_outlasts_the_command_timeout(
     server_url: str, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Each blocking read gets its ``BLOCK`` plus ``command_timeout``: a block of 2 s on a
+    client with a 0.3 s command timeout is neither cut short nor retried."""
     caplog.set_level(logging.WARNING, logger="pulse_trio")
     async with pulse_trio.connect(server_url, command_timeout=0.3) as client:
         stream = Stream(client, unique)
         async with stream.open_sink("s", block=2) as sink, consuming(sink) as events:
-            await anyio.sleep(0.8)  # quiet for longer than the client's read timeout
+            await anyio.sleep(0.8)  # quiet for longer than the client's command timeout
             await stream.add("late", b"")
             with anyio.fail_after(5):
                 while not events:
@@ -64,9 +66,10 @@ async def test_sink_blocking_read_stays_below_stream_timeout(
     ],
 )
 async def test_invalid_options_name_the_option(
-    client: Any, opener: str, options: dict[str, Any], error: type[Exception], match: str
+    opener: str, options: dict[str, Any], error: type[Exception], match: str
 ) -> None:
-    stream = Stream(client, "s")
+    offline = offline_client()
+    stream = Stream(offline, "s")
     open_it = (
         stream.open_reader if opener == "open_reader" else lambda **o: stream.open_sink("x", **o)
     )
@@ -83,11 +86,10 @@ async def test_invalid_options_name_the_option(
         ({"dead_letter": 5, "max_deliveries": 2}, "Stream"),
     ],
 )
-async def test_invalid_sink_options_name_the_option(
-    client: Any, options: dict[str, Any], match: str
-) -> None:
+async def test_invalid_sink_options_name_the_option(options: dict[str, Any], match: str) -> None:
+    offline = offline_client()
     with pytest.raises((ValueError, TypeError), match=match):
-        Stream(client, "s").open_sink("sink", **options)
+        Stream(offline, "s").open_sink("sink", **options)
 
 
 # --- defect 3: no public constructors; a never-entered object raises at once ------------------

@@ -1,18 +1,23 @@
-"""The Redis calls that ``Stream``, ``Reader`` and ``Sink`` share, with their error mapping."""
+"""The Redis calls that ``Stream``, ``Reader`` and ``Sink`` share, with their error mapping.
+
+Replies are the transport's raw ones (see :meth:`pulse_trio.Client.execute`): the helpers
+here turn the ``XINFO`` maps into ``dict``\\ s with text keys.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from collections.abc import Iterator
+from typing import Any
 
-from .._boundary import Client, is_no_such_key, map_redis_errors, text
+from .._boundary import Client, as_dict, error_reply, is_no_such_key, map_redis_errors, text
 from ._event import NEWEST, StartPosition, start_to_id, wrong_type_error
 
 
 @contextlib.contextmanager
 def stream_errors(stream: str, operation: str) -> Iterator[None]:
     """Translate the client's errors of ``operation`` on ``stream`` into pulse-trio's.
+
 
     Raises:
         StreamError: The stream's key holds a value that is not a stream.
@@ -25,10 +30,30 @@ def stream_errors(stream: str, operation: str) -> Iterator[None]:
         yield
 
 
+def info_map(reply: Any) -> dict[str, Any]:
+    """One ``XINFO`` map (a RESP3 map, or a RESP2 flat list) with text keys."""
+    return {text(k): v for k, v in as_dict(reply).items()}
+
+
+def info_maps(reply: Any) -> list[dict[str, Any]]:
+    """An ``XINFO GROUPS``/``XINFO CONSUMERS`` reply: one :func:`info_map` per item."""
+    return [info_map(item) for item in reply or ()]
+
+
+def is_redirect(exc: BaseException) -> bool:
+    """Whether a cluster node answered ``MOVED``/``ASK`` on a dedicated connection.
+
+    The transport learns the new owner from the answer; the blocking read is simply sent
+    again (its next ``client.blocking(key=...)`` reaches the right node).
+    """
+    message = error_reply(exc)
+    return message is not None and message.startswith(("MOVED ", "ASK "))
+
+
 async def xinfo_stream(
     client: Client, stream: str, key: str, operation: str
-) -> Mapping[str, Any] | None:
-    """``XINFO STREAM``, or ``None`` when the stream does not exist.
+) -> dict[str, Any] | None:
+    """``XINFO STREAM`` as a dict with text keys, or ``None`` when the stream does not exist.
 
     Raises:
         StreamError, pulse_trio.RedisUnavailableError, pulse_trio.RedisCommandError:
@@ -36,12 +61,12 @@ async def xinfo_stream(
     """
     with stream_errors(stream, operation):
         try:
-            raw = await client.xinfo_stream(key)
+            raw = await client.execute("XINFO", "STREAM", key)
         except Exception as exc:
             if is_no_such_key(exc):
                 return None
             raise
-    return cast(Mapping[str, Any], raw)
+    return info_map(raw)
 
 
 async def last_generated_id(client: Client, stream: str, key: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import binascii
 import logging
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 import attrs
 

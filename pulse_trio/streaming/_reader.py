@@ -9,7 +9,6 @@ the next one, started at once, reads the new set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -17,7 +16,14 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._boundary import TRANSIENT_ERRORS, is_cluster, is_wrong_type, text, to_pulse_error
+from .._boundary import (
+    is_cluster,
+    is_transient,
+    is_wrong_type,
+    read_reply,
+    text,
+    to_pulse_error,
+)
 from .._errors import ClosedError
 from .._lifecycle import Service, State
 from .._retry import backoff_delay
@@ -29,7 +35,7 @@ from ._event import (
     decode_entry,
     wrong_type_error,
 )
-from ._io import resolve_start
+from ._io import is_redirect, resolve_start
 from ._options import ReadOptions, StreamLike, StreamRef, key_slot, validate_start
 
 
@@ -102,8 +108,9 @@ class Reader(Service):
     full the reader stops reading from Redis until the consumer catches up. A slow consumer
     slows only its own reader.
 
-    Connections: while it waits for events the reader holds one dedicated connection of the
-    client's pool (on Redis Cluster: one per hash slot its streams live in).
+    Connections: while it waits for events the reader borrows one dedicated connection of the
+    client's pool (``client.blocking()``) for each ``XREAD``, and gives it back when the read
+    returns (on Redis Cluster: one per hash slot its streams live in).
 
     Options (``start``, ``block``, ``max_polled``, ``buffer_size``, ``topic``,
     ``topic_pattern``) are given to :meth:`Stream.open_reader`, which checks them before any
@@ -111,9 +118,10 @@ class Reader(Service):
 
     Cancellation:
         The read loops run in the reader's own task group, entered with the block. Leaving
-        the block cancels them at once, interrupting a blocking ``XREAD`` (its connection is
-        closed by coredis rather than returned to the pool mid-command). Transient Redis
-        errors are retried with jittered exponential backoff and logged; any other error
+        the block cancels them at once, interrupting a blocking ``XREAD`` (the transport
+        unblocks it with ``CLIENT UNBLOCK`` and returns its connection to the pool).
+        Transient Redis errors (and, on a cluster, a ``MOVED`` answer) are retried with
+        jittered exponential backoff and logged; any other error
         (for example :class:`StreamError` when a stream's key holds another type, or
         :class:`pulse_trio.RedisCommandError`) cancels the
         block and is raised from ``async with`` inside an exception group (``except*``). An
@@ -321,21 +329,28 @@ class Reader(Service):
             # Snapshot and scope are set up with no checkpoint in between, so a concurrent
             # add/remove either changes the snapshot or cancels this very XREAD.
             snapshot = dict(group.cursors)
-            request = {cursor.key: cursor.last_id for cursor in snapshot.values()}
-            reply: Mapping[Any, Any] | None = None
+            keys = [cursor.key for cursor in snapshot.values()]
+            ids = [cursor.last_id for cursor in snapshot.values()]
+            reply: Any = None
             failure: BaseException | None = None
             with anyio.CancelScope() as scope:
                 group.scope = scope
                 try:
-                    reply = await self._client.xread(
-                        request, count=self._max_polled, block=self._block_ms
-                    )
-                except TRANSIENT_ERRORS as exc:
-                    failure = exc
+                    # One XREAD per borrowed connection: a cancelled read (the streams
+                    # changed, or the block is left) is unblocked by the transport and its
+                    # connection goes back to the pool.
+                    async with self._client.blocking(key=keys[0]) as conn:
+                        reply = await conn.execute(
+                            "XREAD", "COUNT", self._max_polled, "BLOCK", self._block_ms,
+                            "STREAMS", *keys, *ids,
+                        )  # fmt: skip
                 except Exception as exc:
-                    if is_wrong_type(exc):
-                        await self._raise_wrong_type(snapshot, exc)
-                    raise to_pulse_error(exc, f"reading streams {sorted(snapshot)}") from exc
+                    if is_transient(exc) or is_redirect(exc):
+                        failure = exc
+                    else:
+                        if is_wrong_type(exc):
+                            await self._raise_wrong_type(snapshot, exc)
+                        raise to_pulse_error(exc, f"reading streams {sorted(snapshot)}") from exc
                 finally:
                     group.scope = None
             if scope.cancelled_caught:
@@ -357,13 +372,13 @@ class Reader(Service):
                 continue
             failures = 0
             if reply:
-                await self._deliver(group, snapshot, reply, send)
+                await self._deliver(group, snapshot, read_reply(reply), send)
 
     async def _deliver(
         self,
         group: _ReadGroup,
         snapshot: dict[str, _Cursor],
-        reply: Mapping[Any, Any],
+        reply: dict[bytes, list[tuple[bytes, dict[bytes, bytes]]]],
         send: MemoryObjectSendStream[Event],
     ) -> None:
         for raw_key, entries in reply.items():
@@ -371,12 +386,12 @@ class Reader(Service):
             cursor = snapshot.get(name)
             if cursor is None:
                 continue
-            for entry in entries:
+            for raw_id, fields in entries:
                 if group.cursors.get(name) is not cursor:
                     break  # removed (or removed and re-added) meanwhile
-                entry_id = text(entry.identifier)
+                entry_id = text(raw_id)
                 try:
-                    event = decode_entry(entry_id, entry.field_values, stream_name=name)
+                    event = decode_entry(entry_id, fields, stream_name=name)
                 except MalformedEntryError as exc:
                     self._skipped += 1
                     self._logger.warning(
@@ -396,7 +411,7 @@ class Reader(Service):
 
     async def _raise_wrong_type(self, snapshot: dict[str, _Cursor], exc: Exception) -> None:
         for cursor in snapshot.values():
-            raw_kind = await self._client.type(cursor.key)
+            raw_kind = await self._client.execute("TYPE", cursor.key)
             kind = "none" if raw_kind is None else text(raw_kind)
             if kind not in ("stream", "none"):
                 raise wrong_type_error(cursor.name) from exc

@@ -42,7 +42,7 @@ from ._sink_stream import (
     uninterrupted,
 )
 
-_SCRIPTS = ("sink_claim", "sink_delete_consumer", "sink_lease", "sink_dead_letter", "sink_time")
+_SCRIPTS = ("sink_claim", "sink_delete_consumer", "sink_lease", "sink_dead_letter")
 
 
 @attrs.frozen
@@ -102,9 +102,10 @@ class Sink(Service):
         out as it is.
 
     Connections:
-        One dedicated pool connection per stream, for its blocking ``XREADGROUP``, while the
-        block runs; every other command (keep-alive, membership, claims, acks) borrows a pool
-        connection for its round trip only.
+        Per stream, one dedicated connection of the client's pool (``client.blocking()``),
+        borrowed for each blocking ``XREADGROUP`` and given back when it returns; every other
+        command (keep-alive, membership, claims, acks) goes on the client's shared
+        multiplexed connection.
     """
 
     _kind = "sink"
@@ -219,12 +220,12 @@ class Sink(Service):
         with map_redis_errors(f"sink {self._name!r}: ack of {count} event(s)"):
             if len(by_key) == 1:
                 ((key, ids),) = by_key.items()
-                acked = int(await self._client.xack(key, self._name, ids))
+                acked = int(await self._client.execute("XACK", key, self._name, *ids))
             else:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for key, ids in by_key.items():
-                        pipe.xack(key, self._name, ids)
-                acked = sum(int(result) for result in pipe.results or ())
+                replies = await self._client.execute_many(
+                    [("XACK", key, self._name, *ids) for key, ids in by_key.items()]
+                )
+                acked = sum(int(result) for result in replies)
         self._core.counts["acked"] += acked
         return acked
 
@@ -240,14 +241,14 @@ class Sink(Service):
         Returns:
             How many entries were still pending and are now acknowledged (0 with
             ``no_ack=True``, where nothing is pending). Informational only: an entry another
-            instance acknowledged first is not counted, and neither is one whose XACK coredis
-            had to retry after a lost connection (acknowledging is idempotent).
+            instance acknowledged first is not counted.
 
         Raises:
             TypeError: An argument is not an :class:`~pulse_trio.streaming.Event`.
             ValueError: An event was not delivered by a sink of this name.
-            pulse_trio.RedisUnavailableError: Redis could not be reached (the events stay
-                pending: ack them again, or they are redelivered after the grace period).
+            pulse_trio.RedisUnavailableError: Redis could not be reached, or the connection was
+                lost with the request (the events may stay pending: ack them again, which is
+                harmless, or they are redelivered after the grace period).
             pulse_trio.RedisCommandError: Redis refused the acknowledgement.
         """
         by_key = self._by_stream_key(events)

@@ -24,24 +24,25 @@ import anyio
 import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
-from coredis.commands.script import Script
-from coredis.tokens import PureToken
 
 from .._boundary import (
     Client,
+    as_dict,
     is_cluster,
     is_group_exists,
     is_group_missing,
     is_transient,
     is_wrong_type,
     map_redis_errors,
+    read_reply,
     text,
     to_pulse_error,
 )
+from .._lua import BoundScript
 from .._retry import backoff_delay
 from ..rmap._ops import MapOps
 from ._event import Event, MalformedEntryError, decode_entry, id_key, stream_key, wrong_type_error
-from ._io import stream_errors
+from ._io import info_maps, is_redirect, stream_errors
 from ._options import SinkOptions, StreamRef, lease_key, membership_map_name
 from ._sink_policy import ConsumerInfo, dead_letter_fields, stale_consumers
 
@@ -57,9 +58,10 @@ COMMAND_TIMEOUT: Final = 2.0
 def uninterrupted() -> AbstractContextManager[anyio.CancelScope]:
     """A scope in which short background commands finish even if the sink is being left.
 
-    coredis loses a pool slot (and leaks the buffers of a connection) when a command is
-    cancelled while it opens a new connection, so quick non-blocking commands are shielded
-    from cancellation, with a deadline. The blocking XREADGROUP is never shielded.
+    A cancelled command may still run on the server (the caller only stops waiting for its
+    reply), so quick non-blocking commands whose effect the leaving sink must know (keep-alive,
+    membership, lease, claims, acks) are shielded from cancellation, with a deadline. The
+    blocking XREADGROUP is never shielded.
     """
     return anyio.fail_after(COMMAND_TIMEOUT, shield=True)
 
@@ -80,7 +82,7 @@ class SinkCore:
     logger: logging.Logger
     keepalive: MapOps
     send: MemoryObjectSendStream[Event]
-    scripts: Mapping[str, Script[Any]]
+    scripts: Mapping[str, BoundScript]
     #: (stream, id) of the events waiting in the buffer: a reclaim round that claims one of
     #: them back (this instance is slow) does not queue it a second time.
     in_buffer: set[tuple[str, str]] = attrs.field(factory=set)
@@ -110,7 +112,7 @@ class SinkCore:
     async def redis_time_ns(self) -> int:
         """The Redis server's clock in Unix nanoseconds (one clock for every instance)."""
         with map_redis_errors(f"sink {self.name!r}: reading the Redis clock"):
-            seconds, micros = cast(list[Any], await self.scripts["sink_time"](keys=[], args=[]))
+            seconds, micros = cast(list[Any], await self.client.execute("TIME"))
         return int(seconds) * 1_000_000_000 + int(micros) * 1000
 
     async def write_keepalive(self) -> None:
@@ -166,20 +168,21 @@ class StreamConsumer:
         client, core = self.core.client, self.core
         with stream_errors(self.name, f"creating the group of sink {core.name!r}"):
             try:
-                await client.xgroup_create(self.key, core.name, start_id, mkstream=True)
+                await client.execute("XGROUP", "CREATE", self.key, core.name, start_id, "MKSTREAM")
             except Exception as exc:
                 if not is_group_exists(exc):
                     raise
+            # The key is a stream now: its TTL and the group list go in one round trip.
+            commands: list[tuple[str | int, ...]] = []
             if self.stream.ttl is not None:
-                await client.pexpire(
-                    self.key, max(1, round(self.stream.ttl * 1000)), condition=PureToken.NX
-                )
+                commands.append(("PEXPIRE", self.key, max(1, round(self.stream.ttl * 1000)), "NX"))
             elif self.stream.sliding_ttl is not None:
-                await client.pexpire(self.key, max(1, round(self.stream.sliding_ttl * 1000)))
+                ttl_ms = max(1, round(self.stream.sliding_ttl * 1000))
+                commands.append(("PEXPIRE", self.key, ttl_ms))
             # The group's position is where a lost group is recreated if we see nothing newer.
-            groups = await client.xinfo_groups(self.key)
-        for group in groups:
-            fields = {text(k): v for k, v in group.items()}
+            commands.append(("XINFO", "GROUPS", self.key))
+            groups = info_maps((await client.execute_many(commands))[-1])
+        for fields in groups:
             if text(cast(bytes, fields.get("name", b""))) == core.name:
                 last = text(cast(bytes, fields.get("last-delivered-id") or b"0-0"))
                 self.recovery_id = later_id(self.recovery_id, last)
@@ -188,7 +191,9 @@ class StreamConsumer:
         """Create this instance's consumer and list it in the stream's membership map."""
         core = self.core
         with stream_errors(self.name, f"registering consumer {core.consumer}"):
-            await core.client.xgroup_createconsumer(self.key, core.name, core.consumer)
+            await core.client.execute(
+                "XGROUP", "CREATECONSUMER", self.key, core.name, core.consumer
+            )
         await self.members.append(core.name, [core.consumer], unique=True)
         self.listed = True
 
@@ -282,25 +287,28 @@ class StreamConsumer:
     # ------------------------------------------------------------------ reading
 
     async def _read_loop(self) -> None:
-        """``XREADGROUP ... >`` forever on the stream's own blocking connection."""
+        """``XREADGROUP ... >`` forever, each on a dedicated connection of the client's pool.
+
+        The connection is borrowed per read: a read cancelled when the sink leaves the stream
+        is unblocked by the transport (``CLIENT UNBLOCK``) and its connection reused.
+        """
         core = self.core
         read = core.options.read
+        command: tuple[str | int, ...] = (
+            "XREADGROUP", "GROUP", core.name, core.consumer, "COUNT", read.max_polled,
+            "BLOCK", read.block_ms, *(("NOACK",) if core.options.no_ack else ()),
+            "STREAMS", self.key, ">",
+        )  # fmt: skip
         failures = 0
         while True:
             try:
-                reply = await core.client.xreadgroup(
-                    core.name,
-                    core.consumer,
-                    streams={self.key: ">"},
-                    count=read.max_polled,
-                    block=read.block_ms,
-                    noack=core.options.no_ack or None,
-                )
+                async with core.client.blocking(key=self.key) as conn:
+                    reply = await conn.execute(*command)
             except Exception as exc:
                 if is_wrong_type(exc):
                     raise wrong_type_error(self.name) from exc
                 missing = is_group_missing(exc)
-                if not missing and not is_transient(exc):
+                if not missing and not is_transient(exc) and not is_redirect(exc):
                     raise to_pulse_error(exc, f"sink {core.name!r}: reading {self.name!r}") from exc
                 delay = backoff_delay(failures, cap=MAX_RETRY_DELAY)
                 failures += 1
@@ -325,9 +333,9 @@ class StreamConsumer:
             if not reply:
                 continue
             entries = [
-                (text(entry.identifier), entry.field_values, 1)
-                for batch in reply.values()
-                for entry in batch
+                (text(entry_id), fields, 1)
+                for batch in read_reply(reply).values()
+                for entry_id, fields in batch
             ]
             await self._deliver(entries)
 
@@ -402,7 +410,7 @@ class StreamConsumer:
         if skipped and not options.no_ack:
             try:
                 with uninterrupted(), stream_errors(self.name, "acknowledging skipped entries"):
-                    await core.client.xack(self.key, core.name, skipped)
+                    await core.client.execute("XACK", self.key, core.name, *skipped)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -436,7 +444,7 @@ class StreamConsumer:
             else f"dropping event {event.id} after max_deliveries",
         ):
             if target is None:
-                await core.client.xack(self.key, core.name, [event.id])
+                await core.client.execute("XACK", self.key, core.name, event.id)
             else:
                 fields = dead_letter_fields(
                     event_id=event.id,
@@ -450,9 +458,8 @@ class StreamConsumer:
                 if core.cluster:
                     # The two keys may live in different slots: add, then ack (a crash in
                     # between means the entry is dead-lettered again later, never lost).
-                    mapping = dict(zip(fields[::2], fields[1::2], strict=True))
-                    await core.client.xadd(stream_key(target), cast(Any, mapping))
-                    await core.client.xack(self.key, core.name, [event.id])
+                    await core.client.execute("XADD", stream_key(target), "*", *fields)
+                    await core.client.execute("XACK", self.key, core.name, event.id)
                 else:
                     await core.scripts["sink_dead_letter"](
                         keys=[self.key, stream_key(target)],
@@ -530,7 +537,7 @@ class StreamConsumer:
             cursor = text(raw_cursor)
             claimed = []
             for raw_id, deliveries, flat in raw_claimed:
-                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                fields = as_dict(flat)
                 claimed.append((text(raw_id), fields, int(deliveries)))
             if claimed:
                 self._log(
@@ -551,10 +558,9 @@ class StreamConsumer:
     async def _delete_stale(self) -> None:
         """Delete consumers whose instance is gone, once nothing is pending on them."""
         core = self.core
-        raw = await core.client.xinfo_consumers(self.key, core.name)
+        raw = await core.client.execute("XINFO", "CONSUMERS", self.key, core.name)
         consumers = []
-        for item in raw:
-            fields = {text(k): v for k, v in item.items()}
+        for fields in info_maps(raw):
             consumers.append(
                 ConsumerInfo(
                     name=text(cast(bytes, fields["name"])),

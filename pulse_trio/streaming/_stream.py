@@ -7,14 +7,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import attrs
-from coredis.tokens import PureToken
 
 from .._boundary import Client, check_client, is_no_such_key, text
 from .._lua import bind_script
 from .._names import ttl_script_args, validate_duration, validate_name
 from ..rmap._ops import MapOps
 from ._event import NEWEST, StartPosition, encode_fields, stream_key, validate_event_id
-from ._io import resolve_start, stream_errors, xinfo_stream
+from ._io import info_maps, resolve_start, stream_errors, xinfo_stream
 from ._options import (
     DEFAULT_ACK_GRACE_PERIOD,
     DEFAULT_BLOCK,
@@ -103,7 +102,8 @@ class Stream:
     processes can share a stream.
 
     Args:
-        client: An entered coredis client (``decode_responses=False``); never closed here.
+        client: An open :class:`pulse_trio.Client` (from :func:`pulse_trio.connect`); never
+            closed here.
         name: The stream's name: 1 to 512 characters, none of space, NUL, ``*``, ``?``,
             ``[``, ``]``.
         max_len: Approximate maximum number of entries kept (``XADD MAXLEN ~``); older entries
@@ -148,15 +148,7 @@ class Stream:
         self._sliding_ttl = sliding_ttl
         self._logger = logger if logger is not None else _LOGGER
         self._add_script = bind_script(client, "stream_add")
-        self._trim: dict[str, Any] = (
-            {
-                "trim_strategy": PureToken.MAXLEN,
-                "trim_operator": PureToken.APPROXIMATELY,
-                "threshold": max_len,
-            }
-            if max_len
-            else {}
-        )
+        self._trim: tuple[str | int, ...] = ("MAXLEN", "~", max_len) if max_len else ()
         self._ttl_args = ttl_script_args(ttl, sliding_ttl)
 
     @property
@@ -171,7 +163,7 @@ class Stream:
 
     @property
     def client(self) -> Client:
-        """The coredis client the stream uses."""
+        """The client the stream uses."""
         return self._client
 
     @property
@@ -205,7 +197,8 @@ class Stream:
             args += [event_name, payload, topic or ""]
         with stream_errors(self._name, "add"):
             reply: Any = await self._add_script(keys=[self._key], args=args)
-        return [None if item is None else text(item) for item in cast(list[Any], reply)]
+        # NOMKSTREAM without a stream: Lua's false, a nil (or RESP3 false) in the reply.
+        return [text(item) if item else None for item in cast(list[Any], reply)]
 
     async def add(
         self,
@@ -241,12 +234,15 @@ class Stream:
             entry = (event_name, payload, topic)
             event_id = (await self._run_add_script([entry], nomkstream=only_if_exists))[0]
         else:
+            fields = encode_fields(event_name, payload, topic)
             with stream_errors(self._name, "add"):
-                reply = await self._client.xadd(
+                reply = await self._client.execute(
+                    "XADD",
                     self._key,
-                    encode_fields(event_name, payload, topic),
-                    nomkstream=only_if_exists or None,
-                    **self._trim,
+                    *(("NOMKSTREAM",) if only_if_exists else ()),
+                    *self._trim,
+                    "*",
+                    *(item for pair in fields.items() for item in pair),
                 )
             event_id = None if reply is None else text(reply)
         if self._logger.isEnabledFor(logging.DEBUG):  # the hot path: skip building extras
@@ -315,7 +311,7 @@ class Stream:
         if not normalised:
             return 0
         with stream_errors(self._name, "remove"):
-            return await self._client.xdel(self._key, normalised)
+            return int(await self._client.execute("XDEL", self._key, *normalised))
 
     async def destroy(self) -> None:
         """Delete the stream, its entries and its consumer groups.
@@ -335,7 +331,7 @@ class Stream:
             sliding_ttl=self._sliding_ttl,
         )
         with stream_errors(self._name, "destroy"):
-            await self._client.delete([self._key])
+            await self._client.execute("DEL", self._key)
         if await members.exists():
             # The replicated map's own destroy (one script: bump the revision, write the
             # tombstone, publish), so that live Go and Python sinks see the reset.
@@ -361,13 +357,12 @@ class Stream:
         if stream_info.get("groups"):
             with stream_errors(self._name, "info"):
                 try:
-                    groups = await self._client.xinfo_groups(self._key)
+                    groups = info_maps(await self._client.execute("XINFO", "GROUPS", self._key))
                 except Exception as exc:  # deleted in between
                     if not is_no_such_key(exc):
                         raise
-                    groups = ()
-            for group in groups:
-                fields = {text(k): v for k, v in group.items()}
+                    groups = []
+            for fields in groups:
                 lag = fields.get("lag")
                 sinks.append(
                     SinkInfo(
@@ -383,8 +378,8 @@ class Stream:
         return StreamInfo(
             name=self._name,
             length=int(stream_info.get("length") or 0),
-            first_id=text(first.identifier) if first is not None else None,
-            last_id=text(last.identifier) if last is not None else None,
+            first_id=text(first[0]) if first else None,
+            last_id=text(last[0]) if last else None,
             last_generated_id=text(stream_info.get("last-generated-id") or "0-0"),
             sinks=tuple(sorted(sinks, key=lambda s: s.name)),
         )
@@ -413,8 +408,9 @@ class Stream:
                 ``streaming.OLDEST`` (every event still in the stream), an event id (events
                 after it) or a timezone-aware ``datetime`` (events created at or after it).
             block: Seconds each ``XREAD`` waits for new events before it is re-issued; ``0``
-                waits without limit. Leaving the block never waits for it. Kept below the
-                client's ``stream_timeout``, if it has one.
+                waits without limit (re-issued every minute). Leaving the block never waits
+                for it. Any value works whatever the client's ``command_timeout``: a
+                blocking read is given its ``BLOCK`` plus ``command_timeout`` to answer.
             max_polled: Most events fetched per stream in one ``XREAD`` (``COUNT``).
             buffer_size: Capacity of the event buffer between the read loop and the consumer.
             topic: Deliver only events with exactly this topic.
@@ -468,8 +464,10 @@ class Stream:
             start: Where the group starts when this instance creates it: ``NEWEST``
                 (default: events added after creation), ``OLDEST``, an event id (strictly
                 after it) or a timezone-aware datetime. An existing group keeps its position.
-            block: Seconds each ``XREADGROUP`` waits for events (0: without limit). Leaving
-                the block never waits for it. Kept below the client's ``stream_timeout``.
+            block: Seconds each ``XREADGROUP`` waits for events (0: without limit, re-issued
+                every minute). Leaving the block never waits for it. Any value works whatever
+                the client's ``command_timeout`` (a blocking read is given its ``BLOCK`` plus
+                ``command_timeout``).
             max_polled: Most entries read per ``XREADGROUP`` (its ``COUNT``).
             buffer_size: Events read ahead and held for the iteration; a full buffer pauses
                 reading (and reclaiming) of this instance.

@@ -60,7 +60,7 @@ async def test_bad_input_raises_before_any_io(client: Any, unique: str) -> None:
         pool.open_node(client, unique, max_queued_jobs=1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="client_only"):
         pool.open_node(client, unique, client_only="yes")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="pulse_trio.Client"):
+    with pytest.raises(TypeError, match=r"pulse_trio\.Client"):
         pool.open_node(object(), unique)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="no public constructor"):
         pool.Node(client, unique)  # type: ignore[call-arg]

@@ -398,7 +398,7 @@ async def test_a_coredis_client_is_refused_before_any_io(server_url: str) -> Non
     # Never entered: join must refuse it without a round trip, and say how to get a Client.
     coredis_client = coredis.Redis.from_url(server_url)
     with pytest.raises(TypeError, match=r"pulse_trio\.connect\(pulse_trio\.url_of"):
-        rmap.join(coredis_client, "m")
+        rmap.join(coredis_client, "m")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"must be a pulse_trio\.Client"):
         rmap.join(object(), "m")  # type: ignore[arg-type]
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import anyio
 import attrs
-from coredis.tokens import PureToken
 from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
@@ -22,6 +21,8 @@ from hypothesis.stateful import invariant, precondition, rule
 from pulse_trio.streaming import NEWEST, OLDEST, Event, Reader, Stream
 from pulse_trio.streaming._event import id_key, id_to_datetime
 
+from .._admin import AdminClient
+from .._util import lent_connections
 from ._harness import Entered, PortalMachine, run_machine
 
 MAX_SEQ = 2**64 - 1
@@ -48,6 +49,7 @@ class ReaderMachine(PortalMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.client = AdminClient.of(self.client)  # the same connections, with test helpers
         self.streams = [Stream(self.client, f"{self.prefix}-{i}", max_len=0) for i in range(2)]
         self.model: list[list[tuple[str, str]]] = [[], []]  # per stream: (id, event name)
         self.readers: list[_OpenReader] = []
@@ -136,8 +138,19 @@ class ReaderMachine(PortalMachine):
 
     @rule()
     def kill_connections(self) -> None:
-        self.call(functools.partial(self.client.client_kill, type_=PureToken.NORMAL, skipme=True))
+        self.call(functools.partial(self.client.client_kill, type_="normal", skipme=True))
         note("killed every normal connection")
+
+    # -- teardown
+
+    def teardown(self) -> None:
+        try:
+            while self.readers:
+                self._close(self.readers.pop())
+            # Killed connections and cancelled reads included: each went back, or was closed.
+            assert lent_connections(self.client) == 0
+        finally:
+            super().teardown()
 
     # -- invariant
 

@@ -45,6 +45,8 @@ from pulse_trio.streaming import OLDEST, Event, Sink, Stream
 from pulse_trio.streaming._options import keepalive_map_name, membership_map_name
 from pulse_trio.streaming._sink_policy import SinkTiming
 
+from .._admin import AdminClient
+from .._util import lent_connections
 from ._harness import Entered, PortalMachine, run_machine
 
 GRACE = 0.2
@@ -93,6 +95,7 @@ class SinkMachine(PortalMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.client = AdminClient.of(self.client)  # the same connections, with test helpers
         self.stream = Stream(self.client, self.prefix, max_len=0)
         self.sink_name = self.prefix + "-s"
         self.added: list[str] = []
@@ -322,6 +325,7 @@ class SinkMachine(PortalMachine):
             self._leave(instance)
         assert self.call(self._consumers) == set()
         assert self.call(self._traces) == (None, [])
+        assert lent_connections(self.client) == 0  # every blocking read gave its connection back
 
     async def _traces(self) -> tuple[Any, list[bytes]]:
         """The sink's membership entry and the keep-alives left in Redis."""

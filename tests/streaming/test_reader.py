@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-import coredis
 import pytest
 
 import pulse_trio
 from pulse_trio import streaming
 from pulse_trio.streaming import NEWEST, OLDEST, Stream
 
+from .._util import lent_connections, offline_client
 from .conftest import collecting, names, wait_count, wait_until, wait_until_async
 
 pytestmark = pytest.mark.anyio
@@ -45,8 +45,8 @@ Client = Any
 async def test_open_reader_validates_before_io(
     options: dict[str, Any], message: str, unique: str
 ) -> None:
-    # An unentered client on a closed port: any I/O would fail with a connection error.
-    offline = coredis.Redis(host="127.0.0.1", port=1, decode_responses=False)
+    # A client that fails the test on any I/O.
+    offline = offline_client()
     stream = Stream(offline, unique)
     with pytest.raises(ValueError, match=message):
         stream.open_reader(**options)
@@ -287,6 +287,35 @@ async def test_exit_is_prompt_while_xread_blocks(client: Client, unique: str, bl
     assert time.monotonic() - started < 0.5
 
 
+async def test_an_interrupted_xread_keeps_its_connection(client: Client, unique: str) -> None:
+    """Changing the streams interrupts the blocked XREAD with CLIENT UNBLOCK: the next XREAD
+    runs on the same connection (no reconnect), and leaving gives it back to the pool."""
+    stream, other = Stream(client, unique), Stream(client, unique + "-o")
+
+    async def blocked_ids() -> list[int]:
+        return [int(c["id"]) for c in await client.client_list() if c.get("cmd") == "xread"]
+
+    async with stream.open_reader(block=10) as reader, collecting(reader) as ev:
+        found: list[int] = []
+
+        async def blocked() -> bool:
+            found[:] = await blocked_ids()
+            return bool(found)
+
+        await wait_until_async(blocked, what="the reader's XREAD blocks")
+        [first] = found
+        connects = (await client.info("stats"))["total_connections_received"]
+        await reader.add_stream(other)
+        await other.add("o", b"")
+        await wait_count(ev, 1)
+        await wait_until_async(blocked, what="the reader blocks again")
+        assert found == [first]
+        assert (await client.info("stats"))["total_connections_received"] == connects
+        assert lent_connections(client) == 1
+    assert lent_connections(client) == 0
+    assert names(ev) == ["o"]
+
+
 async def test_exit_is_prompt_when_cancelled_from_outside(client: Client, unique: str) -> None:
     stream = Stream(client, unique)
     with anyio.move_on_after(0.2) as scope:
@@ -371,17 +400,19 @@ async def test_malformed_entries_are_skipped_and_logged(
         assert bad.decode() in logged
 
 
-async def test_stream_timeout_does_not_break_blocking_reads(
+async def test_blocks_longer_than_the_command_timeout_work(
     server_url: str, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """coredis applies ``stream_timeout`` to XREAD BLOCK replies: the block is capped below it."""
+    """The transport gives a blocking read its ``BLOCK`` plus ``command_timeout``: a block far
+    longer than ``command_timeout`` is neither cut short nor taken for a dead server."""
     caplog.set_level(logging.WARNING, logger="pulse_trio")
     async with pulse_trio.connect(server_url, command_timeout=0.3) as client:
         stream = Stream(client, unique)
         async with stream.open_reader(block=5) as reader, collecting(reader) as ev:
-            await anyio.sleep(0.7)  # quiet for longer than the client's read timeout
+            await anyio.sleep(0.7)  # quiet for longer than the client's command timeout
             await stream.add("late", b"")
             await wait_count(ev, 1)
+            assert reader.statistics().retries == 0
     assert names(ev) == ["late"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 

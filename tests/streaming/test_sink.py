@@ -7,14 +7,15 @@ import time
 from typing import Any
 
 import anyio
-import coredis
 import pytest
 
 import pulse_trio
 from pulse_trio import streaming
 from pulse_trio.streaming import NEWEST, OLDEST, Event, Stream
+from pulse_trio.testing import EmbeddedServer
 
 from .._util import consuming as consuming
+from .._util import lent_connections, offline_client
 from .conftest import wait_until_async
 
 pytestmark = pytest.mark.anyio
@@ -59,8 +60,8 @@ async def consumers(client: Client, stream: str, sink: str) -> dict[str, int]:
 async def test_open_sink_validates_before_io(
     name: str, options: dict[str, Any], message: str, unique: str
 ) -> None:
-    # An unentered client on a closed port: any I/O would fail with a connection error.
-    offline = coredis.Redis(host="127.0.0.1", port=1, decode_responses=False)
+    # A client that fails the test on any I/O.
+    offline = offline_client()
     stream = Stream(offline, unique)
     with pytest.raises(ValueError, match=message):
         stream.open_sink(name, **options)
@@ -209,11 +210,17 @@ async def test_body_errors_come_out_unwrapped(client: Client, unique: str) -> No
     assert sink.closed
 
 
-async def test_unreachable_redis_raises_redis_unavailable(unique: str) -> None:
-    async with pulse_trio.connect("redis://127.0.0.1:1") as offline:
-        with pytest.raises(pulse_trio.RedisUnavailableError, match="unreachable"):
-            async with Stream(offline, unique).open_sink("s"):
+async def test_unreachable_redis_raises_redis_unavailable(
+    own_server: EmbeddedServer, unique: str
+) -> None:
+    async with pulse_trio.connect(own_server.url) as client:
+        await own_server.stop()
+        with pytest.raises(
+            pulse_trio.RedisUnavailableError, match=f"unreachable.*{unique}|{unique}.*unreachable"
+        ) as info:
+            async with Stream(client, unique).open_sink("s"):
                 pytest.fail("the block must not start")
+        assert info.value.__cause__ is not None
 
 
 async def test_a_slow_instance_does_not_queue_its_own_events_twice(
@@ -330,12 +337,13 @@ async def test_ack_nowait_checks_its_events(client: Client, unique: str) -> None
 async def test_a_sink_needs_one_dedicated_connection_per_stream(
     server_url: str, unique: str
 ) -> None:
-    """A pool of 2 runs a one-stream sink: its blocking read, plus one shared connection.
+    """One dedicated connection runs a one-stream sink: its blocking reads; every other
+    command (keep-alives, membership, claims, acks) goes on the shared connection.
 
     Before sinks wrote their maps through the stateless rmap layer they joined two replicas
     (two subscriptions) and needed 2 x streams + 1 dedicated connections: this would hang.
     """
-    async with pulse_trio.connect(server_url, max_connections=2) as small:
+    async with pulse_trio.connect(server_url, max_blocking_connections=1) as small:
         stream = Stream(small, unique)
         async with stream.open_sink("s", block=0.1, ack_grace_period=0.3) as sink:
             await stream.add_many([("e", str(i).encode()) for i in range(5)])
@@ -343,4 +351,7 @@ async def test_a_sink_needs_one_dedicated_connection_per_stream(
                 events = [await sink.__anext__() for _ in range(5)]
                 assert await sink.ack(*events) == 5
                 await anyio.sleep(0.25)  # keep-alives and a reclaim round run meanwhile
-                assert await small.ping() == b"PONG"
+                assert await small.execute("PING") == b"PONG"
+            [node] = small.statistics()
+            assert node.blocking_in_use + node.blocking_idle == 1
+        assert lent_connections(small) == 0

@@ -106,7 +106,7 @@ async def test_lost_group_is_recreated_after_the_last_event_seen(
         assert [e.event_name for e in events].count("before") == 1
 
 
-@pytest.mark.parametrize("racing", ["xinfo_groups", "xgroup_createconsumer"])
+@pytest.mark.parametrize("racing", ["XINFO GROUPS", "XGROUP CREATECONSUMER"])
 async def test_a_stream_destroyed_again_while_its_group_is_recreated(
     client: Client, unique: str, racing: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,20 +116,35 @@ async def test_a_stream_destroyed_again_while_its_group_is_recreated(
     key to exist")."""
     stream = Stream(client, unique)
     async with stream.open_sink("s", block=0.1) as sink, consuming(sink) as events:
-        real = getattr(client, racing)
+        real_execute, real_execute_many = client.execute, client.execute_many
         raced: list[Any] = []
 
-        async def destroyed_first(key: Any, *args: Any, **kwargs: Any) -> Any:
+        def is_racing(command: Any) -> bool:
+            return " ".join(str(arg) for arg in command[:2]).upper() == racing
+
+        async def destroy_once(key: Any) -> None:
             if not raced:
                 raced.append(key)
-                await client.delete([key])
-            return await real(key, *args, **kwargs)
+                await real_execute("DEL", key)
 
-        monkeypatch.setattr(client, racing, destroyed_first)
+        async def execute(*args: Any, **kwargs: Any) -> Any:
+            if is_racing(args):
+                await destroy_once(args[2])
+            return await real_execute(*args, **kwargs)
+
+        async def execute_many(commands: Any, **kwargs: Any) -> Any:
+            for command in commands:
+                if is_racing(command):
+                    await destroy_once(command[2])
+            return await real_execute_many(commands, **kwargs)
+
+        monkeypatch.setattr(client, "execute", execute)
+        monkeypatch.setattr(client, "execute_many", execute_many)
         await stream.destroy()
         await wait_until(lambda: bool(raced), what="a recreation racing with a destroy")
         await stream.add("after", b"")
         await wait_until(lambda: "after" in names_of(events), what="event after recreation")
+    assert sink.closed
 
 
 async def test_client_kill_of_the_blocking_connection(client: Client, unique: str) -> None:

@@ -5,23 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import coredis
 import pytest
 
 import pulse_trio
 from pulse_trio import rmap, streaming
 from pulse_trio.streaming import Stream, StreamError
 
+from .._util import offline_client
 from .conftest import wait_until, wait_until_async
 
 pytestmark = pytest.mark.anyio
 
 Client = Any
-
-
-def offline_client() -> coredis.Redis[bytes]:
-    """A client that was never entered, on a closed port: any I/O would fail."""
-    return coredis.Redis(host="127.0.0.1", port=1, decode_responses=False)
 
 
 async def raw_entries(client: Client, stream: Stream) -> list[tuple[str, list[tuple[str, bytes]]]]:
