@@ -1231,7 +1231,7 @@ def open_node(
     Raises:
         InvalidNameError: ``name`` breaks the naming rule (a ``ValueError``).
         ValueError: A duration or bound is out of range (the message names it).
-        TypeError: An option has the wrong type, or ``client`` is not a coredis client.
+        TypeError: An option has the wrong type, or ``client`` is not a :class:`pulse_trio.Client`.
 
     Cancellation:
         The node owns a task group (see :class:`Node`); leaving the block stops all of it.
