@@ -242,10 +242,13 @@ async def test_url_of_a_coredis_client_reaches_the_same_server(server_url: str) 
     async with pulse_trio.connect(url) as client:
         await client.execute("SET", "where", b"db3")
         assert await client.execute("CLIENT", "GETNAME") == b"from-coredis"
-    async with mine:
-        assert await mine.get("where") == b"db3"
+    # (coredis itself is not entered: its connections leak memory streams on Trio.)
+    async with pulse_trio.connect(server_url + "/3") as db3:
+        assert await db3.execute("GET", "where") == b"db3"
     cluster = coredis.RedisCluster(host="10.0.0.1", port=7000, username="u", password="p w")
     assert pulse_trio.url_of(cluster) == "redis+cluster://u:p%20w@10.0.0.1:7000"
+    for stream in cluster.connection_pool.cluster_layout._error_stream:
+        stream.close()  # coredis 6.9 never closes them (a ResourceWarning when collected)
     with pytest.raises(TypeError, match="coredis"):
         pulse_trio.url_of(object())
 

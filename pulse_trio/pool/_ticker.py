@@ -76,9 +76,9 @@ class Ticker(Service):
         self.interval = interval
         self._node = node
         self._interval_ms = str(max(1, round(interval * 1000)))
-        self._send: MemoryObjectSendStream[Tick]
-        self._recv: MemoryObjectReceiveStream[Tick]
-        self._send, self._recv = anyio.create_memory_object_stream[Tick](1)
+        #: The one-tick buffer, made when entered (a ticker never entered holds nothing).
+        self._send: MemoryObjectSendStream[Tick] | None = None
+        self._recv: MemoryObjectReceiveStream[Tick] | None = None
         self._wanted = anyio.Event()
         #: When the next tick is due, on this process's monotonic clock (derived from the
         #: Redis clock's "next - now" of the last reply, never from a host clock).
@@ -96,6 +96,7 @@ class Ticker(Service):
         return PoolClosedError(message)
 
     async def _prepare(self) -> None:
+        self._send, self._recv = anyio.create_memory_object_stream[Tick](1)
         self._node._check_usable("open_ticker")
         next_ms, now_ms = await self._node._io.run("tick", "open", self.name, self._interval_ms)
         self._due = anyio.current_time() + max(0, next_ms - now_ms) / 1000
@@ -109,6 +110,8 @@ class Ticker(Service):
         self._closing = True
         with anyio.CancelScope(shield=True):
             await self._claim_done.wait()
+            if self._recv is None:
+                return
             try:
                 tick = self._recv.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
@@ -147,10 +150,12 @@ class Ticker(Service):
                 )
 
     def _finish(self) -> None:
-        self._send.close()
-        self._recv.close()
+        if self._send is not None and self._recv is not None:
+            self._send.close()
+            self._recv.close()
 
     async def _loop(self) -> None:
+        assert self._send is not None  # made by _prepare
         attempt = 0
         while True:
             await self._wanted.wait()
@@ -186,6 +191,7 @@ class Ticker(Service):
     async def __anext__(self) -> Tick:
         """Wait for the next tick this node receives."""
         self._check_open("iteration")
+        assert self._recv is not None  # made by _prepare
         self._wanted.set()
         try:
             return await self._recv.receive()

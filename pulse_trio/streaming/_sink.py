@@ -25,6 +25,7 @@ from __future__ import annotations
 import anyio
 import anyio.abc
 import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._boundary import Client, is_transient, map_redis_errors
 from .._lifecycle import Service, State
@@ -117,7 +118,8 @@ class Sink(Service):
         self._options = options
         self._logger = stream.logger
         self._first = stream
-        send, self._receive = anyio.create_memory_object_stream[Event](options.read.buffer_size)
+        #: The buffer's receiving side (made when entered: see :meth:`_prepare`).
+        self._receive: MemoryObjectReceiveStream[Event] | None = None
         self._core = SinkCore(
             client=stream.client,
             name=name,
@@ -125,7 +127,6 @@ class Sink(Service):
             options=options,
             logger=stream.logger,
             keepalive=MapOps.create(stream.client, keepalive_map_name(name)),
-            send=send,
             scripts={script: bind_script(stream.client, script) for script in _SCRIPTS},
         )
         self._streams: dict[str, StreamConsumer] = {}
@@ -155,8 +156,11 @@ class Sink(Service):
         """The names of the streams this instance reads, in the order they were added."""
         return tuple(self._streams)
 
+    def _buffered(self) -> int:
+        return 0 if self._receive is None else self._receive.statistics().current_buffer_used
+
     def __repr__(self) -> str:
-        buffered = self._receive.statistics().current_buffer_used
+        buffered = self._buffered()
         return (
             f"<Sink {self._name!r} {self._state.value} consumer={self.consumer} "
             f"streams={list(self._streams)} buffered={buffered}>"
@@ -172,8 +176,9 @@ class Sink(Service):
             StopAsyncIteration: The sink's block has exited.
             pulse_trio.ClosedError: The sink was never entered.
         """
-        if self._state is State.NEW:
+        if self._receive is None:
             self._check_open("iteration")
+            raise StopAsyncIteration  # entered, and left before the buffer was made
         try:
             event = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
@@ -196,7 +201,7 @@ class Sink(Service):
             skipped=counts["skipped"],
             dead_lettered=counts["dead_lettered"],
             acked=counts["acked"],
-            buffered=self._receive.statistics().current_buffer_used,
+            buffered=self._buffered(),
             retries=counts["retries"],
         )
 
@@ -410,8 +415,12 @@ class Sink(Service):
     # ------------------------------------------------------------------ lifecycle
 
     async def _prepare(self) -> None:
-        # Synchronisation primitives belong to the event loop: made here, not in __init__
-        # (the sink may be built outside the loop, as open_sink does no I/O).
+        # Synchronisation primitives and the buffer belong to the event loop: made here, not
+        # in __init__ (the sink may be built outside the loop, as open_sink does no I/O, and
+        # one never entered must hold nothing to close).
+        self._core.send, self._receive = anyio.create_memory_object_stream[Event](
+            self._options.read.buffer_size
+        )
         self._ack_wakeup = anyio.Event()
         self._ack_lock = anyio.Lock()
         # Shielded like each stream's tasks: only _stop ends the loop, in its order.
@@ -477,8 +486,9 @@ class Sink(Service):
                 )
 
     def _finish(self) -> None:
-        self._core.send.close()
-        self._receive.close()
+        if self._receive is not None:
+            self._core.send.close()
+            self._receive.close()
         self._logger.info(
             "sink %s: instance %s left", self._name, self.consumer, extra=self._core.extra()
         )

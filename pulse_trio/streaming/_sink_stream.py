@@ -81,7 +81,9 @@ class SinkCore:
     options: SinkOptions
     logger: logging.Logger
     keepalive: MapOps
-    send: MemoryObjectSendStream[Event]
+    #: The buffer's sending side, made when the sink is entered (a sink never entered
+    #: holds no stream to close).
+    send: MemoryObjectSendStream[Event] = attrs.field(init=False)
     scripts: Mapping[str, BoundScript]
     #: (stream, id) of the events waiting in the buffer: a reclaim round that claims one of
     #: them back (this instance is slow) does not queue it a second time.
