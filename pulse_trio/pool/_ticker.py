@@ -54,8 +54,9 @@ class Ticker(Service):
     node is busy it waits (in Redis) for the first receiver to be ready, which gets it with
     :attr:`Tick.count` saying how many intervals elapsed.
 
-    A tick claimed just as its receiver was cancelled is kept for the next iteration (a
-    buffer of one; no other tick is claimed meanwhile). If the ticker closes first, closing
+    A receiver cancelled before its tick is due claims nothing (the tick stays in Redis for
+    the other nodes). A tick claimed just as its receiver was cancelled is kept for the next
+    iteration (a buffer of one; no other tick is claimed meanwhile). If the ticker closes first, closing
     hands that tick back to the pool (as does a claim still in flight when it closes): the
     next receiver on any node gets it, with its own :attr:`Tick.at` and :attr:`Tick.count`.
     Only if Redis cannot be reached while closing (within 5 s) is the tick lost, and then a
@@ -80,6 +81,9 @@ class Ticker(Service):
         self._send: MemoryObjectSendStream[Tick] | None = None
         self._recv: MemoryObjectReceiveStream[Tick] | None = None
         self._wanted = anyio.Event()
+        #: Receivers waiting in ``__anext__`` now: when the last one leaves (cancelled), no
+        #: claim starts for nobody.
+        self._receivers = 0
         #: When the next tick is due, on this process's monotonic clock (derived from the
         #: Redis clock's "next - now" of the last reply, never from a host clock).
         self._due = 0.0
@@ -162,6 +166,8 @@ class Ticker(Service):
             await anyio.sleep_until(self._due)
             if self._closing:
                 return
+            if not self._wanted.is_set():
+                continue  # the receiver left while the tick was not due yet: claim nothing
             self._claim_done = anyio.Event()
             try:
                 # Shielded: cancelled after Redis ran it, the claimed tick would be lost.
@@ -192,11 +198,16 @@ class Ticker(Service):
         """Wait for the next tick this node receives."""
         self._check_open("iteration")
         assert self._recv is not None  # made by _prepare
+        self._receivers += 1
         self._wanted.set()
         try:
             return await self._recv.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
+        finally:
+            self._receivers -= 1
+            if not self._receivers and self._wanted.is_set():
+                self._wanted = anyio.Event()  # nobody waits: the loop claims no more ticks
 
 
 @attrs.frozen
