@@ -56,12 +56,12 @@ class Ticker(Service):
 
     A receiver cancelled before its tick is due claims nothing (the tick stays in Redis for
     the other nodes). A tick claimed just as its receiver was cancelled is kept for the next
-    iteration (a buffer of one; no other tick is claimed meanwhile). If the ticker closes first, closing
-    hands that tick back to the pool (as does a claim still in flight when it closes): the
-    next receiver on any node gets it, with its own :attr:`Tick.at` and :attr:`Tick.count`.
-    Only if Redis cannot be reached while closing (within 5 s) is the tick lost, and then a
-    warning says so; ticks handed back to a ticker whose interval was changed meanwhile are
-    discarded with the old schedule.
+    iteration (a buffer of one; no other tick is claimed meanwhile). If the ticker closes
+    first, closing hands that tick back to the pool (as does a claim still in flight when it
+    closes): the next receiver on any node gets it, with its own :attr:`Tick.at` and
+    :attr:`Tick.count`. Only if Redis cannot be reached while closing (within 5 s) is the tick
+    lost, and then a warning says so; ticks handed back to a ticker whose interval was
+    changed meanwhile are discarded with the old schedule.
 
     Cancellation:
         The ticker's task (waiting for the due time and claiming ticks) lives in its own

@@ -172,22 +172,25 @@ async def test_a_receiver_cancelled_before_the_tick_is_due_claims_nothing(
     makes no claim for nobody, and the other node's receiver gets every tick."""
     interval = 0.5
     claims: list[str] = []
-    async with node(client, unique) as a, node(client, unique) as b:
-        async with b.open_ticker("t", interval) as other:
+    async with (
+        node(client, unique) as a,
+        node(client, unique) as b,
+        b.open_ticker("t", interval) as other,
+    ):
+        with anyio.fail_after(5):
+            await other.__anext__()  # the next tick is now about one interval away
+        async with a.open_ticker("t", interval) as ticker:
+            original = a._io.run
+
+            async def run(name: str, *args: Any) -> Any:
+                if name == "tick" and args[0] == "claim":
+                    claims.append(name)
+                return await original(name, *args)
+
+            a._io.run = run  # type: ignore[method-assign]
+            with anyio.move_on_after(0.05):
+                await ticker.__anext__()
             with anyio.fail_after(5):
-                await other.__anext__()  # the next tick is now about one interval away
-            async with a.open_ticker("t", interval) as ticker:
-                original = a._io.run
-
-                async def run(name: str, *args: Any) -> Any:
-                    if name == "tick" and args[0] == "claim":
-                        claims.append(name)
-                    return await original(name, *args)
-
-                a._io.run = run  # type: ignore[method-assign]
-                with anyio.move_on_after(0.05):
-                    await ticker.__anext__()
-                with anyio.fail_after(5):
-                    for _ in range(2):
-                        await other.__anext__()
+                for _ in range(2):
+                    await other.__anext__()
     assert claims == []
