@@ -20,15 +20,21 @@ local stale = stale_reply(ARGV[2])
 if stale then
   return stale
 end
+-- Every target is checked before anything is written: a stale answer part-way through the
+-- batch would leave the items before it admitted, and the caller, routing the whole batch
+-- again, would find them 'exists'.
+for i = 5, #ARGV, 6 do
+  local worker, wnode = ARGV[i + 3], ARGV[i + 4]
+  if worker ~= '' and redis.call('HGET', K.workers, worker) ~= wnode then
+    -- Only possible when the caller's membership disagrees with the epoch it sent.
+    return {'stale', unpack(membership())}
+  end
+end
 local now = now_ms()
 local out = {'ok'}
 for i = 5, #ARGV, 6 do
   local key, payload, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local worker, wnode, here = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  if worker ~= '' and redis.call('HGET', K.workers, worker) ~= wnode then
-    -- Only possible when the caller's membership disagrees with the epoch it sent.
-    return {'stale', unpack(membership())}
-  end
   if redis.call('HEXISTS', K.jobs, key) == 1 then
     out[#out + 1] = 'exists'
   elseif redis.call('SCARD', K.queued) >= max_queued then

@@ -314,3 +314,19 @@ async def test_stop_during_a_slow_start_runs_after_it(client: Any, unique: str) 
         assert handler.stops == {"local": 1, "remote": 1}
         assert handler.running == {}
         assert await n.job_keys() == []
+
+
+async def test_a_stale_batch_admits_none_of_its_jobs(client: Any, unique: str) -> None:
+    """The dispatch script checks every target before it writes: a batch whose later item
+    routes to a worker that is not where the caller thinks leaves the earlier items
+    unadmitted (routed again, they must not be found 'exists')."""
+    async with node(client, unique) as n:
+        worker = await n.add_worker(Recorder())
+        epoch = n._membership.epoch
+        first = ["early", b"", "token-1", worker.id, n.id, "0"]
+        wrong = ["late", b"", "token-2", worker.id, "some-other-node", "0"]
+        reply = await n._io.run("dispatch", n.id, epoch, "100", "", *first, *wrong)
+        assert reply[0] == b"stale"
+        assert await n.job_keys() == []
+        await n.dispatch_job("early", b"")  # routed again: admitted, not 'exists'
+        assert await n.job_keys() == ["early"]
