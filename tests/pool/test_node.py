@@ -323,8 +323,8 @@ async def test_a_stale_batch_admits_none_of_its_jobs(client: Any, unique: str) -
     async with node(client, unique) as n:
         worker = await n.add_worker(Recorder())
         epoch = n._membership.epoch
-        first = ["early", b"", "token-1", worker.id, n.id, "0"]
-        wrong = ["late", b"", "token-2", worker.id, "some-other-node", "0"]
+        first: list[str | bytes] = ["early", b"", "token-1", worker.id, n.id, "0"]
+        wrong: list[str | bytes] = ["late", b"", "token-2", worker.id, "elsewhere", "0"]
         reply = await n._io.run("dispatch", n.id, epoch, "100", "", *first, *wrong)
         assert reply[0] == b"stale"
         assert await n.job_keys() == []
