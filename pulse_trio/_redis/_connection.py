@@ -7,10 +7,17 @@
   one server. One writer task sends, in a single ``send``, every request queued while the
   previous send was in flight (automatic pipelining); one reader task feeds what arrives to
   the :class:`~._resp.RespState` and wakes the callers whose replies completed, in FIFO order.
-  At most ``max_pending`` requests are outstanding; further callers wait (back-pressure).
-  A cancelled caller leaves its slot in the FIFO: its reply is read and dropped, so no other
-  caller ever gets it. A watchdog replaces a connection that has not answered for
-  ``command_timeout`` seconds (a frozen server, a half-open socket) and PINGs an idle one.
+  On a plain socket on Trio a lone caller takes a fast path (leader/follower): when its
+  requests are the only ones in flight it writes them itself and reads the socket itself
+  until its reply arrived, with no task switch; meanwhile the reader task is parked (one
+  reader at a time), and it takes over whatever replies are still due when the caller is
+  done or cancelled. As nobody reads an idle connection there, a non-blocking peek before
+  the next write finds out whether the server closed it meanwhile (the request then goes to a
+  new connection, unwritten). At most ``max_pending`` requests are outstanding; further
+  callers wait (back-pressure). A cancelled caller leaves its slot in the FIFO: its reply is
+  read and dropped, so no other caller ever gets it. A watchdog replaces a connection that
+  has not answered for ``command_timeout`` seconds (a frozen server, a half-open socket) and
+  PINGs an idle one.
 - :class:`DirectConnection` is a connection used by one task at a time, request then reply,
   with no background task: the connection for blocking commands (``XREAD BLOCK``...). A
   cancelled blocking call is freed with ``CLIENT UNBLOCK`` sent on the multiplexed
