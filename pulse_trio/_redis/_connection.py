@@ -7,10 +7,17 @@
   one server. One writer task sends, in a single ``send``, every request queued while the
   previous send was in flight (automatic pipelining); one reader task feeds what arrives to
   the :class:`~._resp.RespState` and wakes the callers whose replies completed, in FIFO order.
-  At most ``max_pending`` requests are outstanding; further callers wait (back-pressure).
-  A cancelled caller leaves its slot in the FIFO: its reply is read and dropped, so no other
-  caller ever gets it. A watchdog replaces a connection that has not answered for
-  ``command_timeout`` seconds (a frozen server, a half-open socket) and PINGs an idle one.
+  On a plain socket on Trio a lone caller takes a fast path (leader/follower): when its
+  requests are the only ones in flight it writes them itself and reads the socket itself
+  until its reply arrived, with no task switch; meanwhile the reader task is parked (one
+  reader at a time), and it takes over whatever replies are still due when the caller is
+  done or cancelled. As nobody reads an idle connection there, a non-blocking peek before
+  the next write finds out whether the server closed it meanwhile (the request then goes to a
+  new connection, unwritten). At most ``max_pending`` requests are outstanding; further
+  callers wait (back-pressure). A cancelled caller leaves its slot in the FIFO: its reply is
+  read and dropped, so no other caller ever gets it. A watchdog replaces a connection that
+  has not answered for ``command_timeout`` seconds (a frozen server, a half-open socket) and
+  PINGs an idle one.
 - :class:`DirectConnection` is a connection used by one task at a time, request then reply,
   with no background task: the connection for blocking commands (``XREAD BLOCK``...). A
   cancelled blocking call is freed with ``CLIENT UNBLOCK`` sent on the multiplexed
@@ -403,6 +410,7 @@ def _name(args: tuple[Arg, ...] | list[Arg]) -> str:
 
 class _Event(Protocol):
     def set(self) -> Any: ...
+    def is_set(self) -> bool: ...
     async def wait(self) -> Any: ...
 
 
@@ -440,8 +448,18 @@ class MultiplexedConnection:
 
     Created by :class:`Node` from a handshaken :class:`DirectConnection`; its tasks run in
     :meth:`run`. Who mutates what: callers queue requests (:meth:`request`); the writer task
-    only takes bytes out of the core; the reader task alone completes waiters; :meth:`run`'s
-    ``finally`` fails the remaining ones.
+    and a caller on the fast path take bytes out of the core; whoever owns reading (the reader
+    task, or the one caller leading on the fast path) feeds the core and completes waiters;
+    :meth:`run`'s ``finally`` fails the remaining ones.
+
+    Reading has one owner at a time. On a plain socket on Trio, the reader task parks (on
+    ``_read_wanted``) whenever no reply is due or a caller leads. A caller whose requests are
+    the only ones in flight while the reader is parked and the writer idle leads: it writes
+    them itself (:meth:`_send_now`) and reads the socket until its last reply arrived
+    (:meth:`_lead`), delivering every reply it parses; then, if other replies are still due
+    (requests queued meanwhile, replies of cancelled callers, unanswered PINGs), it wakes the
+    reader task, which reads them. Any other request queued while the reader is parked wakes
+    it. Elsewhere (TLS, asyncio) the reader task never parks and no caller leads.
 
     Attributes:
         address: The server.
@@ -465,6 +483,10 @@ class MultiplexedConnection:
         self._core: RespState[_Waiter] = RespState()
         self._max_pending = direct._settings.max_pending
         self._write_wanted: _Event | None = None
+        # Set while the reader task is parked (only with ``_raw``): nobody reads the socket,
+        # unless a caller leads (``_leading``).
+        self._read_wanted: _Event | None = None
+        self._leading = False
         self._space: anyio.Event | None = None
         self._replies_received = 0
         self._last_activity = anyio.current_time()
@@ -474,6 +496,8 @@ class MultiplexedConnection:
         #: Requests queued and ``send`` calls made so far (requests / writes = batching).
         self.requests = 0
         self.writes = 0
+        #: Requests (or pipelines) whose caller read its reply itself (the fast path).
+        self.leads = 0
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -495,7 +519,8 @@ class MultiplexedConnection:
 
         Cancellation:
             The request stays queued (it may already be on the wire); its reply is read and
-            dropped by the reader task.
+            dropped by the reader task (a caller cancelled while leading hands reading back
+            to it first: nothing was consumed from the socket by the cancelled ``receive``).
         """
         while self._core.waiting >= self._max_pending and not self.closed:
             if self._space is None:
@@ -506,20 +531,12 @@ class MultiplexedConnection:
                 f"connection to Redis at {self.address} lost: {self._reason}", written=False
             )
         waiter = _Waiter(self._new_event())
-        core = self._core
-        core.queue(waiter, payload)
+        self._core.queue(waiter, payload)
         self.requests += 1
-        wanted = self._write_wanted
-        if wanted is not None:  # the writer is idle: nothing is being sent
-            if self._raw is not None and core.waiting == 1:
-                # The only request in flight: no other caller's request can join it in the
-                # same write, so write it now (synchronous, non-blocking; never partial but
-                # in a full socket buffer, whose rest the writer then sends).
-                self._send_now(self._raw)
-            else:
-                self._write_wanted = None
-                wanted.set()
-        await waiter.event.wait()
+        if self._start(1):
+            await self._lead(waiter)
+        if not waiter.event.is_set():
+            await waiter.event.wait()
         if waiter.failure is not None:
             raise waiter.failure
         return waiter.reply
@@ -544,25 +561,86 @@ class MultiplexedConnection:
             raise ConnectionLostError(
                 f"connection to Redis at {self.address} lost: {self._reason}", written=False
             )
+        if not payloads:
+            return []
         core = self._core
         waiters = [_Waiter(self._new_event()) for _ in payloads]
         for waiter, payload in zip(waiters, payloads, strict=True):
             core.queue(waiter, payload)
         self.requests += len(waiters)
-        wanted = self._write_wanted
-        if wanted is not None:
-            if self._raw is not None and core.waiting == len(waiters):
-                self._send_now(self._raw)
-            else:
-                self._write_wanted = None
-                wanted.set()
+        if self._start(len(waiters)):
+            await self._lead(waiters[-1])
         replies = []
         for waiter in waiters:
-            await waiter.event.wait()
+            if not waiter.event.is_set():
+                await waiter.event.wait()
             if waiter.failure is not None:
                 raise waiter.failure
             replies.append(waiter.reply)
         return replies
+
+    def _start(self, count: int) -> bool:
+        """Get requests just queued written and their replies read.
+
+        Args:
+            count: How many were queued, if they are one caller's (0 for
+                :meth:`queue_unanswered`).
+
+        Returns:
+            Whether the caller is to read the replies itself (:meth:`_lead`): its requests
+            are the only ones in flight, the reader task is parked and the writer idle. They
+            have then been written (unless the connection was aborted).
+        """
+        if self._scope.cancel_called:
+            return False  # aborted: run() fails every queued request
+        core = self._core
+        raw = self._raw
+        parked = self._read_wanted
+        if raw is not None and parked is not None and not self._leading:
+            # Nobody reads the socket: nobody noticed if the server closed it meanwhile, and a
+            # request written to it now would count as written (not retried). Look first.
+            if not _alive(raw):
+                self.abort("the server closed the idle connection")
+                return False
+            if count and core.waiting == count and self._write_wanted is not None:
+                # The only requests in flight: no other caller's can join them in the same
+                # write, so write them now (synchronous, non-blocking; never partial but in a
+                # full socket buffer, whose rest the writer then sends) and read the reply here.
+                self._send_now(raw)
+                if self._scope.cancel_called:
+                    return False
+                self._leading = True
+                self.leads += 1
+                return True
+            self._read_wanted = None
+            parked.set()
+        wanted = self._write_wanted
+        if wanted is not None:  # the writer is idle: nothing is being sent
+            self._write_wanted = None
+            wanted.set()
+        return False
+
+    async def _lead(self, last: _Waiter) -> None:
+        """Read the socket (the caller leads) until ``last``'s reply arrived, delivering every
+        reply parsed; then hand reading back to the reader task if replies are still due.
+
+        A lost connection aborts it, as in the reader task (``last`` then fails with run()'s
+        ``finally``); cancellation (which consumes nothing in ``receive``) hands back too.
+        """
+        core = self._core
+        stream = self._stream
+        try:
+            while not last.event.is_set():
+                data = await stream.receive(_RECEIVE_SIZE)
+                self._deliver(core.receive_data(data))
+        except _NETWORK_ERRORS as exc:
+            self.abort(repr(exc))
+        finally:
+            self._leading = False
+            parked = self._read_wanted
+            if core.waiting and parked is not None:
+                self._read_wanted = None
+                parked.set()
 
     def _send_now(self, raw: socket.socket) -> None:
         core = self._core
@@ -587,10 +665,7 @@ class MultiplexedConnection:
         if self.closed:
             raise ConnectionLostError(f"connection to {self.address} is closed", written=False)
         self._core.queue(None, payload)
-        wanted = self._write_wanted
-        if wanted is not None:
-            self._write_wanted = None
-            wanted.set()
+        self._start(0)
 
     def abort(self, reason: str) -> None:
         """Drop the connection: every waiting request fails with :class:`ConnectionLostError`."""
@@ -646,19 +721,26 @@ class MultiplexedConnection:
     async def _read_loop(self) -> None:
         core = self._core
         stream = self._stream
-        max_pending = self._max_pending
+        may_park = self._raw is not None
         while True:
+            if may_park and (self._leading or not core.waiting):
+                parked = self._read_wanted = self._new_event()
+                await parked.wait()
+                continue
             data = await stream.receive(_RECEIVE_SIZE)
-            completed = core.receive_data(data)
-            for waiter, reply in completed:
-                if waiter is not None and type(waiter) is _Waiter:
-                    waiter.reply = reply
-                    waiter.event.set()
-            self._replies_received += len(completed)
-            space = self._space
-            if space is not None and core.waiting < max_pending:
-                self._space = None
-                space.set()
+            self._deliver(core.receive_data(data))
+
+    def _deliver(self, completed: list[tuple[_Waiter | None, Any]]) -> None:
+        """Hand parsed replies to their waiters (dropped for cancelled callers and ``None``)."""
+        for waiter, reply in completed:
+            if waiter is not None and type(waiter) is _Waiter:
+                waiter.reply = reply
+                waiter.event.set()
+        self._replies_received += len(completed)
+        space = self._space
+        if space is not None and self._core.waiting < self._max_pending:
+            self._space = None
+            space.set()
 
     async def _watchdog(self) -> None:
         """Replace the connection when it stops answering; PING it when it has been idle."""
@@ -682,6 +764,16 @@ class MultiplexedConnection:
             if idle >= settings.health_check_interval:
                 idle = 0.0
                 self.queue_unanswered(encode_command(("PING",)))
+
+
+def _alive(raw: socket.socket) -> bool:
+    """Whether the peer has not closed or reset ``raw`` (a non-blocking peek, nothing read)."""
+    try:
+        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 @attrs.frozen
