@@ -120,20 +120,6 @@ class NodeStatistics:
     is_fenced: bool
 
 
-@attrs.define(eq=False)
-class _Admission:
-    """A dispatch queued for the admission task (which sends queued ones in one batch)."""
-
-    key: str
-    payload: bytes
-    token: str
-    status: str = ""
-    error: Exception | None = None
-    #: The caller gave up (timeout, cancellation) before the batch was sent.
-    abandoned: bool = False
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-
-
 class _Waiter:
     """A caller waiting for a reply on this node's stream. Registered before the request is
     sent, so a reply can never arrive before its waiter (reference §12 #9)."""
@@ -144,6 +130,30 @@ class _Waiter:
         self.event = anyio.Event()
         self.ok = False
         self.error = ""
+
+
+@attrs.define(eq=False)
+class _Admission:
+    """A dispatch queued for the admission task (which sends queued ones in one batch).
+
+    The caller waits on its waiter's event alone, in one cancel scope: the admission sets
+    the event when the dispatch failed (``error``, or a ``status`` other than ``sent`` and
+    ``local``); otherwise it moves the scope's deadline to ``ack_grace_period`` after the
+    admission, and the worker's answer sets the event.
+    """
+
+    key: str
+    payload: bytes
+    token: str
+    waiter: _Waiter
+    #: The caller's cancel scope, whose deadline the admission moves.
+    scope: anyio.CancelScope
+    status: str = ""
+    error: Exception | None = None
+    #: When the dispatch was admitted (``anyio.current_time()``).
+    admitted_at: float = 0.0
+    #: The caller gave up (timeout, cancellation) before the batch was sent.
+    abandoned: bool = False
 
 
 class Node(Service):
@@ -392,21 +402,26 @@ class Node(Service):
         self._check_usable("dispatch_job")
         token = _new_id()
         waiter = self._waiters[token] = _Waiter()
-        item = _Admission(key, data, token)
+        # One cancel scope for both waits: its deadline bounds the admission, and the
+        # admission moves it to ``wait`` after the job was admitted (see _Admission).
+        scope = anyio.CancelScope(deadline=anyio.current_time() + wait)
+        item = _Admission(key, data, token, waiter, scope)
         self._admissions.append(item)
         settled = False
         try:
-            if self._admitting:
-                self._admissions_ready.set()
-            else:
-                # Nobody is sending: send this batch here (saves two task switches on the
-                # sequential path); later callers queue up behind it.
-                await self._admit_queued()
-            if not item.done.is_set():  # (no cancel scope when the batch was sent here)
-                with anyio.move_on_after(wait):
-                    await item.done.wait()
-            if not item.done.is_set():
+            with scope:
+                if self._admitting:
+                    self._admissions_ready.set()
+                else:
+                    # Nobody is sending: send this batch here (saves two task switches on the
+                    # sequential path); later callers queue up behind it.
+                    await self._admit_queued()
+                if not waiter.event.is_set():
+                    await waiter.event.wait()
+            if not item.status and item.error is None:
                 item.abandoned = True
+                if waiter.event.is_set():  # woken by the node's closing
+                    self._check_open("dispatch_job")
                 raise RedisUnavailableError(
                     f"pool {self.pool!r}: dispatch of {key!r}: no answer from Redis within {wait}s"
                 )
@@ -424,7 +439,7 @@ class Node(Service):
             if status == "shutdown":
                 raise PoolShuttingDownError(f"pool {self.pool!r} is shutting down", key=key)
             self._counts["dispatched"] += 1
-            await self._await_start(key, token, waiter, wait)
+            await self._await_start(key, token, waiter, wait, item.admitted_at + wait)
             settled = True
         finally:
             del self._waiters[token]
@@ -496,8 +511,10 @@ class Node(Service):
                 )
             for item in batch:
                 item.error = exc
-                item.done.set()
+                item.waiter.event.set()
             return
+        admitted_at = anyio.current_time()
+        deadline = admitted_at + self._options.ack_grace_period
         for i, item in enumerate(batch):
             result = "shutdown" if status == "shutdown" else text(reply[1 + i])
             if result.startswith("local:"):
@@ -511,7 +528,13 @@ class Node(Service):
                 )
                 result = "local"
             item.status = result
-            item.done.set()
+            if result in ("sent", "local"):
+                item.admitted_at = admitted_at
+                if not item.abandoned:
+                    # The caller now waits for the start, ack_grace_period from here.
+                    item.scope.deadline = deadline
+            else:
+                item.waiter.event.set()
             if item.abandoned and result == "sent" and self._task_group is not None:
                 # Its caller gave up while the batch was in flight: withdraw it for them.
                 self._task_group.start_soon(self._withdraw, item.key, item.token)
@@ -532,10 +555,14 @@ class Node(Service):
             return None
         return worker
 
-    async def _await_start(self, key: str, token: str, waiter: _Waiter, wait: float) -> None:
+    async def _await_start(
+        self, key: str, token: str, waiter: _Waiter, wait: float, deadline: float
+    ) -> None:
+        """Wait for the worker's answer until ``deadline``, then withdraw the job (a worker
+        that took it meanwhile gets another ``wait``)."""
         while True:
             if not waiter.event.is_set():
-                with anyio.move_on_after(wait):
+                with anyio.CancelScope(deadline=deadline):
                     await waiter.event.wait()
             if waiter.event.is_set():
                 self._check_open("dispatch_job")
@@ -556,6 +583,7 @@ class Node(Service):
                     continue
                 raise JobStartError(key, "the job was stopped or failed to start")
             # 'taken': a worker is starting it; its answer will come.
+            deadline = anyio.current_time() + wait
 
     async def stop_job(self, key: str) -> None:
         """Stop a job: returns once its worker's ``stop`` returned and the job is gone.
