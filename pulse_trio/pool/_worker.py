@@ -3,6 +3,11 @@
 A worker runs on a node and calls its handler for the jobs routed to it. Everything a worker
 does for one job key (start, stop, notification, move) runs in order, one at a time, in a
 task of the worker's own task group; different keys run concurrently.
+
+The tasks are reused: a drainer task runs one key's operations until its queue is empty, then
+takes the next waiting key, and parks when there is none (up to :data:`MAX_IDLE_DRAINERS`
+stay parked). A key never waits behind another key's operation: before a drainer runs an
+operation while other keys wait, it makes sure another drainer is on its way.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class _LocalJob:
 
 Op = Callable[[], Awaitable[object]]
 
+#: Drainer tasks a worker keeps parked for the next keys (more are started when needed).
+MAX_IDLE_DRAINERS = 32
+
 
 class Worker:
     """A worker of a node, created by :meth:`Node.add_worker`.
@@ -84,6 +92,12 @@ class Worker:
         self._jobs: dict[str, _LocalJob] = {}
         #: key -> operations waiting to run for it, in order (the head is running).
         self._queues: dict[str, deque[Op]] = {}
+        #: Keys whose queue no drainer runs yet, in order of arrival.
+        self._pending: deque[tuple[str, deque[Op]]] = deque()
+        #: Parked drainers, each waiting on its own event.
+        self._idle: list[anyio.Event] = []
+        #: Drainers woken or started that have not looked at ``_pending`` yet.
+        self._waking = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._done = anyio.Event()
         self.removed = False
@@ -126,7 +140,34 @@ class Worker:
             queue.append(op)
             return
         queue = self._queues[key] = deque([op])
-        self._tg.start_soon(self._drain, key, queue)
+        self._pending.append((key, queue))
+        if not self._waking:
+            self._wake_drainer()
+
+    def _wake_drainer(self) -> None:
+        """Wake a parked drainer, or start one (``_tg`` is set)."""
+        assert self._tg is not None
+        if self._idle:
+            self._idle.pop().set()
+        else:
+            self._tg.start_soon(self._drainer)
+        self._waking += 1
+
+    async def _drainer(self) -> None:
+        """Run waiting keys' queues one after the other; park when none waits."""
+        while True:
+            self._waking -= 1
+            while self._pending:
+                key, queue = self._pending.popleft()
+                if self._pending and not self._waking and self._tg is not None:
+                    # The next key must not wait for this one's operations.
+                    self._wake_drainer()
+                await self._drain(key, queue)
+            if len(self._idle) >= MAX_IDLE_DRAINERS:
+                return
+            wake = anyio.Event()
+            self._idle.append(wake)
+            await wake.wait()
 
     async def _drain(self, key: str, queue: deque[Op]) -> None:
         try:
