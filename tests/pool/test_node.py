@@ -331,3 +331,33 @@ async def test_a_stale_batch_admits_none_of_its_jobs(client: Any, unique: str) -
         assert await n.job_keys() == []
         await n.dispatch_job("early", b"")  # routed again: admitted, not 'exists'
         assert await n.job_keys() == ["early"]
+
+
+async def test_starts_of_other_keys_never_wait_for_a_blocked_start(
+    client: Any, unique: str
+) -> None:
+    """Reused drainer tasks: keys whose start blocks hold no other key back."""
+    release = anyio.Event()
+    started: list[str] = []
+
+    class Handler:
+        async def start(self, job: pool.Job) -> None:
+            if job.key.startswith("slow"):
+                await release.wait()
+            started.append(job.key)
+
+        async def stop(self, key: str) -> None:
+            pass
+
+    async with node(client, unique) as n:
+        await n.add_worker(Handler())
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(n.dispatch_job, f"slow-{i}", b"")
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as fast:
+                    for i in range(40):
+                        fast.start_soon(n.dispatch_job, f"fast-{i}", b"")
+            assert sorted(started) == sorted(f"fast-{i}" for i in range(40))
+            release.set()
+        assert len(started) == 43
