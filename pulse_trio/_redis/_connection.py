@@ -459,11 +459,10 @@ class MultiplexedConnection:
     task parks (on ``_read_wanted``) whenever no reply is due or a caller leads. A caller
     whose requests are the only ones in flight while the reader is parked and the writer idle
     leads: it writes them itself (:meth:`_send_now`) and reads the socket until its last reply
-    arrived
-    (:meth:`_lead`), delivering every reply it parses; then, if other replies are still due
-    (requests queued meanwhile, replies of cancelled callers, unanswered PINGs), it wakes the
-    reader task, which reads them. Any other request queued while the reader is parked wakes
-    it. Elsewhere (TLS) the reader task never parks and no caller leads.
+    arrived (:meth:`_lead`), delivering every reply it parses; then, if other replies are
+    still due (requests queued meanwhile, replies of cancelled callers, unanswered PINGs), it
+    wakes the reader task, which reads them. Any other request queued while the reader is
+    parked wakes it. Elsewhere (TLS) the reader task never parks and no caller leads.
 
     Attributes:
         address: The server.
@@ -606,7 +605,8 @@ class MultiplexedConnection:
             if count and core.waiting == count and self._write_wanted is not None:
                 # The only requests in flight: no other caller's can join them in the same
                 # write, so write them now (synchronous, non-blocking; never partial but in a
-                # full socket buffer, whose rest the writer then sends) and read the reply here.
+                # full socket buffer, whose rest the writer then sends; an asyncio transport
+                # buffers the rest itself) and read the reply here.
                 self._send_now(io)
                 if self._scope.cancel_called:
                     return False
