@@ -7,13 +7,15 @@
   one server. One writer task sends, in a single ``send``, every request queued while the
   previous send was in flight (automatic pipelining); one reader task feeds what arrives to
   the :class:`~._resp.RespState` and wakes the callers whose replies completed, in FIFO order.
-  On a plain socket on Trio a lone caller takes a fast path (leader/follower): when its
-  requests are the only ones in flight it writes them itself and reads the socket itself
-  until its reply arrived, with no task switch; meanwhile the reader task is parked (one
-  reader at a time), and it takes over whatever replies are still due when the caller is
-  done or cancelled. As nobody reads an idle connection there, a non-blocking peek before
-  the next write finds out whether the server closed it meanwhile (the request then goes to a
-  new connection, unwritten). At most ``max_pending`` requests are outstanding; further
+  On a plain (not TLS) TCP or Unix socket a lone caller takes a fast path (leader/follower):
+  when its requests are the only ones in flight it writes them itself and reads the socket
+  itself until its reply arrived, with no task switch; meanwhile the reader task is parked
+  (one reader at a time), and it takes over whatever replies are still due when the caller is
+  done or cancelled. As no task reads an idle connection there, a look before the next write
+  finds out whether the server closed it meanwhile (the request then goes to a new
+  connection, unwritten): a non-blocking peek at the socket, or on asyncio TCP, where the
+  socket belongs to an asyncio transport, the state of its protocol, which is kept reading
+  while the connection is idle. At most ``max_pending`` requests are outstanding; further
   callers wait (back-pressure). A cancelled caller leaves its slot in the FIFO: its reply is
   read and dropped, so no other caller ever gets it. A watchdog replaces a connection that
   has not answered for ``command_timeout`` seconds (a frozen server, a half-open socket) and
@@ -33,6 +35,7 @@ Every failure to reach the server, and every request lost with its connection, r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -452,14 +455,14 @@ class MultiplexedConnection:
     task, or the one caller leading on the fast path) feeds the core and completes waiters;
     :meth:`run`'s ``finally`` fails the remaining ones.
 
-    Reading has one owner at a time. On a plain socket on Trio, the reader task parks (on
-    ``_read_wanted``) whenever no reply is due or a caller leads. A caller whose requests are
-    the only ones in flight while the reader is parked and the writer idle leads: it writes
-    them itself (:meth:`_send_now`) and reads the socket until its last reply arrived
-    (:meth:`_lead`), delivering every reply it parses; then, if other replies are still due
-    (requests queued meanwhile, replies of cancelled callers, unanswered PINGs), it wakes the
-    reader task, which reads them. Any other request queued while the reader is parked wakes
-    it. Elsewhere (TLS, asyncio) the reader task never parks and no caller leads.
+    Reading has one owner at a time. On a plain socket (see :func:`_fast_io`), the reader
+    task parks (on ``_read_wanted``) whenever no reply is due or a caller leads. A caller
+    whose requests are the only ones in flight while the reader is parked and the writer idle
+    leads: it writes them itself (:meth:`_send_now`) and reads the socket until its last reply
+    arrived (:meth:`_lead`), delivering every reply it parses; then, if other replies are
+    still due (requests queued meanwhile, replies of cancelled callers, unanswered PINGs), it
+    wakes the reader task, which reads them. Any other request queued while the reader is
+    parked wakes it. Elsewhere (TLS) the reader task never parks and no caller leads.
 
     Attributes:
         address: The server.
@@ -469,13 +472,10 @@ class MultiplexedConnection:
 
     def __init__(self, direct: DirectConnection) -> None:
         self._stream = direct.stream
-        # On Trio, a plain socket (not TLS) can be written without awaiting when nothing else
-        # is being sent: a lone request then leaves at once instead of waking the writer task.
-        self._raw: socket.socket | None = None
-        if sniffio.current_async_library() == "trio" and isinstance(
-            direct.stream, anyio.abc.SocketStream
-        ):
-            self._raw = direct.stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        # On a plain socket (not TLS) a lone request can be written without awaiting when
+        # nothing else is being sent, and the state of an idle connection can be looked at
+        # without reading it: the fast path (None elsewhere).
+        self._io = _fast_io(direct.stream)
         self._new_event = _event_factory()
         self.address = direct.address
         self.client_id = direct.client_id
@@ -483,7 +483,7 @@ class MultiplexedConnection:
         self._core: RespState[_Waiter] = RespState()
         self._max_pending = direct._settings.max_pending
         self._write_wanted: _Event | None = None
-        # Set while the reader task is parked (only with ``_raw``): nobody reads the socket,
+        # Set while the reader task is parked (only with ``_io``): nobody reads the socket,
         # unless a caller leads (``_leading``).
         self._read_wanted: _Event | None = None
         self._leading = False
@@ -594,19 +594,20 @@ class MultiplexedConnection:
         if self._scope.cancel_called:
             return False  # aborted: run() fails every queued request
         core = self._core
-        raw = self._raw
+        io = self._io
         parked = self._read_wanted
-        if raw is not None and parked is not None and not self._leading:
+        if io is not None and parked is not None and not self._leading:
             # Nobody reads the socket: nobody noticed if the server closed it meanwhile, and a
             # request written to it now would count as written (not retried). Look first.
-            if not _alive(raw):
+            if not io.alive():
                 self.abort("the server closed the idle connection")
                 return False
             if count and core.waiting == count and self._write_wanted is not None:
                 # The only requests in flight: no other caller's can join them in the same
                 # write, so write them now (synchronous, non-blocking; never partial but in a
-                # full socket buffer, whose rest the writer then sends) and read the reply here.
-                self._send_now(raw)
+                # full socket buffer, whose rest the writer then sends; an asyncio transport
+                # buffers the rest itself) and read the reply here.
+                self._send_now(io)
                 if self._scope.cancel_called:
                     return False
                 self._leading = True
@@ -638,17 +639,18 @@ class MultiplexedConnection:
         finally:
             self._leading = False
             parked = self._read_wanted
-            if core.waiting and parked is not None:
-                self._read_wanted = None
-                parked.set()
+            if parked is not None:
+                if core.waiting:
+                    self._read_wanted = None
+                    parked.set()
+                elif self._io is not None:
+                    self._io.watch()
 
-    def _send_now(self, raw: socket.socket) -> None:
+    def _send_now(self, io: _FastIO) -> None:
         core = self._core
         data = core.data_to_send()
         try:
-            sent = raw.send(data)
-        except BlockingIOError:
-            sent = 0
+            sent = io.send(data)
         except OSError as exc:
             self.abort(repr(exc))
             return
@@ -721,10 +723,12 @@ class MultiplexedConnection:
     async def _read_loop(self) -> None:
         core = self._core
         stream = self._stream
-        may_park = self._raw is not None
+        io = self._io
         while True:
-            if may_park and (self._leading or not core.waiting):
+            if io is not None and (self._leading or not core.waiting):
                 parked = self._read_wanted = self._new_event()
+                if not self._leading:
+                    io.watch()
                 await parked.wait()
                 continue
             data = await stream.receive(_RECEIVE_SIZE)
@@ -766,14 +770,112 @@ class MultiplexedConnection:
                 self.queue_unanswered(encode_command(("PING",)))
 
 
-def _alive(raw: socket.socket) -> bool:
-    """Whether the peer has not closed or reset ``raw`` (a non-blocking peek, nothing read)."""
-    try:
-        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
+class _FastIO(Protocol):
+    """What the fast path needs of a stream besides ``receive``, all synchronous."""
+
+    def alive(self) -> bool:
+        """Whether the peer has not closed or reset the idle connection (nothing is read)."""
+
+    def send(self, data: bytes) -> int:
+        """Write without blocking; return how much was taken (the rest is for ``send``).
+
+        Raises:
+            OSError: The connection is broken.
+        """
+
+    def watch(self) -> None:
+        """Nobody reads now: make sure :meth:`alive` will see the peer closing."""
+
+
+class _SocketIO:
+    """A socket the stream reads and writes itself with plain ``recv``/``send`` and no buffer
+    of its own (AnyIO's socket streams on Trio, its Unix socket streams on asyncio): a
+    non-blocking send and a peek there are invisible to the stream."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: socket.socket) -> None:
+        self.raw = raw
+
+    def alive(self) -> bool:
+        try:
+            return self.raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    def send(self, data: bytes) -> int:
+        try:
+            return self.raw.send(data)
+        except BlockingIOError:
+            return 0
+
+    def watch(self) -> None:
+        pass  # the kernel keeps the end of stream for the peek
+
+
+class _TransportIO:
+    """AnyIO's TCP stream on asyncio: an asyncio transport feeding AnyIO's ``StreamProtocol``.
+
+    The socket belongs to the transport and is never touched here. ``transport.write`` is
+    synchronous and takes everything (what the socket does not take at once is buffered by the
+    transport, in order, ahead of any later ``send``). AnyIO pauses reading whenever no
+    ``receive`` is pending, so an idle connection would never see the peer's FIN: :meth:`watch`
+    resumes reading while nobody receives (data or end of stream are then queued in the
+    protocol, where the next ``receive`` finds them), and :meth:`alive` looks at the
+    protocol's state. The end of stream is thus seen once the event loop has polled the
+    socket after it arrived (the peek on a raw socket sees it as soon as the kernel has it).
+    """
+
+    __slots__ = ("protocol", "transport")
+
+    def __init__(self, transport: asyncio.Transport, protocol: Any) -> None:
+        self.transport = transport
+        self.protocol = protocol
+
+    def alive(self) -> bool:
+        protocol = self.protocol
+        return not (
+            protocol.is_at_eof or protocol.exception is not None or self.transport.is_closing()
+        )
+
+    def send(self, data: bytes) -> int:
+        if self.transport.is_closing():
+            raise ConnectionResetError("the transport is closing")
+        self.transport.write(data)
+        return len(data)
+
+    def watch(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+
+def _fast_io(stream: anyio.abc.ByteStream) -> _FastIO | None:
+    """The fast path's access to ``stream``, or ``None`` where there is none (TLS, unknown)."""
+    if not isinstance(stream, anyio.abc.SocketStream):
+        return None  # TLS (a wrapper with its own buffers) or another kind of stream
+    library = sniffio.current_async_library()
+    module = type(stream).__module__
+    if library == "trio" and module == "anyio._backends._trio":
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        return _SocketIO(raw) if raw is not None else None
+    if library != "asyncio" or module != "anyio._backends._asyncio":
+        return None
+    if isinstance(stream, anyio.abc.UNIXSocketStream):
+        # AnyIO's asyncio Unix streams do raw recv/send on their socket, no transport.
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        return _SocketIO(raw) if raw is not None else None
+    # AnyIO's asyncio TCP stream: private attributes, checked (else no fast path).
+    transport = getattr(stream, "_transport", None)
+    protocol = getattr(stream, "_protocol", None)
+    if (
+        isinstance(transport, asyncio.Transport)
+        and transport.get_extra_info("sslcontext") is None
+        and all(hasattr(protocol, name) for name in ("is_at_eof", "exception", "read_queue"))
+    ):
+        return _TransportIO(transport, protocol)
+    return None
 
 
 @attrs.frozen

@@ -78,7 +78,7 @@ class _Instance:
     seen: list[Event] = attrs.field(factory=list)  # what its iteration returned, in order
     held: list[Event] = attrs.field(factory=list)  # seen, not acked yet (holding instances)
     acked: int = 0  # the sum of what its ack() calls returned
-    in_flight: int = 0  # events of an ack() call that has not returned to the machine yet
+    in_flight: int = 0  # events of ack() calls that have not returned to the machine yet
     consumer: Future[None] | None = None
 
     @property
@@ -111,15 +111,18 @@ class SinkMachine(PortalMachine):
         self.deliveries.setdefault(event.id, []).append(event.deliveries)
 
     async def _ack(self, instance: _Instance, events: list[Event]) -> None:
+        # The consuming task and the machine (acking what is held) may ack at the same time:
+        # counts are added after the await (`acked += await ...` would add to a stale value).
         if events:
-            instance.in_flight = len(events)
+            instance.in_flight += len(events)
             try:
                 # Shielded: leaving cancels the consuming task at any point, and an ack
                 # cancelled after the sink counted it would never reach our own count.
                 with anyio.CancelScope(shield=True):
-                    instance.acked += await instance.sink.ack(*events)
+                    acked = await instance.sink.ack(*events)
+                instance.acked += acked
             finally:
-                instance.in_flight = 0
+                instance.in_flight -= len(events)
 
     async def _consume(self, instance: _Instance) -> None:
         async for event in instance.sink:

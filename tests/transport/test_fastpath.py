@@ -1,10 +1,14 @@
 """The multiplexed connection's fast path: a lone caller writes its request and reads its reply
-itself (plain sockets on Trio), handing reading back to the reader task when it is done or
-cancelled. On asyncio (no fast path) the same tests check the same guarantees."""
+itself (plain TCP and Unix sockets, on Trio and on asyncio), handing reading back to the reader
+task when it is done or cancelled."""
 
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,6 +17,7 @@ import pytest
 
 from pulse_trio._redis import Client, ConnectionLostError, open_client
 from pulse_trio._redis._client import Standalone
+from pulse_trio.testing import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +40,7 @@ def _node(client: Client) -> Any:
 
 
 def _fast(mux: Any) -> bool:
-    return mux._raw is not None
+    return mux._io is not None
 
 
 async def _kill(server_url: str, client_id: int) -> None:
@@ -49,11 +54,9 @@ async def test_lone_callers_read_their_own_replies(rclient: Client, unique: str)
     for i in range(50):
         assert await rclient.execute("INCR", unique) == i + 1
     assert await rclient.execute_many([["INCR", unique], ["GET", unique]]) == [51, b"51"]
-    if _fast(mux):
-        assert mux.leads - leads == 51
-        assert mux._read_wanted is not None  # the reader task is parked
-    else:
-        assert mux.leads == leads == 0
+    assert _fast(mux)
+    assert mux.leads - leads == 51
+    assert mux._read_wanted is not None  # the reader task is parked
     assert mux.writes - writes == 51
     assert mux.waiting == 0
 
@@ -157,8 +160,7 @@ async def test_lone_caller_cancelled_while_reading(rclient: Client, unique: str)
         with anyio.move_on_after(0.05) as scope:
             await rclient.execute("EVAL", _SLOW, 0, 200_000, "late")
         assert scope.cancelled_caught
-        if _fast(mux):
-            assert mux.leads == leads + 1  # it was reading the socket itself
+        assert mux.leads == leads + 1  # it was reading the socket itself
         assert mux.waiting == 1  # its reply is still due
         if round_ == 2:
             with anyio.fail_after(5):  # read and dropped without any other request
@@ -195,8 +197,7 @@ async def test_reading_handed_back_for_requests_queued_meanwhile(rclient: Client
             await anyio.sleep(0.01)
             tg.start_soon(call, "second", 100_000)
     assert got == {"first": b"first", "second": b"second"}
-    if _fast(mux):
-        assert mux.leads == leads + 1
+    assert mux.leads == leads + 1
     assert mux.waiting == 0
     assert await node.multiplexed() is mux
 
@@ -260,5 +261,72 @@ async def test_sequential_and_concurrent_callers_mixed(
         counts.clear()
     assert node.connects == connects
     assert mux.waiting == 0
-    if _fast(mux):
-        assert 0 < mux.leads - leads < mux.requests - requests
+    assert 0 < mux.leads - leads < mux.requests - requests
+
+
+async def test_idle_connection_closed_by_the_server_is_seen_without_a_request(
+    rclient: Client, server_url: str
+) -> None:
+    """The look before a write sees an idle connection closed (on asyncio TCP the transport is
+    kept reading while nobody receives, so its protocol learns of the end of stream)."""
+    node = _node(rclient)
+    mux = await node.multiplexed()
+    assert await rclient.execute("PING") == b"PONG"
+    assert mux._read_wanted is not None  # idle: nobody reads
+    assert mux._io.alive()
+    await _kill(server_url, mux.client_id)
+    with anyio.fail_after(5):
+        while mux._io.alive():
+            await anyio.sleep(0.01)
+    assert not mux.closed  # nobody noticed yet: the next request will
+    assert await rclient.execute("PING") == b"PONG"
+    assert mux.closed
+    assert await node.multiplexed() is not mux
+
+
+@pytest.fixture
+async def unix_url() -> AsyncIterator[str]:
+    """A server of this test's own listening on a Unix socket (short path: sun_path limit)."""
+    directory = Path(tempfile.mkdtemp(prefix="pt-"))
+    path = directory / "r.sock"
+    try:
+        async with EmbeddedServer(
+            extra_args=["--unixsocket", str(path), "--unixsocketperm", "700"]
+        ):
+            yield f"unix://{path}"
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_unix_socket_fast_path(unix_url: str, unique: str) -> None:
+    """Unix sockets take the fast path too: lone callers lead, concurrent ones do not, an idle
+    connection closed by the server is replaced before a non-idempotent write."""
+    async with open_client(unix_url) as client:
+        node = _node(client)
+        mux = await node.multiplexed()
+        assert _fast(mux)
+        assert await client.execute("PING") == b"PONG"  # the reader task has parked since
+        leads = mux.leads
+        for i in range(20):
+            assert await client.execute("INCR", unique) == i + 1
+        assert mux.leads - leads == 20
+        results: dict[int, Any] = {}
+
+        async def one(i: int) -> None:
+            results[i] = await client.execute("ECHO", f"{unique}-{i}")
+
+        async with anyio.create_task_group() as tg:
+            for i in range(30):
+                tg.start_soon(one, i)
+        assert results == {i: f"{unique}-{i}".encode() for i in range(30)}
+        with anyio.move_on_after(0.05):
+            await client.execute("EVAL", _SLOW, 0, 200_000, "late")
+        assert await client.execute("ECHO", "mine") == b"mine"
+        async with open_client(unix_url) as killer:
+            assert await killer.execute("CLIENT", "KILL", "ID", mux.client_id) == 1
+        await anyio.sleep(0.1)
+        connects = node.connects
+        assert await client.execute("INCR", unique) == 21
+        assert mux.closed
+        assert node.connects == connects + 1
+        assert await client.execute("GET", unique) == b"21"  # executed exactly once

@@ -296,6 +296,9 @@ async def test_tls_with_certificates_made_here(tmp_path: Path) -> None:
         ca.configure_trust(context)
         async with open_client(f"rediss://localhost:{tls_port}", ssl_context=context) as client:
             assert await client.execute("PING") == b"PONG"
+            topology = client._topology
+            assert isinstance(topology, Standalone)
+            assert (await topology.node.multiplexed())._io is None  # no fast path under TLS
             results = []
 
             async def echo(i: int) -> None:
