@@ -10,7 +10,6 @@ logs and messages). Other modules never import the client's exception classes.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
@@ -176,14 +175,13 @@ def to_pulse_error(
     return exc
 
 
-def check_client(client: object, logger: logging.Logger | None = None) -> None:
+def check_client(client: object) -> None:
     """Check, before any I/O, that ``client`` can be used by pulse-trio.
 
     Raises:
         TypeError: ``client`` is not a :class:`pulse_trio.Client` (a coredis client gets a
             message that says how to open one with the same settings).
     """
-    del logger  # kept for the callers' symmetry; nothing to log any more
     if isinstance(client, _TransportClient):
         return
     kind = type(client)

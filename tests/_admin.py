@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from pulse_trio import Client
+from pulse_trio._boundary import as_dict, read_reply, stream_entries
 from pulse_trio._redis import Script
 
 Arg = bytes | str | int | float
@@ -55,14 +56,8 @@ def _flat(items: Iterable[Any]) -> list[Any]:
     return out
 
 
-def _pairs(reply: Any) -> dict[Any, Any]:
-    if isinstance(reply, dict):
-        return reply
-    return dict(zip(reply[::2], reply[1::2], strict=True))
-
-
 def _entries(reply: Any) -> tuple[StreamEntry, ...]:
-    return tuple(StreamEntry(ident, _pairs(fields or [])) for ident, fields in reply or ())
+    return tuple(StreamEntry(ident, fields) for ident, fields in stream_entries(reply))
 
 
 def _text(value: Any) -> str:
@@ -189,7 +184,7 @@ class AdminClient(Client):
 
     async def hgetall(self, key: Arg) -> dict[bytes, bytes]:
         """HGETALL as a dict."""
-        return _pairs(await self.execute("HGETALL", key))
+        return as_dict(await self.execute("HGETALL", key))
 
     async def hkeys(self, key: Arg) -> list[bytes]:
         """HKEYS."""
@@ -289,7 +284,10 @@ class AdminClient(Client):
             "XREADGROUP", "GROUP", group, consumer, *extra,
             "STREAMS", *streams.keys(), *streams.values(),
         )  # fmt: skip
-        return {k: _entries(v) for k, v in _pairs(reply or []).items()}
+        return {
+            k: tuple(StreamEntry(i, f) for i, f in entries)
+            for k, entries in read_reply(reply).items()
+        }
 
     async def xpending(
         self,
@@ -312,11 +310,11 @@ class AdminClient(Client):
 
     async def xinfo_groups(self, key: Arg) -> list[dict[bytes, Any]]:
         """XINFO GROUPS (one dict per group, ``bytes`` keys)."""
-        return [_pairs(g) for g in await self.execute("XINFO", "GROUPS", key)]
+        return [as_dict(g) for g in await self.execute("XINFO", "GROUPS", key)]
 
     async def xinfo_consumers(self, key: Arg, group: Arg) -> list[dict[bytes, Any]]:
         """XINFO CONSUMERS (one dict per consumer, ``bytes`` keys)."""
-        return [_pairs(c) for c in await self.execute("XINFO", "CONSUMERS", key, group)]
+        return [as_dict(c) for c in await self.execute("XINFO", "CONSUMERS", key, group)]
 
     # --- server ---------------------------------------------------------------------------
 

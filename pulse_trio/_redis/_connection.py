@@ -511,6 +511,21 @@ class MultiplexedConnection:
         """Requests queued or sent whose reply has not arrived yet."""
         return self._core.waiting
 
+    async def _wait_for_room(self) -> None:
+        """Wait while ``max_pending`` requests are outstanding (back-pressure).
+
+        Raises:
+            ConnectionLostError: The connection is lost (nothing of the caller's written).
+        """
+        while self._core.waiting >= self._max_pending and not self.closed:
+            if self._space is None:
+                self._space = anyio.Event()
+            await self._space.wait()
+        if self.closed:
+            raise ConnectionLostError(
+                f"connection to Redis at {self.address} lost: {self._reason}", written=False
+            )
+
     async def request(self, payload: bytes) -> Any:
         """Queue one encoded request and return its raw reply (errors are returned, not raised).
 
@@ -522,14 +537,7 @@ class MultiplexedConnection:
             dropped by the reader task (a caller cancelled while leading hands reading back
             to it first: nothing was consumed from the socket by the cancelled ``receive``).
         """
-        while self._core.waiting >= self._max_pending and not self.closed:
-            if self._space is None:
-                self._space = anyio.Event()
-            await self._space.wait()
-        if self.closed:
-            raise ConnectionLostError(
-                f"connection to Redis at {self.address} lost: {self._reason}", written=False
-            )
+        await self._wait_for_room()
         waiter = _Waiter(self._new_event())
         self._core.queue(waiter, payload)
         self.requests += 1
@@ -553,14 +561,7 @@ class MultiplexedConnection:
         Cancellation:
             As for :meth:`request`: the replies still due are read and dropped.
         """
-        while self._core.waiting >= self._max_pending and not self.closed:
-            if self._space is None:
-                self._space = anyio.Event()
-            await self._space.wait()
-        if self.closed:
-            raise ConnectionLostError(
-                f"connection to Redis at {self.address} lost: {self._reason}", written=False
-            )
+        await self._wait_for_room()
         if not payloads:
             return []
         core = self._core

@@ -27,7 +27,7 @@ for i = 5, #ARGV, 6 do
   local worker, wnode = ARGV[i + 3], ARGV[i + 4]
   if worker ~= '' and redis.call('HGET', K.workers, worker) ~= wnode then
     -- Only possible when the caller's membership disagrees with the epoch it sent.
-    return {'stale', unpack(membership())}
+    return membership('stale')
   end
 end
 local now = now_ms()

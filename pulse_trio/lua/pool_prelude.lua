@@ -48,9 +48,11 @@ local function send(node, ...)
   end
 end
 
--- The membership as a flat list: epoch, worker, node, worker, node, ...
-local function membership()
-  local out = {tostring(redis.call('GET', K.epoch) or '0')}
+-- The membership as a flat list: epoch, worker, node, worker, node, ...; after ``status``
+-- when one is given (the reply {status, epoch, worker, node, ...}).
+local function membership(status)
+  local out = {status}
+  out[#out + 1] = tostring(redis.call('GET', K.epoch) or '0')
   local flat = redis.call('HGETALL', K.workers)
   for i = 1, #flat do
     out[#out + 1] = flat[i]
@@ -64,11 +66,7 @@ local function stale_reply(epoch)
   if tostring(redis.call('GET', K.epoch) or '0') == epoch then
     return nil
   end
-  local out = {'stale'}
-  for _, v in ipairs(membership()) do
-    out[#out + 1] = v
-  end
-  return out
+  return membership('stale')
 end
 
 -- Bump the epoch and tell every live node the new membership.

@@ -21,8 +21,4 @@ end
 if changed then
   broadcast_membership()
 end
-local out = {'ok'}
-for _, v in ipairs(membership()) do
-  out[#out + 1] = v
-end
-return out
+return membership('ok')

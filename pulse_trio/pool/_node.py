@@ -186,8 +186,8 @@ class Node(Service):
         self._options = options
         self._logger = logger
         self._io = PoolRedis(client, name)
-        #: The node stream's XREAD block, below the client's read timeout (if it has one).
-        self._block_ms = block_ms(client, READ_BLOCK_MS / 1000)
+        #: The node stream's XREAD block.
+        self._block_ms = block_ms(READ_BLOCK_MS / 1000)
         ttl = options.worker_ttl
         self._ttl_ms = str(max(1, round(ttl * 1000)))
         self._membership = Membership()
@@ -1268,7 +1268,7 @@ def open_node(
     if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
         raise TypeError(f"logger must be a logging.Logger, not {type(logger).__name__}")
     log = logger or logging.getLogger("pulse_trio.pool")
-    check_client(client, log)
+    check_client(client)
     ttl = validate_duration("worker_ttl", worker_ttl, allow_zero=False)
     shutdown_ttl = validate_duration("worker_shutdown_ttl", worker_shutdown_ttl, allow_zero=False)
     grace = validate_duration("ack_grace_period", ack_grace_period, allow_zero=False)

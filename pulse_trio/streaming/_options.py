@@ -158,7 +158,7 @@ def validate_block(block: object) -> float:
 MAX_BLOCK_MS = 60_000
 
 
-def block_ms(client: Client, block: float) -> int:
+def block_ms(block: float) -> int:
     """``BLOCK`` in milliseconds for a wait of ``block`` seconds (``0``: as long as it takes).
 
     The transport gives every blocking read ``command_timeout`` more than its ``BLOCK`` to
@@ -167,7 +167,6 @@ def block_ms(client: Client, block: float) -> int:
     a shorter blocking read changes nothing for readers (their cursor is concrete) or sinks
     (``>`` is the group's cursor).
     """
-    del client  # the bound no longer depends on the client's settings
     milliseconds = round(block * 1000)
     if block > 0:
         milliseconds = max(1, milliseconds)
@@ -190,7 +189,6 @@ class ReadOptions:
     @classmethod
     def build(
         cls,
-        client: Client,
         *,
         start: object,
         block: object,
@@ -215,7 +213,7 @@ class ReadOptions:
         return cls(
             start=validate_start(start),
             block=checked_block,
-            block_ms=block_ms(client, checked_block),
+            block_ms=block_ms(checked_block),
             max_polled=positive_int("max_polled", max_polled),
             buffer_size=positive_int("buffer_size", buffer_size),
             filter=TopicFilter.build(topic, topic_pattern),
@@ -257,7 +255,6 @@ class SinkOptions:
             TypeError: An option has the wrong type.
         """
         read = ReadOptions.build(
-            stream.client,
             start=start,
             block=block,
             max_polled=max_polled,

@@ -140,7 +140,7 @@ class Stream:
             raise ValueError(
                 f"give ttl or sliding_ttl, not both (got ttl={ttl!r}, sliding_ttl={sliding_ttl!r})"
             )
-        check_client(client, logger)
+        check_client(client)
         self._client = client
         self._key = stream_key(name)
         self._max_len = max_len
@@ -426,7 +426,6 @@ class Stream:
             TypeError: ``topic`` or ``topic_pattern`` is not a string.
         """
         options = ReadOptions.build(
-            self._client,
             start=start,
             block=block,
             max_polled=max_polled,
