@@ -6,8 +6,9 @@ between failed attempts (one attempt at a time: callers that waited for it fail 
 and a bounded pool of :class:`~._direct.DirectConnection` objects for blocking commands. A
 request lost before it was written is sent once more on a new connection; one lost after is
 sent again only if the caller says it is idempotent (:func:`~._requests.safe_to_retry`).
-A pooled direct connection goes back to the pool only if it is still open: **a connection
-lent for blocking commands is lent to one caller at a time, and never lent once closed**.
+A direct connection is lent to one caller at a time and goes back to the pool only if it is
+still open (with :class:`~._direct.DirectConnection`'s recovery: **a pooled connection has no
+reply still due**); one idle for ``health_check_interval`` is PINGed before it is lent again.
 """
 
 from __future__ import annotations
