@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from ._redis import Client, open_client
-from ._redis._connection import (
+from ._redis._settings import (
     COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
     HEALTH_CHECK_INTERVAL,

@@ -12,7 +12,7 @@ import anyio.abc
 import pulse_trio
 from pulse_trio import rmap
 from pulse_trio._redis._client import Standalone
-from pulse_trio._redis._connection import ConnectionSettings
+from pulse_trio._redis._settings import ConnectionSettings
 from pulse_trio.streaming import Event
 
 

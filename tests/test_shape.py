@@ -6,10 +6,15 @@ Redis client was reached only through ``pulse_trio._boundary``.
 
 from __future__ import annotations
 
+import ast
+import collections
 import contextlib
+import itertools
 import logging
 import subprocess
 import sys
+from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -286,3 +291,198 @@ def test_streaming_imports_run_one_way() -> None:
             assert layer_of[target] < layer_of[path.stem], (
                 f"{path.name} imports {target}: imports must go down the layers"
             )
+
+
+# --- the whole package: imports form no circle; no module over 600 lines without a reason -----
+
+PACKAGE = Path(pulse_trio.__file__).parent
+#: A module longer than this says why in its docstring (``longer than 600 lines because ...``).
+LINE_LIMIT = 600
+
+#: The layers of ``pulse_trio._redis`` (the transport), bottom first: a module may import only
+#: from layers below its own.
+TRANSPORT_LAYERS = (
+    {"_resp", "_settings"},
+    {"_requests", "_url", "_fast_io"},
+    {"_direct"},
+    {"_multiplexed", "_pubsub"},
+    {"_node"},
+    {"_cluster", "_sentinel"},
+    {"_client"},
+    {"__init__"},
+)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of pulse_trio by dotted name (a package by its own name)."""
+    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path, modules: Collection[str]) -> list[tuple[str, int]]:
+    """The modules of pulse_trio that module ``name`` imports, with the line of each import:
+    every import in its source, at the top, under ``TYPE_CHECKING`` or in a function."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package[: len(package) - node.level + 1]
+                base = ".".join([*parent, node.module] if node.module else parent)
+            # ``from package import module`` imports the module; ``from module import name``
+            # the module itself.
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                for alias in node.names
+            ]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:  # ``import a.b.c``: the module a.b.c
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.append((target, node.lineno))
+    return found
+
+
+def _import_graph() -> dict[str, dict[str, int]]:
+    """``graph[a][b]``: the line where module ``a`` imports module ``b``."""
+    modules = _modules()
+    graph: dict[str, dict[str, int]] = {}
+    for name, path in modules.items():
+        graph[name] = {}
+        for target, line in _imports(name, path, modules):
+            graph[name].setdefault(target, line)
+    return graph
+
+
+def _circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in graph[module]:
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(found)
+
+
+def _one_circle(graph: dict[str, dict[str, int]], component: list[str]) -> str:
+    """A shortest circle through the first module of ``component``, with import lines."""
+    start = component[0]
+    paths = {start: [start]}
+    queue = collections.deque([start])
+    while queue:
+        module = queue.popleft()
+        for target in sorted(graph[module]):
+            if target == start:
+                circle = [*paths[module], start]
+                return (
+                    " -> ".join(f"{a} (line {graph[a][b]})" for a, b in itertools.pairwise(circle))
+                    + f" -> {start}"
+                )
+            if target in component and target not in paths:
+                paths[target] = [*paths[module], target]
+                queue.append(target)
+    raise AssertionError(f"no circle through {start}")  # pragma: no cover
+
+
+def test_imports_form_no_circle_in_the_package() -> None:
+    """No module of pulse_trio imports, directly or not, a module that imports it back (every
+    import counts: at the top, under ``TYPE_CHECKING``, in a function)."""
+    graph = _import_graph()
+    assert "pulse_trio._redis._multiplexed" in graph["pulse_trio._redis._node"]  # sanity
+    assert "pulse_trio._redis._url" in graph["pulse_trio._redis._sentinel"]
+    circles = _circles(graph)
+    assert not circles, "import circles in pulse_trio:\n" + "\n".join(
+        f"- {', '.join(c)}\n  e.g. {_one_circle(graph, c)}" for c in circles
+    )
+
+
+def test_the_circle_check_sees_every_kind_of_import(tmp_path: Path) -> None:
+    """The parser behind the circle check counts relative, absolute, ``TYPE_CHECKING`` and
+    function-level imports (a circle hidden in either is still a circle)."""
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from . import _settings\n"
+        "from .._errors import PulseError\n"
+        "import pulse_trio._redis._resp\n"
+        "if TYPE_CHECKING:\n"
+        "    from ._client import Client\n"
+        "def f():\n"
+        "    from ..streaming import _event\n"
+    )
+    path = tmp_path / "_probe.py"
+    path.write_text(source)
+    modules = _modules()
+    found = dict(_imports("pulse_trio._redis._probe", path, modules))
+    assert found == {
+        "pulse_trio._redis._settings": 2,
+        "pulse_trio._errors": 3,
+        "pulse_trio._redis._resp": 4,
+        "pulse_trio._redis._client": 6,
+        "pulse_trio.streaming._event": 8,
+    }
+    graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
+    assert _circles(graph) == [["a", "b", "c"]]
+    assert _one_circle(graph, ["a", "b", "c"]) == "a (line 1) -> b (line 2) -> c (line 3) -> a"
+
+
+def test_transport_imports_run_one_way() -> None:
+    package = PACKAGE / "_redis"
+    layer_of = {name: i for i, layer in enumerate(TRANSPORT_LAYERS) for name in layer}
+    assert set(layer_of) == {path.stem for path in package.glob("*.py")}
+    modules = _modules()
+    for path in sorted(package.glob("*.py")):
+        for target, line in _imports(_module_name(path), path, modules):
+            if not target.startswith("pulse_trio._redis."):
+                continue
+            stem = target.rpartition(".")[2]
+            assert layer_of[stem] < layer_of[path.stem], (
+                f"{path.name}:{line} imports {stem}: imports must go down the layers"
+            )
+
+
+def test_no_module_is_longer_than_the_limit_without_a_reason() -> None:
+    offenders = []
+    for path in _modules().values():
+        source = path.read_text()
+        lines = len(source.splitlines())
+        docstring = " ".join((ast.get_docstring(ast.parse(source)) or "").split())
+        if lines > LINE_LIMIT and f"longer than {LINE_LIMIT} lines because" not in docstring:
+            offenders.append(f"{path.relative_to(PACKAGE.parent)} ({lines} lines)")
+    assert not offenders, (
+        f"modules over {LINE_LIMIT} lines whose docstring does not say why (a sentence "
+        f"'... longer than {LINE_LIMIT} lines because ...'): " + ", ".join(sorted(offenders))
+    )

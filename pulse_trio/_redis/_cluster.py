@@ -5,7 +5,7 @@
 - :func:`command_key` finds the key that routes a command (the first key of most commands;
   the first KEYS entry of ``EVAL``/``EVALSHA``/``FCALL``; the first stream after ``STREAMS``
   of ``XREAD``/``XREADGROUP``); callers pass ``key=`` where the position is not standard.
-- :class:`Cluster` keeps the slot map (from ``CLUSTER SLOTS``) and one :class:`~._connection.Node`
+- :class:`Cluster` keeps the slot map (from ``CLUSTER SLOTS``) and one :class:`~._node.Node`
   per primary, each with its multiplexed connection. A ``MOVED`` reply updates the slot at
   once, schedules a full refresh and resends the command to the new owner; an ``ASK`` reply
   sends ``ASKING`` and the command back to back on the target's multiplexed connection (no
@@ -27,15 +27,11 @@ import anyio
 import anyio.abc
 
 from .._errors import RedisUnavailableError
-from ._connection import (
-    IDEMPOTENT_COMMANDS,
-    Address,
-    ConnectionLostError,
-    ConnectionSettings,
-    DirectConnection,
-    Node,
-)
+from ._direct import DirectConnection
+from ._node import Node
+from ._requests import IDEMPOTENT_COMMANDS, safe_to_retry
 from ._resp import Arg, ResponseError, encode_command
+from ._settings import Address, ConnectionSettings
 
 logger = logging.getLogger("pulse_trio.redis")
 
@@ -237,11 +233,10 @@ class Cluster:
                     reply = await node.request(payload, retry=retry)
             except RedisUnavailableError as exc:
                 # The node is gone (a failover?): ask the others who owns the slot now.
-                written = isinstance(exc, ConnectionLostError) and exc.written
                 before = self.node_for(key)
                 await self._refresh_quietly(avoid=node.address)
                 after = self.node_for(key)
-                if after is before or (written and not retry):
+                if after is before or not safe_to_retry(exc, idempotent=retry):
                     raise
                 node, asking = after, False
                 continue

@@ -19,8 +19,9 @@ import anyio.abc
 import attrs
 
 from .._errors import RedisUnavailableError
-from ._connection import _NETWORK_ERRORS, Backoff, ConnectionSettings, DirectConnection
+from ._direct import NETWORK_ERRORS, DirectConnection
 from ._resp import Arg, Message, Pong, PubSubState, ResponseError
+from ._settings import Backoff, ConnectionSettings
 
 logger = logging.getLogger("pulse_trio.redis")
 
@@ -149,7 +150,7 @@ class Subscription:
         async with self._write_lock:
             try:
                 await conn.stream.send(data)
-            except _NETWORK_ERRORS:
+            except NETWORK_ERRORS:
                 self._drop_connection()
 
     def _drop_connection(self) -> None:
@@ -229,7 +230,7 @@ class Subscription:
                                 task_status.started()
                             backoff.reset()
                             await self._read(conn)
-                        except (*_NETWORK_ERRORS, TimeoutError) as exc:
+                        except (*NETWORK_ERRORS, TimeoutError) as exc:
                             lost = exc
                             tg.cancel_scope.cancel()
                         except ResponseError as exc:  # a subscription was refused

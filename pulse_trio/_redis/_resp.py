@@ -1,8 +1,10 @@
 """The sans-I/O core of the Redis transport: bytes in, replies out, no sockets.
 
 This module knows the RESP protocol and nothing about networking, in the spirit of h11: the
-drivers in :mod:`._connection` own the sockets and the tasks, and move bytes between them and
-the objects here. Tests drive these objects with plain bytes.
+drivers (:mod:`._direct`, :mod:`._multiplexed`, :mod:`._pubsub`) own the sockets and the
+tasks, and move bytes between them and the objects here (:mod:`._requests` keeps the
+bookkeeping of a shared connection's waiters on top of it). Tests drive these objects with
+plain bytes.
 
 - :func:`encode_command` turns a command into the bytes of a RESP request (hiredis's
   ``pack_command``, implemented in C).

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
 from .._errors import RedisUnavailableError
-from ._connection import Address, Backoff, ConnectionSettings, DirectConnection, Node
+from ._direct import DirectConnection
+from ._node import Node
 from ._pubsub import Subscription
 from ._resp import Message, ResponseError
-
-if TYPE_CHECKING:
-    from ._client import ParsedURL
-
+from ._settings import Address, Backoff, ConnectionSettings
+from ._url import ParsedURL
 
 logger = logging.getLogger("pulse_trio.redis")
 

@@ -10,7 +10,7 @@ import pytest
 from pulse_trio import EmbeddedCluster, RedisUnavailableError
 from pulse_trio._redis import Client, ResponseError, open_client
 from pulse_trio._redis._cluster import Cluster, command_key, key_slot
-from pulse_trio._redis._connection import Address
+from pulse_trio._redis._settings import Address
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 

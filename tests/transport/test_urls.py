@@ -8,7 +8,7 @@ import pytest
 
 from pulse_trio import EmbeddedServer
 from pulse_trio._redis import open_client, parse_url
-from pulse_trio._redis._connection import Address, Backoff
+from pulse_trio._redis._settings import Address, Backoff
 
 
 def test_parse_standalone_urls() -> None:
