@@ -17,9 +17,9 @@ from ._map import DEFAULT_PING_INTERVAL as DEFAULT_PING_INTERVAL
 from ._map import DEFAULT_PING_TIMEOUT as DEFAULT_PING_TIMEOUT
 from ._map import Map as Map
 from ._map import MapStatistics as MapStatistics
-from ._map import Subscription as Subscription
 from ._map import join as join
 from ._protocol import EventKind as EventKind
+from ._subscription import Subscription as Subscription
 
 __all__ = (
     "DEFAULT_PING_INTERVAL",

@@ -1,48 +1,32 @@
-"""The replicated map: a Redis hash mirrored in this process, read locally.
+"""The replicated map's public face: :class:`Map` and :func:`join`.
 
-Who mutates what: the local copy (``_content``, ``_revision``) is written only by the map's
-own background task (``_run``: snapshots and applied notifications). Writers never touch it;
-their writes come back through the subscription like everybody else's.
-
-The subscription is the transport's (``client.subscribe``): it reconnects on its own and
-reports each reconnection as a :class:`~pulse_trio._redis.Resubscribed` item, after which the
-map re-reads the hash (notifications published meanwhile are lost). The map's own health
-check PINGs the subscriber connection (``sub.ping()``) within ``ping_timeout``, tighter than
-the transport's, and replaces a subscription that does not answer.
+A :class:`Map` composes three parts, each in its own module: the local copy and its waiters
+(:class:`~._replica.Replica`), the background task that keeps that copy converged with Redis
+(:class:`~._sync.Synchronizer`: subscribe, snapshot, apply, resync, health checks), and the
+stateless write layer (:class:`~._ops.MapOps`: one Lua script per write). Reads are served
+from the replica's content dict directly; writes go through the ops and come back through
+the subscription like everybody else's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
-import anyio
 import anyio.abc
 import attrs
 
-from .._boundary import Client, display, is_transient, leaves
-from .._errors import RedisUnavailableError
+from .._boundary import Client
 from .._lifecycle import Service
 from .._names import validate_duration, validate_name
-from .._redis import Resubscribed
-from .._redis import Subscription as _RedisSubscription
-from .._retry import backoff_delay
 from ._errors import MapClosedError
 from ._ops import MapOps
-from ._protocol import (
-    KIND_FIELD,
-    REV_FIELD,
-    Action,
-    DecodeError,
-    EventKind,
-    Message,
-    MessageKind,
-    classify,
-    decode_message,
-    parse_values,
-)
+from ._protocol import parse_values
+from ._replica import Replica
+from ._subscription import Subscription
+from ._sync import Synchronizer
 
 #: Seconds between two health checks of the subscription (a PING on the subscribed
 #: connection, plus a look at the stored revision).
@@ -50,18 +34,8 @@ DEFAULT_PING_INTERVAL: Final = 5.0
 #: Seconds within which the PONG (and the revision read) must arrive; otherwise the
 #: connection is taken as dead (half-open) and replaced.
 DEFAULT_PING_TIMEOUT: Final = 3.0
-#: Longest wait between two reconnection attempts, in seconds.
-MAX_RECONNECT_DELAY: Final = 5.0
 
 _LOGGER = logging.getLogger("pulse_trio.rmap")
-
-
-class _Resync(Exception):
-    """The local copy may have missed writes: resubscribe and re-read the hash."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @attrs.frozen
@@ -89,54 +63,6 @@ class MapStatistics:
     subscribers: int
 
 
-class Subscription:
-    """Change notifications of one :meth:`Map.subscribe` block.
-
-    Iterate it to receive :class:`EventKind` values. Notifications are coalesced: while the
-    consumer is busy, at most one is kept, the strongest missed (RESET > DELETE > CHANGE). The
-    map is always already up to date when a notification is received: re-read what you need.
-    Iteration ends when the map is left.
-    """
-
-    def __init__(self) -> None:
-        self._pending: EventKind | None = None
-        self._wakeup = anyio.Event()
-        self._closed = False
-
-    def _notify(self, kind: EventKind) -> None:
-        if self._pending is None or kind > self._pending:
-            self._pending = kind
-        self._wakeup.set()
-
-    def _close(self) -> None:
-        self._closed = True
-        self._wakeup.set()
-
-    @property
-    def pending(self) -> EventKind | None:
-        """The notification waiting to be received, if any."""
-        return self._pending
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> EventKind:
-        while self._pending is None:
-            if self._closed:
-                raise StopAsyncIteration
-            await self._wakeup.wait()
-            self._wakeup = anyio.Event()
-        kind, self._pending = self._pending, None
-        return kind
-
-
-@attrs.define
-class _Waiter:
-    revision: int
-    syncs_started: int
-    event: anyio.Event = attrs.field(factory=anyio.Event)
-
-
 class Map(Service):
     """One process's replica of a replicated map. Create it with :func:`join`.
 
@@ -160,19 +86,18 @@ class Map(Service):
     ) -> None:
         self._ops = ops
         self._name = ops.name
-        self._client = ops.client
         self._log = logger
-        self._ping_interval = ping_interval
-        self._ping_timeout = ping_timeout
-        self._content: dict[str, str] = {}
-        self._revision = 0
-        self._connected = False
-        self._subscriptions: set[Subscription] = set()
-        self._waiters: list[_Waiter] = []
-        self._syncs_started = 0
-        self._resyncs = 0
-        self._reconnects = 0
-        self._applied = 0
+        self._replica = Replica(ops.name, logger)
+        # The replica's dict itself (mutated in place, never replaced): a read is one lookup.
+        self._content = self._replica.content
+        self._sync = Synchronizer(
+            ops.client,
+            ops,
+            self._replica,
+            logger=logger,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+        )
 
     def _closed_error(self, message: str) -> MapClosedError:
         return MapClosedError(f"map {self._name!r}: {message}")
@@ -187,7 +112,7 @@ class Map(Service):
     @property
     def revision(self) -> int:
         """The revision of the local copy (0 before the first write to the map)."""
-        return self._revision
+        return self._replica.revision
 
     def get(self, key: str) -> str | None:
         """Return the value of ``key`` in the local copy, ``None`` if absent."""
@@ -218,24 +143,26 @@ class Map(Service):
 
     def statistics(self) -> MapStatistics:
         """Return a snapshot of this replica's state and counters."""
+        replica = self._replica
         return MapStatistics(
             name=self._name,
-            revision=self._revision,
-            keys=len(self._content),
-            connected=self._connected,
-            resyncs=self._resyncs,
-            reconnects=self._reconnects,
-            applied=self._applied,
-            subscribers=len(self._subscriptions),
+            revision=replica.revision,
+            keys=len(replica.content),
+            connected=self._sync.connected,
+            resyncs=replica.resyncs,
+            reconnects=self._sync.reconnects,
+            applied=replica.applied,
+            subscribers=len(replica.subscriptions),
         )
 
     def __repr__(self) -> str:
         state = self._state.value
         if self._state.value == "open":
-            state = "connected" if self._connected else "reconnecting"
+            state = "connected" if self._sync.connected else "reconnecting"
+        replica = self._replica
         return (
-            f"<rmap.Map {self._name!r} {state} revision={self._revision} "
-            f"keys={len(self._content)} subscribers={len(self._subscriptions)}>"
+            f"<rmap.Map {self._name!r} {state} revision={replica.revision} "
+            f"keys={len(replica.content)} subscribers={len(replica.subscriptions)}>"
         )
 
     # ----------------------------------------------------------------- writes
@@ -275,16 +202,8 @@ class Map(Service):
             pulse_trio.RedisUnavailableError: Redis is unreachable.
         """
         existed, previous, revision = await self._writer("set_and_wait").set(key, value)
-        if self._revision < revision:
-            waiter = _Waiter(revision, self._syncs_started)
-            self._waiters.append(waiter)
-            try:
-                await waiter.event.wait()
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-            if self._revision < revision and waiter.syncs_started == self._syncs_started:
-                raise MapClosedError(f"map {self._name!r} was left while waiting for a write")
+        if not await self._replica.wait_for(revision):
+            raise MapClosedError(f"map {self._name!r} was left while waiting for a write")
         return previous if existed else None
 
     async def set_if_not_exists(self, key: str, value: str) -> bool:
@@ -439,237 +358,33 @@ class Map(Service):
         """
         self._check_open("subscribe")
         subscription = Subscription()
-        self._subscriptions.add(subscription)
+        self._replica.subscriptions.add(subscription)
         try:
             yield subscription
         finally:
-            self._subscriptions.discard(subscription)
+            self._replica.subscriptions.discard(subscription)
             subscription._close()
-
-    def _notify(self, kind: EventKind) -> None:
-        for subscription in self._subscriptions:
-            subscription._notify(kind)
-
-    def _release_waiters(self) -> None:
-        for waiter in self._waiters:
-            if waiter.revision <= self._revision or waiter.syncs_started < self._syncs_started:
-                waiter.event.set()
-
-    # ----------------------------------------------------------------- background task
-
-    def _apply(self, message: Message) -> None:
-        self._revision = message.revision
-        key = message.key
-        if message.kind is MessageKind.SET:
-            assert key is not None
-            assert message.value is not None
-            if key not in (REV_FIELD, KIND_FIELD):
-                self._content[key] = message.value
-        elif message.kind is MessageKind.DEL:
-            assert key is not None
-            self._content.pop(key, None)
-        else:
-            self._content.clear()
-        self._applied += 1
-        self._log.debug(
-            "rmap %s: applied %s rev %d",
-            self._name,
-            message.kind.value,
-            message.revision,
-            extra={"map": self._name, "op": message.kind.value, "revision": message.revision},
-        )
-        self._notify(message.event_kind)
-        self._release_waiters()
-
-    async def _load_snapshot(self) -> None:
-        """Replace the local copy with the hash's content (the subscription is already up)."""
-        self._syncs_started += 1
-        content, revision, stored_kind = await self._ops.read_all()
-        old = self._content
-        kind: EventKind | None = None
-        if content != old:
-            kind = EventKind.DELETE if old.keys() - content.keys() else EventKind.CHANGE
-        if revision > self._revision and stored_kind in ("reset", "destroy"):
-            kind = EventKind.RESET
-        self._content = content
-        self._revision = revision
-        self._resyncs += 1
-        if kind is not None:
-            self._notify(kind)
-        self._release_waiters()
-
-    async def _listen(self, sub: _RedisSubscription) -> None:
-        """Apply the notifications of ``sub``; raise :class:`_Resync` when one may be lost."""
-        last_received: int | None = None
-        async for item in sub:
-            if isinstance(item, Resubscribed):
-                # The transport lost the subscriber connection and subscribed again on a new
-                # one: anything published in between is lost, so re-read everything.
-                self._connected = False
-                self._reconnects += 1
-                raise _Resync("the subscriber connection was re-established")
-            data = item.data
-            try:
-                message = decode_message(data)
-            except DecodeError as exc:
-                self._log.error(
-                    "rmap %s: undecodable notification %s (%s); resyncing",
-                    self._name,
-                    display(data),
-                    exc,
-                    extra={"map": self._name, "reason": str(exc)},
-                )
-                raise _Resync(f"undecodable notification: {exc}") from exc
-            action = classify(self._revision, last_received, message.revision)
-            last_received = message.revision
-            if action is Action.VERIFY:
-                stored = await self._ops.stored_revision()
-                action = Action.RESYNC if stored < self._revision else Action.DROP
-            if action is Action.APPLY:
-                self._apply(message)
-            elif action is Action.RESYNC:
-                raise _Resync(
-                    f"received revision {message.revision} while at {self._revision} "
-                    "(lost notifications or a reset counter)"
-                )
-        raise _Resync("the subscription ended")
-
-    async def _health(self, sub: _RedisSubscription) -> None:
-        """Fail when the subscribed connection stops answering; resync on a stale revision.
-
-        A PING left unanswered for ``ping_timeout`` (a half-open connection) ends the session
-        with a ``TimeoutError``: the subscription is closed and a new one opened. While the
-        transport is itself reconnecting the subscriber, the map only reports itself
-        disconnected: the :class:`Resubscribed` item that follows makes it resync.
-        """
-        behind_since: int | None = None
-        next_check = anyio.current_time() + self._ping_interval
-        while True:
-            await anyio.sleep_until(next_check)
-            next_check = max(next_check + self._ping_interval, anyio.current_time())
-            try:
-                with anyio.fail_after(self._ping_timeout):
-                    try:
-                        await sub.ping()
-                    except RedisUnavailableError:
-                        # No subscriber connection right now (the transport is reconnecting).
-                        self._connected = False
-                        behind_since = None
-                        continue
-                    stored = await self._ops.stored_revision()
-            except TimeoutError:
-                raise TimeoutError(
-                    f"the subscription did not answer a PING within {self._ping_timeout}s"
-                ) from None
-            if stored < self._revision:
-                raise _Resync(f"stored revision {stored} is below the local {self._revision}")
-            if stored > self._revision:
-                # A notification may be in flight: resync only if we are still behind at
-                # the next check without having moved.
-                if behind_since == self._revision:
-                    raise _Resync(f"stored revision {stored} stayed above the local one")
-                behind_since = self._revision
-            else:
-                behind_since = None
-
-    async def _session(self, on_synced: Callable[[], None]) -> None:
-        """One subscription: snapshot, then apply notifications; resync in place when needed.
-
-        Subscribe first, then read the snapshot: every write after the snapshot arrives as a
-        notification, as long as the subscription stays up (and when it does not, the
-        transport says so with a :class:`Resubscribed` item, which makes the map re-read the
-        hash). ``on_synced`` is called after every snapshot. Ends only on an error (a fault of
-        Redis or of the connection) or cancellation.
-        """
-        async with self._client.subscribe(self._ops.channel) as sub:
-            while True:
-                await self._load_snapshot()
-                self._connected = True
-                on_synced()
-                try:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._health, sub)
-                        await self._listen(sub)
-                except Exception as exc:
-                    parts = leaves(exc)
-                    if not all(isinstance(part, _Resync) for part in parts):
-                        raise
-                    reason = next(p for p in parts if isinstance(p, _Resync)).reason
-                    self._log.info(
-                        "rmap %s: resyncing: %s",
-                        self._name,
-                        reason,
-                        extra={"map": self._name, "reason": reason},
-                    )
-
-    async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        started = False
-        failures = 0
-
-        def synced() -> None:
-            nonlocal started, failures
-            failures = 0
-            if not started:
-                started = True
-                task_status.started()
-
-        while True:
-            try:
-                await self._session(synced)
-            except Exception as exc:
-                self._connected = False
-                if not started:
-                    if is_transient(exc):
-                        raise RedisUnavailableError(
-                            f"cannot join map {self._name!r}: Redis is unreachable ({exc!r})"
-                        ) from exc
-                    raise
-                parts = leaves(exc)
-                if not all(isinstance(p, _Resync) or is_transient(p) for p in parts):
-                    raise
-                # A fault of Redis or of the subscriber connection (maybe together with a
-                # resync that was starting): open a new subscription, then re-read the hash.
-                delay = backoff_delay(failures, cap=MAX_RECONNECT_DELAY)
-                failures += 1
-                fault = next((p for p in parts if not isinstance(p, _Resync)), parts[0])
-                self._log.warning(
-                    "rmap %s: subscription lost (%r); reconnecting in %.2fs",
-                    self._name,
-                    fault,
-                    delay,
-                    extra={"map": self._name, "error": repr(fault), "delay": delay},
-                )
-                self._reconnects += 1
-                await anyio.sleep(delay)
-            finally:
-                self._connected = False
 
     # ----------------------------------------------------------------- lifecycle
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
-        await tg.start(self._run)
+        await tg.start(self._sync.run)
+        revision, keys = self._replica.revision, len(self._content)
         self._log.info(
             "rmap %s: joined at revision %d with %d keys",
             self._name,
-            self._revision,
-            len(self._content),
-            extra={"map": self._name, "revision": self._revision, "keys": len(self._content)},
+            revision,
+            keys,
+            extra={"map": self._name, "revision": revision, "keys": keys},
         )
 
     async def _stop(self) -> None:
-        self._release_all()
+        self._replica.release_all()
 
     def _finish(self) -> None:
-        self._connected = False
-        self._release_all()
+        self._sync.connected = False
+        self._replica.release_all()
         self._log.info("rmap %s: left", self._name, extra={"map": self._name})
-
-    def _release_all(self) -> None:
-        """End every subscription and wake every waiter (the map is being left)."""
-        for subscription in list(self._subscriptions):
-            subscription._close()
-        for waiter in self._waiters:
-            waiter.event.set()
 
 
 def join(

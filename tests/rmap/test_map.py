@@ -299,7 +299,7 @@ async def test_subscriptions_end_when_the_map_is_left(redis: Any) -> None:
         await wait_until(lambda: m.statistics().subscribers == 1)
         await m.set_and_wait("a", "1")
         await wait_until(lambda: received == [EventKind.CHANGE])
-        m._release_all()  # what leaving the block does first; the consumer's loop ends
+        m._replica.release_all()  # what leaving the block does first; the consumer's loop ends
     assert received == [EventKind.CHANGE]
 
 
@@ -331,7 +331,7 @@ async def test_writes_after_leaving_raise_and_reads_keep_the_last_state(redis: A
 async def test_set_and_wait_raises_when_the_map_is_left_while_waiting(client: Any) -> None:
     waiter_error: list[BaseException] = []
     async with rmap.join(client, "sawclose") as m:
-        m._apply = lambda message: None  # type: ignore[method-assign]  # hold notifications back
+        m._replica.apply = lambda message: None  # type: ignore[method-assign]  # hold notifications back
 
         async def wait_for_write() -> None:
             try:
@@ -341,8 +341,8 @@ async def test_set_and_wait_raises_when_the_map_is_left_while_waiting(client: An
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait_for_write)
-            await wait_until(lambda: bool(m._waiters))
-            m._release_all()  # what leaving the block does first
+            await wait_until(lambda: bool(m._replica.waiters))
+            m._replica.release_all()  # what leaving the block does first
     assert len(waiter_error) == 1
     assert "left while waiting" in str(waiter_error[0])
 

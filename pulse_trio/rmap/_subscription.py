@@ -1,0 +1,54 @@
+"""Change notifications of one :meth:`Map.subscribe` block, coalesced (no I/O).
+
+A subscriber that falls behind keeps one pending notification, the strongest kind it missed
+(RESET > DELETE > CHANGE), never a queue of older, weaker ones: the map is already up to date
+when a notification is received, so only "what kind of change happened since you last looked"
+is worth keeping.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from ._protocol import EventKind
+
+
+class Subscription:
+    """Change notifications of one :meth:`Map.subscribe` block.
+
+    Iterate it to receive :class:`EventKind` values. Notifications are coalesced: while the
+    consumer is busy, at most one is kept, the strongest missed (RESET > DELETE > CHANGE). The
+    map is always already up to date when a notification is received: re-read what you need.
+    Iteration ends when the map is left.
+    """
+
+    def __init__(self) -> None:
+        self._pending: EventKind | None = None
+        self._wakeup = anyio.Event()
+        self._closed = False
+
+    def _notify(self, kind: EventKind) -> None:
+        if self._pending is None or kind > self._pending:
+            self._pending = kind
+        self._wakeup.set()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+    @property
+    def pending(self) -> EventKind | None:
+        """The notification waiting to be received, if any."""
+        return self._pending
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> EventKind:
+        while self._pending is None:
+            if self._closed:
+                raise StopAsyncIteration
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+        kind, self._pending = self._pending, None
+        return kind
