@@ -11,12 +11,14 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import pulse_trio
@@ -75,6 +77,38 @@ def test_docs_program_runs(source: str, server_url: str) -> None:
     # Programs that need a server that outlives them read PULSE_REDIS_URL (the tutorial's
     # inspect step); the others start an embedded one.
     done = _run(source, env={**os.environ, "PULSE_REDIS_URL": server_url})
+    assert done.returncode == 0, done.stderr
+
+
+def _acl_setuser() -> list[str]:
+    """The ``ACL SETUSER`` command of docs/transport.md, as arguments."""
+    text = (DOCS / "transport.md").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("redis-cli ACL SETUSER "))
+    return shlex.split(line)[1:]
+
+
+def _redis(url: str, *commands: list[str]) -> None:
+    async def run() -> None:
+        async with pulse_trio.connect(url) as client:
+            for command in commands:
+                await client.execute(*command)
+
+    anyio.run(run)
+
+
+def test_the_documented_acl_user_runs_the_tutorial(server_url: str) -> None:
+    setuser = _acl_setuser()
+    user = "docs-acl-user"
+    setuser[2] = user
+    password = next(arg[1:] for arg in setuser if arg.startswith(">"))
+    program = next(block for block in _programs((DOCS / "tutorial.md").read_text())
+                   if "PULSE_REDIS_URL" in block)  # fmt: skip
+    url = server_url.replace("redis://", f"redis://{user}:{password}@", 1)
+    _redis(server_url, setuser)
+    try:
+        done = _run(program, env={**os.environ, "PULSE_REDIS_URL": url})
+    finally:
+        _redis(server_url, ["ACL", "DELUSER", user])
     assert done.returncode == 0, done.stderr
 
 
