@@ -43,3 +43,6 @@ napoleon_use_rtype = False
 
 html_theme = "furo"
 html_title = f"pulse-trio {release}"
+
+# The docstrings' own sections (STYLE: a Cancellation paragraph on anything that owns tasks).
+napoleon_custom_sections = ["Cancellation", "Guarantees", "Connections"]
