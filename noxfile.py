@@ -37,6 +37,16 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into docs/_build/html, warnings as errors."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html",
+        *session.posargs,
+    )  # fmt: skip
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Run the replicated-map demo against an embedded server."""
     session.install("-e", ".[embedded]")
