@@ -15,6 +15,10 @@ needs, see ``_node_state.py``):
 
 Workers, tickers and schedules see the node only through the protocols of ``_node_api.py``,
 which ``_node_side.NodeSide`` implements. The protocol is in ``docs/pool-protocol.md``.
+
+This file is a little over 600 lines because it holds the whole public API of a node with
+its docstrings (over a third of the file) and the wiring of the collaborators; the logic
+behind each call is in the collaborator that owns it.
 """
 
 from __future__ import annotations
@@ -125,9 +129,9 @@ class Node(Service):
         self._trim = TrimMark()
         self._counts = Counters()
         retrying = Retrier(name, self.id, options.worker_ttl, logger)
-        common: dict[str, Any] = {"io": self._io, "workers": self._workers}
         self._acks = AckBatcher(
-            **common,
+            io=self._io,
+            workers=self._workers,
             node_id=self.id,
             worker_ttl=options.worker_ttl,
             waiters=self._waiters,
@@ -135,14 +139,16 @@ class Node(Service):
             retrying=retrying,
         )
         self._placement = Placement(
-            **common,
+            io=self._io,
+            workers=self._workers,
             phase=self._phase,
             view=self._view,
             retrying=retrying,
             flush_acks=self._acks.flush,
         )
         self._shutdown = Shutdown(
-            **common,
+            io=self._io,
+            workers=self._workers,
             node_id=self.id,
             pool=name,
             options=options,
@@ -153,7 +159,8 @@ class Node(Service):
         )
         handle_shutdown = functools.partial(self._spawn, self._shutdown.handle)
         self._liveness = Liveness(
-            **common,
+            io=self._io,
+            workers=self._workers,
             node_id=self.id,
             pool=name,
             options=options,
@@ -169,7 +176,8 @@ class Node(Service):
             take=lambda starts: self._intake.take(starts),
         )
         self._intake = Intake(
-            **common,
+            io=self._io,
+            workers=self._workers,
             node_id=self.id,
             pool=name,
             client_only=options.client_only,
@@ -186,7 +194,8 @@ class Node(Service):
             on_shutdown=handle_shutdown,
         )
         self._dispatcher = Dispatcher(
-            **common,
+            io=self._io,
+            workers=self._workers,
             node_id=self.id,
             pool=name,
             options=options,
