@@ -266,7 +266,8 @@ STREAMING_LAYERS = (
     {"_event", "_sink_policy"},
     {"_options"},
     {"_io"},
-    {"_sink_stream", "_reader"},
+    {"_sink_core", "_reader"},
+    {"_sink_stream"},
     {"_sink"},
     {"_stream"},
     {"__init__"},
@@ -486,3 +487,39 @@ def test_no_module_is_longer_than_the_limit_without_a_reason() -> None:
         f"modules over {LINE_LIMIT} lines whose docstring does not say why (a sentence "
         f"'... longer than {LINE_LIMIT} lines because ...'): " + ", ".join(sorted(offenders))
     )
+
+
+def test_pool_imports_have_no_circle() -> None:
+    """No module of ``pulse_trio.pool`` imports (even under ``TYPE_CHECKING`` or inside a
+    function) a module of the package that imports it back: workers and tickers see their
+    node through ``_node_api``'s protocols, and the node's collaborators never import it."""
+    import ast
+    from pathlib import Path
+
+    from pulse_trio import pool
+
+    package = Path(pool.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        found = imports.setdefault(path.stem, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level != 1:
+                continue
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:  # from . import _routing
+                found.update(alias.name for alias in node.names)
+
+    def reachable(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(imports[start])
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(imports.get(name, ()))
+        return seen
+
+    circles = sorted(name for name in imports if name in reachable(name))
+    assert not circles, f"modules of pulse_trio.pool on an import circle: {circles}"
+    assert "_node" not in reachable("_worker") | reachable("_ticker")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import Protocol, Self
 
 import anyio
 import anyio.abc
@@ -18,11 +18,9 @@ from .._errors import ClosedError
 from .._lifecycle import Service
 from .._retry import backoff_delay
 from ._errors import JobExistsError, JobNotFoundError, PoolClosedError
+from ._node_api import ScheduleHost, TickerHost
 from ._protocol import ms_to_datetime, validate_key
 from ._redis import ScheduleRecord
-
-if TYPE_CHECKING:
-    from ._node import Node
 
 #: Longest time a claim, or handing a tick back when the ticker closes, may take (seconds):
 #: both run shielded from cancellation so that a claimed tick is never lost to it.
@@ -72,10 +70,10 @@ class Ticker(Service):
     _kind = "ticker"
     _factory = "Node.open_ticker(name, interval)"
 
-    def __init__(self, node: Node, name: str, interval: float) -> None:
+    def __init__(self, host: TickerHost, name: str, interval: float) -> None:
         self.name = name
         self.interval = interval
-        self._node = node
+        self._host = host
         self._interval_ms = str(max(1, round(interval * 1000)))
         #: The one-tick buffer, made when entered (a ticker never entered holds nothing).
         self._send: MemoryObjectSendStream[Tick] | None = None
@@ -101,8 +99,8 @@ class Ticker(Service):
 
     async def _prepare(self) -> None:
         self._send, self._recv = anyio.create_memory_object_stream[Tick](1)
-        self._node._check_usable("open_ticker")
-        next_ms, now_ms = await self._node._io.run("tick", "open", self.name, self._interval_ms)
+        self._host.check_usable("open_ticker")
+        next_ms, now_ms = await self._host.io.run("tick", "open", self.name, self._interval_ms)
         self._due = anyio.current_time() + max(0, next_ms - now_ms) / 1000
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
@@ -123,7 +121,7 @@ class Ticker(Service):
             due_ms = round(tick.at.timestamp() * 1000)
             try:
                 with anyio.fail_after(SHIELDED_CALL_TIMEOUT):
-                    kept = await self._node._io.run(
+                    kept = await self._host.io.run(
                         "tick",
                         "release",
                         self.name,
@@ -134,10 +132,10 @@ class Ticker(Service):
             except Exception as exc:
                 if not is_transient(exc) and not isinstance(exc, TimeoutError):
                     raise
-                self._node._logger.warning(
+                self._host.logger.warning(
                     "pool %s: ticker %r closed with an undelivered tick (due %s, count %d) "
                     "that it could not hand back: %r",
-                    self._node.pool,
+                    self._host.pool,
                     self.name,
                     tick.at.isoformat(),
                     tick.count,
@@ -145,10 +143,10 @@ class Ticker(Service):
                 )
                 return
             if not kept:
-                self._node._logger.warning(
+                self._host.logger.warning(
                     "pool %s: ticker %r: the undelivered tick due %s was not handed back: "
                     "the ticker's interval changed meanwhile",
-                    self._node.pool,
+                    self._host.pool,
                     self.name,
                     tick.at.isoformat(),
                 )
@@ -172,7 +170,7 @@ class Ticker(Service):
             try:
                 # Shielded: cancelled after Redis ran it, the claimed tick would be lost.
                 with anyio.fail_after(SHIELDED_CALL_TIMEOUT, shield=True):
-                    ticks, next_ms, now_ms, due = await self._node._io.run(
+                    ticks, next_ms, now_ms, due = await self._host.io.run(
                         "tick", "claim", self.name, self._interval_ms
                     )
                 self._due = anyio.current_time() + max(0, next_ms - now_ms) / 1000
@@ -238,28 +236,30 @@ class JobProducer(Protocol):
 
 
 async def run_schedule(
-    node: Node,
+    host: ScheduleHost,
+    open_ticker: Callable[[str, float], Ticker],
     producer: JobProducer,
     interval: float,
     logger: logging.Logger,
     *,
     task_status: anyio.abc.TaskStatus[None],
 ) -> None:
-    """The task of :meth:`Node.schedule`: plan on each tick this node receives, apply it."""
-    record = ScheduleRecord(node._io, producer.name)
-    async with node.open_ticker(f"schedule:{producer.name}", interval) as ticker:
+    """The task of :meth:`Node.schedule`: plan on each tick this node receives, apply it
+    (``open_ticker``: the node's :meth:`Node.open_ticker`)."""
+    record = ScheduleRecord(host.io, producer.name)
+    async with open_ticker(f"schedule:{producer.name}", interval) as ticker:
         task_status.started()
         async for _ in ticker:
             try:
                 plan = await producer.plan()
-                await _apply(node, record, plan)
+                await _apply(host, record, plan)
             except Exception as exc:
                 # Logged, never fatal: the next tick (on whichever node) tries again.
                 level = logging.WARNING if is_transient(exc) else logging.ERROR
-                logger.log(level, "pool %s: producer %r failed: %r", node.pool, producer.name, exc)
+                logger.log(level, "pool %s: producer %r failed: %r", host.pool, producer.name, exc)
 
 
-async def _apply(node: Node, record: ScheduleRecord, plan: JobPlan) -> None:
+async def _apply(host: ScheduleHost, record: ScheduleRecord, plan: JobPlan) -> None:
     started: list[str] = []
     wanted = set()
     for key, payload in plan.start:
@@ -267,13 +267,13 @@ async def _apply(node: Node, record: ScheduleRecord, plan: JobPlan) -> None:
         wanted.add(key)
         # A key that already runs satisfies the plan (it is not retried every tick).
         with contextlib.suppress(JobExistsError):
-            await node.dispatch_job(key, payload)
+            await host.dispatch_job(key, payload)
         started.append(key)
     await record.add(started)
     targets = sorted(await record.keys() - wanted) if plan.stop_all else list(plan.stop)
     stopped: list[str] = []
     for key in targets:
         with contextlib.suppress(JobNotFoundError):
-            await node.stop_job(key)
+            await host.stop_job(key)
         stopped.append(key)
     await record.remove(stopped)

@@ -15,16 +15,14 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
 import attrs
 
+from ._node_api import WorkerHost
 from ._protocol import Job
-
-if TYPE_CHECKING:
-    from ._node import Node
 
 
 @runtime_checkable
@@ -82,12 +80,12 @@ class Worker:
         handler: The user's :class:`JobHandler`.
     """
 
-    def __init__(self, node: Node, worker_id: str, handler: JobHandler) -> None:
+    def __init__(self, host: WorkerHost, worker_id: str, handler: JobHandler) -> None:
         self.id = worker_id
-        self.node_id = node.id
+        self.node_id = host.id
         self.handler = handler
-        self._node = node
-        self._logger = node._logger
+        self._host = host
+        self._logger = host.logger
         #: key -> local job; written only by that key's queue task.
         self._jobs: dict[str, _LocalJob] = {}
         #: key -> operations waiting to run for it, in order (the head is running).
@@ -108,6 +106,18 @@ class Worker:
     def job_keys(self) -> list[str]:
         """The keys of the jobs this worker runs now (sorted)."""
         return sorted(key for key, local in self._jobs.items() if local.running)
+
+    # ------------------------------------------------------------------ node-facing
+    # The node's collaborators drive a worker only through its underscored methods below and
+    # under "per-key queues" and "operations"; none of them touches its attributes.
+
+    def _local(self, key: str) -> _LocalJob | None:
+        """The job ``key`` this worker runs or is starting, if any."""
+        return self._jobs.get(key)
+
+    def _local_keys(self) -> list[str]:
+        """The keys of the jobs this worker runs or is starting."""
+        return list(self._jobs)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -183,15 +193,15 @@ class Worker:
     async def _start_job(self, job: Job, token: str, epoch: str) -> None:
         """Start ``job`` unless this worker runs it already (a redelivered start); ``epoch``
         is the membership it was routed with."""
-        node = self._node
+        host = self._host
         local = self._jobs.get(job.key)
         if local is not None and local.running:
             # Guarantee 5: a second start for a key this worker runs never reaches the
             # handler; the assignment is acknowledged as started.
             local.token = token
-            node._ack("s", job.key, self.id, token, None)
+            host.ack("s", job.key, self.id, token, None)
             return
-        if self.removed or node._closing or node._fenced or node._shutting_down:
+        if self.removed or host.stopping:
             # This worker already stopped its jobs (it is leaving, its node closes, fences or
             # shuts down): a start that arrives now would never be stopped and would run on
             # while the pool restarts it elsewhere (reference §12 #4). Its record stays with
@@ -203,14 +213,14 @@ class Worker:
         except Exception as exc:
             self._jobs.pop(job.key, None)
             self._logger.warning(
-                "pool %s: worker %s: start of job %r failed: %r", node.pool, self.id, job.key, exc
+                "pool %s: worker %s: start of job %r failed: %r", host.pool, self.id, job.key, exc
             )
-            node._ack("s", job.key, self.id, token, _message(exc))
+            host.ack("s", job.key, self.id, token, _message(exc))
             return
         local.running = True
-        node._ack("s", job.key, self.id, token, None)
-        node._check_placement(self, job.key, epoch)
-        await node._flush_acks_here()
+        host.ack("s", job.key, self.id, token, None)
+        host.check_placement(self.id, job.key, epoch)
+        await host.flush_acks_here()
 
     async def _stop_job(self, key: str, token: str, reply: str) -> None:
         """Stop ``key`` for a ``stop_job`` call and answer it."""
@@ -218,7 +228,7 @@ class Worker:
         error: str | None = None
         if local is not None and local.running:
             error = await self._call_stop(key)
-        self._node._ack("x", key, self.id, token, error, reply)
+        self._host.ack("x", key, self.id, token, error, reply)
 
     async def _notify(self, key: str, token: str, payload: bytes, reply: str) -> None:
         """Hand a notification to the handler and answer the caller."""
@@ -234,7 +244,7 @@ class Worker:
                 await handle(key, payload)
             except Exception as exc:
                 error = _message(exc)
-        self._node._ack("n", key, self.id, token, error, reply)
+        self._host.ack("n", key, self.id, token, error, reply)
 
     async def _stop_locally(self, key: str, token: str | None = None) -> bool:
         """Stop ``key`` without telling Redis (moves, fencing, closing); True if it ran."""
@@ -252,17 +262,35 @@ class Worker:
         if local is None or local.token != token:
             return
         del self._jobs[key]
-        self._node._ack("c" if error is not None else "x", key, self.id, token, error, "")
+        self._host.ack("c" if error is not None else "x", key, self.id, token, error, "")
 
     async def _call_stop(self, key: str) -> str | None:
         try:
             await self.handler.stop(key)
         except Exception as exc:
             self._logger.warning(
-                "pool %s: worker %s: stop of job %r failed: %r", self._node.pool, self.id, key, exc
+                "pool %s: worker %s: stop of job %r failed: %r", self._host.pool, self.id, key, exc
             )
             return _message(exc)
         return None
+
+
+async def stop_all_locally(workers: list[Worker]) -> None:
+    """Stop every job of ``workers`` through their key queues; wait for all of them (closing,
+    fencing, shutting down: Redis is told by the caller)."""
+    async with anyio.create_task_group() as tg:
+        for worker in workers:
+            for key in list(worker._jobs):
+                done = anyio.Event()
+
+                async def op(w: Worker = worker, k: str = key, d: anyio.Event = done) -> None:
+                    try:
+                        await w._stop_locally(k)
+                    finally:
+                        d.set()
+
+                worker._enqueue(key, op)
+                tg.start_soon(done.wait)
 
 
 def _message(exc: BaseException) -> str:
@@ -323,7 +351,7 @@ class _JobTasks:
                 error = _message(exc)
                 worker._logger.error(
                     "pool %s: job task %r failed after its start: %r",
-                    worker._node.pool,
+                    worker._host.pool,
                     job.key,
                     exc,
                     exc_info=exc,

@@ -5,7 +5,8 @@ Wire-compatible with goa.design/pulse: stream key ``pulse:stream:<name>``, entry
 
 The modules build on each other one way: ``_event`` and ``_options`` (events, positions,
 options, key names) at the bottom, ``_io`` (shared Redis calls) above them, ``_reader`` and
-``_sink`` (with ``_sink_stream`` and ``_sink_policy``) above those, ``_stream`` on top.
+``_sink`` (with ``_sink_core``, ``_sink_stream`` and ``_sink_policy``) above those,
+``_stream`` on top.
 """
 
 from ._event import NEWEST as NEWEST

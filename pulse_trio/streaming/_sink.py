@@ -16,8 +16,8 @@ entries are acknowledged, and entries delivered ``max_deliveries`` times go to a
 stream.
 
 This module is the :class:`Sink` object (its public API and lifecycle); what it does on each
-stream is in ``_sink_stream.py``, the pure rules (timing, staleness, names) in
-``_sink_policy.py``.
+stream is in ``_sink_stream.py`` (what its streams share in ``_sink_core.py``), the pure
+rules (timing, staleness, names) in ``_sink_policy.py``.
 """
 
 from __future__ import annotations
@@ -34,14 +34,9 @@ from .._retry import backoff_delay
 from ..rmap._ops import MapOps
 from ._event import Event, StartPosition, start_to_id, stream_key
 from ._options import SinkOptions, StreamRef, keepalive_map_name, validate_start
+from ._sink_core import CLEANUP_TIMEOUT, MAX_RETRY_DELAY, SinkCore, uninterrupted
 from ._sink_policy import new_consumer_name
-from ._sink_stream import (
-    CLEANUP_TIMEOUT,
-    MAX_RETRY_DELAY,
-    SinkCore,
-    StreamConsumer,
-    uninterrupted,
-)
+from ._sink_stream import StreamConsumer
 
 _SCRIPTS = ("sink_claim", "sink_delete_consumer", "sink_lease", "sink_dead_letter")
 

@@ -5,7 +5,7 @@ consumer group, registering the instance's consumer (membership map), reading ne
 (``XREADGROUP ... >`` on a blocking connection), reclaiming idle entries of gone or slow
 instances under a lease, moving entries to the dead letters, deleting stale consumers, and
 unregistering on leaving. What the instance's streams share (consumer name, options, buffer,
-counters, keep-alive map, scripts) is :class:`SinkCore`.
+counters, keep-alive map, scripts) is :class:`~._sink_core.SinkCore`.
 
 Who mutates what: a consumer's fields are written only by its own tasks (``run`` and the
 loops it starts) and, before they start, by :meth:`create_group`; the core's buffer and
@@ -15,20 +15,14 @@ counters by the consumers' tasks and the sink's iteration.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import anyio
 import anyio.abc
-import attrs
-from anyio.streams.memory import MemoryObjectSendStream
 
 from .._boundary import (
-    Client,
     as_dict,
-    is_cluster,
     is_group_exists,
     is_group_missing,
     is_transient,
@@ -38,88 +32,13 @@ from .._boundary import (
     text,
     to_pulse_error,
 )
-from .._lua import BoundScript
 from .._retry import backoff_delay
 from ..rmap._ops import MapOps
-from ._event import Event, MalformedEntryError, decode_entry, id_key, stream_key, wrong_type_error
+from ._event import Event, MalformedEntryError, decode_entry, stream_key, wrong_type_error
 from ._io import info_maps, is_redirect, stream_errors
-from ._options import SinkOptions, StreamRef, lease_key, membership_map_name
+from ._options import StreamRef, lease_key, membership_map_name
+from ._sink_core import CLEANUP_TIMEOUT, MAX_RETRY_DELAY, SinkCore, later_id, uninterrupted
 from ._sink_policy import ConsumerInfo, dead_letter_fields, stale_consumers
-
-#: Longest time the cleanup on leaving (consumer deletion, membership) may take, in seconds.
-CLEANUP_TIMEOUT: Final = 5.0
-#: Longest pause between two attempts to recreate a lost group, in seconds.
-MAX_RETRY_DELAY: Final = 5.0
-#: Longest time a short background command (keep-alive, lease, claim, ack of skipped entries)
-#: may delay leaving the block, in seconds; it then fails as a transient error.
-COMMAND_TIMEOUT: Final = 2.0
-
-
-def uninterrupted() -> AbstractContextManager[anyio.CancelScope]:
-    """A scope in which short background commands finish even if the sink is being left.
-
-    A cancelled command may still run on the server (the caller only stops waiting for its
-    reply), so quick non-blocking commands whose effect the leaving sink must know (keep-alive,
-    membership, lease, claims, acks) are shielded from cancellation, with a deadline. The
-    blocking XREADGROUP is never shielded.
-    """
-    return anyio.fail_after(COMMAND_TIMEOUT, shield=True)
-
-
-def later_id(a: str, b: str) -> str:
-    """The later of two stream ids."""
-    return a if id_key(a) >= id_key(b) else b
-
-
-@attrs.define(eq=False)
-class SinkCore:
-    """What one sink instance's streams share. Built by the sink; no I/O until used."""
-
-    client: Client
-    name: str
-    consumer: str
-    options: SinkOptions
-    logger: logging.Logger
-    keepalive: MapOps
-    #: The buffer's sending side, made when the sink is entered (a sink never entered
-    #: holds no stream to close).
-    send: MemoryObjectSendStream[Event] = attrs.field(init=False)
-    scripts: Mapping[str, BoundScript]
-    #: (stream, id) of the events waiting in the buffer: a reclaim round that claims one of
-    #: them back (this instance is slow) does not queue it a second time.
-    in_buffer: set[tuple[str, str]] = attrs.field(factory=set)
-    counts: Counter[str] = attrs.field(factory=Counter)
-    #: Set when a stream was left with this consumer still in its group (entries pending, or
-    #: cleanup failed): the keep-alive then stays, so others judge the consumer by its age.
-    consumer_kept: bool = False
-
-    @property
-    def cluster(self) -> bool:
-        """Whether the client is a cluster client (keys of two streams may be on two nodes)."""
-        return is_cluster(self.client)
-
-    def extra(self, stream: str | None = None, **more: Any) -> dict[str, Any]:
-        """The ``extra`` of a log record about this instance (and ``stream``)."""
-        extra: dict[str, Any] = {"sink": self.name, "consumer": self.consumer}
-        if stream is not None:
-            extra["stream"] = stream
-        extra.update(more)
-        return extra
-
-    def free_buffer(self) -> int:
-        """How many more events the buffer takes before it is full."""
-        used = self.send.statistics().current_buffer_used
-        return self.options.read.buffer_size - used
-
-    async def redis_time_ns(self) -> int:
-        """The Redis server's clock in Unix nanoseconds (one clock for every instance)."""
-        with map_redis_errors(f"sink {self.name!r}: reading the Redis clock"):
-            seconds, micros = cast(list[Any], await self.client.execute("TIME"))
-        return int(seconds) * 1_000_000_000 + int(micros) * 1000
-
-    async def write_keepalive(self) -> None:
-        """Write this instance's keep-alive (the Redis clock, as goa.design/pulse does)."""
-        await self.keepalive.set(self.consumer, str(await self.redis_time_ns()))
 
 
 class StreamConsumer:

@@ -14,7 +14,7 @@ import pytest
 import pulse_trio
 from pulse_trio import pool
 from pulse_trio.pool import _routing
-from pulse_trio.pool._node import MAX_START_ATTEMPTS
+from pulse_trio.pool._acks import MAX_START_ATTEMPTS
 
 from .._proxy import freezing_proxy
 from .._util import wait_until, wait_until_async
