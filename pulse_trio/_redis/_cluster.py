@@ -35,7 +35,7 @@ from ._connection import (
     DirectConnection,
     Node,
 )
-from ._resp import Arg, ResponseError, encode_command
+from ._resp import Arg, ResponseError, encode_command, encode_text
 
 logger = logging.getLogger("pulse_trio.redis")
 
@@ -62,7 +62,7 @@ def _as_bytes(value: Arg) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
-        return value.encode()
+        return encode_text(value)
     if isinstance(value, memoryview):
         return value.tobytes()
     return str(value).encode()

@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from .._batch import split_sendable
 from .._boundary import Client, check_client, is_transient, text
 from .._errors import ClosedError, RedisUnavailableError
 from .._lifecycle import Service, State
@@ -374,7 +375,9 @@ class Node(Service):
             payload: Bytes for the handler (``Job.payload``).
 
         Raises:
-            ValueError / TypeError: Bad key or payload (before any I/O).
+            InvalidJobKeyError: Bad key (a ``ValueError``, before any I/O): also one that
+                would not read back unchanged, e.g. a lone surrogate ``"\\ud800"``.
+            TypeError: ``key`` is not a ``str`` or ``payload`` not bytes (before any I/O).
             JobExistsError: A job with this key exists.
             QueueFullError: ``max_queued_jobs`` jobs wait to start.
             JobStartError: The handler's ``start`` raised (its message is kept).
@@ -471,6 +474,13 @@ class Node(Service):
                 self._admissions_ready.set()
 
     async def _admit(self, batch: list[_Admission]) -> None:
+        # A part the transport cannot send fails its own caller, never the batch.
+        batch, refused = split_sendable(batch, lambda item: (item.key, item.payload))
+        for item, error in refused:
+            item.error = error
+            item.waiter.event.set()
+        if not batch:
+            return
         try:
             for _ in range(20):
                 members = self._membership
@@ -592,6 +602,7 @@ class Node(Service):
         and returns when the job is gone (the other call reports the handler's error, if any).
 
         Raises:
+            InvalidJobKeyError, TypeError: Bad key, as for :meth:`dispatch_job`.
             JobNotFoundError: No job with this key.
             JobStopError: The handler's ``stop`` raised (the job is removed anyway).
             PoolClosedError: The node's block is not running.
@@ -638,6 +649,7 @@ class Node(Service):
         notified as soon as it has a worker again, within ``ack_grace_period``.
 
         Raises:
+            InvalidJobKeyError, TypeError: Bad key or payload, as for :meth:`dispatch_job`.
             JobNotFoundError: No job with this key (or it failed for good).
             NotificationError: The handler raised, or has no ``handle_notification``.
             DispatchTimeoutError: No answer within ``ack_grace_period``.
@@ -1257,7 +1269,8 @@ def open_node(
         The :class:`Node`, not yet entered.
 
     Raises:
-        InvalidNameError: ``name`` breaks the naming rule (a ``ValueError``).
+        InvalidNameError: ``name`` breaks the naming rule, strict UTF-8 text included (a
+            ``ValueError``).
         ValueError: A duration or bound is out of range (the message names it).
         TypeError: An option has the wrong type, or ``client`` is not a :class:`pulse_trio.Client`.
 

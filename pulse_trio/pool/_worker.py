@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from .._text import writable
 from ._protocol import Job
 
 if TYPE_CHECKING:
@@ -266,7 +267,9 @@ class Worker:
 
 
 def _message(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    # Sent to Redis in the node's shared acknowledgement batch: made writable here, in the
+    # worker's own task, so that no handler's message can fail the batch.
+    return writable(str(exc)) or type(exc).__name__
 
 
 class TaskStatus(Protocol):

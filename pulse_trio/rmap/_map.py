@@ -252,7 +252,11 @@ class Map(Service):
             The previous value, ``None`` if the key was absent.
 
         Raises:
-            InvalidKeyError: Bad key (before any I/O).
+            InvalidKeyError: Bad key (before any I/O): empty, with ``=``, not a ``str``, or
+                text that would not read back unchanged (a lone surrogate such as
+                ``"\\ud800"``; see :mod:`pulse_trio._names`).
+            InvalidValueError: ``value`` is text that would not read back unchanged (before
+                any I/O; the same rule as keys).
             TypeError: ``value`` is not a ``str``.
             MapClosedError: The map is not open.
             pulse_trio.RedisUnavailableError: Redis is unreachable.
@@ -270,7 +274,7 @@ class Map(Service):
             The previous value, ``None`` if the key was absent.
 
         Raises:
-            InvalidKeyError: Bad key (before any I/O).
+            InvalidKeyError, InvalidValueError, TypeError: As :meth:`set` (before any I/O).
             MapClosedError: The map is not open, or was left while waiting.
             pulse_trio.RedisUnavailableError: Redis is unreachable.
         """
@@ -294,8 +298,8 @@ class Map(Service):
             Whether the value was written.
 
         Raises:
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("set_if_not_exists").set_if_not_exists(key, value)
 
@@ -307,8 +311,8 @@ class Map(Service):
             (an absent key never matches).
 
         Raises:
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("test_and_set").test_and_set(key, test, value)
 
@@ -321,8 +325,8 @@ class Map(Service):
         Raises:
             MapValueError: The stored value is not an integer, or the result overflows a
                 signed 64-bit integer; nothing was changed.
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("inc").inc(key, delta)
 
@@ -336,8 +340,8 @@ class Map(Service):
 
         Raises:
             MapValueError: The stored value is JSON but not a list of strings.
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("append_values").append(key, values, unique=False)
 
@@ -348,7 +352,7 @@ class Map(Service):
             The list after the call.
 
         Raises:
-            MapValueError, InvalidKeyError, TypeError, MapClosedError,
+            MapValueError, InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
             pulse_trio.RedisUnavailableError: As :meth:`append_values`.
         """
         return await self._writer("append_unique_values").append(key, values, unique=True)
@@ -362,7 +366,7 @@ class Map(Service):
             ``(remaining list or None if the key is now absent, whether anything was removed)``.
 
         Raises:
-            MapValueError, InvalidKeyError, TypeError, MapClosedError,
+            MapValueError, InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
             pulse_trio.RedisUnavailableError: As :meth:`append_values`.
         """
         return await self._writer("remove_values").remove_values(key, values)
@@ -385,8 +389,8 @@ class Map(Service):
             The value found (deleted iff it equals ``test``); ``None`` if absent.
 
         Raises:
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("test_and_delete").test_and_delete(key, test)
 
@@ -399,8 +403,8 @@ class Map(Service):
             Whether the map was reset.
 
         Raises:
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("test_and_reset").test_and_reset(expected)
 
@@ -708,7 +712,8 @@ def join(
         The :class:`Map`, not yet joined: enter it (once) with ``async with``.
 
     Raises:
-        pulse_trio.InvalidNameError: Bad name (here, before any I/O).
+        pulse_trio.InvalidNameError: Bad name (here, before any I/O), including one that is
+            not strict UTF-8 text (a surrogate code point: see :mod:`pulse_trio._names`).
         ValueError: Bad durations (here, before any I/O).
         TypeError: ``client`` is not a :class:`pulse_trio.Client` (here, before any I/O).
         pulse_trio.RedisUnavailableError: Redis cannot be reached when the block is entered.
