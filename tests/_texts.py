@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pulse_trio
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+import pulse_trio
 
 #: One character of a field under test: mostly ordinary text (so that accepted values are
 #: generated too), and every kind that a rule must decide on.
@@ -54,7 +55,8 @@ async def refused_before_io(call: Callable[[], Awaitable[Any]]) -> ValueError | 
     except ValueError as exc:
         return exc
     except AssertionError as exc:
-        assert "asked to talk to Redis" in str(exc)
+        if "asked to talk to Redis" not in str(exc):
+            raise
         return None
     except pulse_trio.ClosedError:
         return None  # validation passed; the object is not open (no I/O either)

@@ -45,6 +45,10 @@ async def test_event_names_and_topics(client: Any, unique: str, values: list[str
             assert (refused is None) == is_strict_text(value)
             if refused is not None:
                 assert isinstance(refused, pulse_trio.InvalidNameError)
+                with pytest.raises(pulse_trio.InvalidNameError):  # a filter nothing matches
+                    offline.open_reader(topic=value)
+                with pytest.raises(pulse_trio.InvalidNameError):
+                    offline.open_sink("s", topic=value)
                 with pytest.raises(pulse_trio.InvalidNameError):
                     await stream.add(event_name, b"p", topic=topic)
                 with pytest.raises(pulse_trio.InvalidNameError):  # nothing of the batch
@@ -160,7 +164,9 @@ async def test_ack_nowait_one_bad_fails_alone(client: Any, unique: str) -> None:
         sink.ack_nowait(*events[4:])
 
         async def all_acked() -> bool:
-            return await _pending(client, unique, "s") + await _pending(client, other.name, "s") == 0
+            return (
+                await _pending(client, unique, "s") + await _pending(client, other.name, "s") == 0
+            )
 
         await wait_until_async(all_acked, what="the good acknowledgements were sent")
         assert sink.statistics().acked == 8

@@ -45,7 +45,7 @@ def test_a_str_is_sent_or_refused_with_a_pulse_error(value: str) -> None:
 
 def test_type_errors_still_name_the_argument() -> None:
     with pytest.raises(TypeError, match="cannot send bool True"):
-        encode_command(("SET", "\udcff", True))  # type: ignore[arg-type]
+        encode_command(("SET", "\udcff", True))
 
 
 async def test_escaped_text_is_written_as_its_bytes(rclient: Client, unique: str) -> None:
@@ -58,7 +58,7 @@ async def test_one_unencodable_caller_fails_alone_in_a_pipelined_write(
 ) -> None:
     """Callers queued while a write is in flight share the next send: the one with a lone
     surrogate fails in its own task (nothing of it is queued), the others succeed."""
-    mux = await rclient._topology.primaries()[0].multiplexed()  # type: ignore[attr-defined]
+    mux = await rclient._topology.primaries()[0].multiplexed()
     requests, writes = mux.requests, mux.writes
     results: dict[int, Any] = {}
     count = 40
@@ -89,7 +89,7 @@ async def test_one_unencodable_caller_fails_alone_in_a_pipelined_write(
 async def test_execute_many_with_an_unencodable_command_sends_nothing(
     rclient: Client, unique: str
 ) -> None:
-    mux = await rclient._topology.primaries()[0].multiplexed()  # type: ignore[attr-defined]
+    mux = await rclient._topology.primaries()[0].multiplexed()
     requests = mux.requests
     with pytest.raises(UnencodableTextError):
         await rclient.execute_many([("SET", f"{unique}-a", "1"), ("SET", f"{unique}-b", "\udbff")])
