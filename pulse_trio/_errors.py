@@ -27,6 +27,27 @@ class InvalidNameError(PulseError, ValueError):
         super().__init__(f"invalid {kind} name {name!r}: {rule}")
 
 
+class UnencodableTextError(PulseError, ValueError):
+    """A ``str`` cannot be written to Redis: it holds surrogate code points that stand for no
+    bytes (``"\\ud800"``, or a surrogate pair kept as two code points).
+
+    Raised by the transport, in the caller's own task, before the command joins any write;
+    the validation of names, keys and values refuses such text earlier, with the error of
+    the field (see :mod:`pulse_trio._names`).
+
+    Attributes:
+        value: The rejected text.
+    """
+
+    def __init__(self, value: str, what: str = "argument") -> None:
+        self.value = value
+        super().__init__(
+            f"cannot send {what} {value!r} to Redis: it holds surrogates that stand for no "
+            "bytes (only U+DC80..U+DCFF, the undecodable bytes of text read from Redis, can be "
+            "written back)"
+        )
+
+
 class ClosedError(PulseError, anyio.ClosedResourceError):
     """An operation was attempted on an object whose ``async with`` block has exited."""
 

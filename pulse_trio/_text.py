@@ -40,3 +40,14 @@ def strict_text(raw: bytes | str) -> str:
         UnicodeDecodeError: ``raw`` is not UTF-8; the caller reports the entry as malformed.
     """
     return raw if isinstance(raw, str) else raw.decode("utf-8")
+
+
+def writable(message: str) -> str:
+    """A message to store in Redis (an error text), as strict UTF-8: surrogates, which no
+    bytes could carry or which would read back as other text, are written as ``\\udXXX``
+    escapes. For text that is only shown, never compared."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        return message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return message

@@ -268,6 +268,11 @@ class Client:
             ValueError: The command blocks or changes its connection (``XREAD ... BLOCK``,
                 ``BLPOP``, ``SUBSCRIBE``, ``MULTI``, ``SELECT``...: see
                 :data:`DEDICATED_COMMANDS`); use :meth:`blocking` or :meth:`subscribe`.
+            UnencodableTextError: A ``str`` argument holds a surrogate that stands for no
+                bytes (``"\\ud800"``; ``str`` is sent as UTF-8 with ``surrogateescape``). A
+                ``ValueError``, raised in the caller's task before anything is queued, so
+                the other callers sharing the connection's next write are unaffected.
+            TypeError: An argument is not bytes, str, int or float.
 
         Cancellation:
             The caller stops waiting at once; the request may still run on the server (it
@@ -302,6 +307,8 @@ class Client:
             ResponseError: With ``raise_on_error``, the first error reply.
             RedisUnavailableError: As for :meth:`execute` (retried only if nothing was
                 written).
+            UnencodableTextError, TypeError: As for :meth:`execute`; then no command of
+                ``commands`` is sent.
         """
         if not commands:
             return []

@@ -30,7 +30,7 @@ from .._errors import RedisUnavailableError
 from ._direct import DirectConnection
 from ._node import Node
 from ._requests import IDEMPOTENT_COMMANDS, safe_to_retry
-from ._resp import Arg, ResponseError, encode_command
+from ._resp import Arg, ResponseError, encode_command, encode_text
 from ._settings import Address, ConnectionSettings
 
 logger = logging.getLogger("pulse_trio.redis")
@@ -58,7 +58,7 @@ def _as_bytes(value: Arg) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
-        return value.encode()
+        return encode_text(value)
     if isinstance(value, memoryview):
         return value.tobytes()
     return str(value).encode()

@@ -26,15 +26,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import attrs
 import hiredis
 
-from .._errors import PulseError, RedisCommandError
+from .._errors import PulseError, RedisCommandError, UnencodableTextError
 
-#: What a command argument may be: bytes are sent as they are, ``str`` as UTF-8, numbers
-#: in their decimal form.
+#: What a command argument may be: bytes are sent as they are, ``str`` as UTF-8 (with
+#: ``surrogateescape``: see :func:`encode_text`), numbers in their decimal form.
 Arg = bytes | str | int | float | memoryview
 
 _T = TypeVar("_T")
@@ -59,8 +59,25 @@ class ProtocolError(PulseError):
     """The server sent bytes that are not RESP; the connection cannot be used any further."""
 
 
+def encode_text(value: str) -> bytes:
+    """The bytes a ``str`` argument is sent as: UTF-8, with U+DC80..U+DCFF written as the
+    bytes they stand for (``surrogateescape``, the inverse of how replies are decoded into
+    text, :func:`pulse_trio._text.text`), so text read from Redis can be written back.
+
+    Raises:
+        UnencodableTextError: ``value`` holds another surrogate (``"\\ud800"``): no bytes.
+    """
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UnencodableTextError(value) from None
+
+
 def encode_command(args: Sequence[Arg]) -> bytes:
     """Return the RESP request (an array of bulk strings) for one command.
+
+    Callers encode their command in their own task before it joins a shared write, so an
+    argument that cannot be encoded fails that caller alone.
 
     Args:
         args: The command name and its arguments, e.g. ``("XADD", key, "*", "n", name)``.
@@ -68,20 +85,32 @@ def encode_command(args: Sequence[Arg]) -> bytes:
     Raises:
         ValueError: ``args`` is empty.
         TypeError: An argument is of none of the types of :data:`Arg`.
+        UnencodableTextError: A ``str`` argument cannot be encoded (see :func:`encode_text`);
+            also a ``ValueError``.
     """
     if not args:
         raise ValueError("a command needs at least its name")
     try:
         return hiredis.pack_command(tuple(args))  # type: ignore[arg-type,no-any-return]
+    except UnicodeEncodeError:
+        pass  # hiredis encodes str strictly: the surrogate-escaped ones go as their bytes
     except TypeError:
-        # hiredis says only that some item is wrong: name it (bools are refused too).
-        for arg in args:
-            if type(arg) is bool or not isinstance(arg, bytes | str | int | float | memoryview):
-                raise TypeError(
-                    f"cannot send {type(arg).__name__} {arg!r} to Redis: use bytes, str, int "
-                    "or float"
-                ) from None
-        raise
+        _raise_type_error(args)
+    escaped = tuple(encode_text(a) if isinstance(a, str) else a for a in args)
+    try:
+        return hiredis.pack_command(escaped)  # type: ignore[arg-type,no-any-return]
+    except TypeError:
+        _raise_type_error(args)
+
+
+def _raise_type_error(args: Sequence[Arg]) -> NoReturn:
+    # hiredis says only that some item is wrong: name it (bools are refused too).
+    for arg in args:
+        if type(arg) is bool or not isinstance(arg, bytes | str | int | float | memoryview):
+            raise TypeError(
+                f"cannot send {type(arg).__name__} {arg!r} to Redis: use bytes, str, int or float"
+            ) from None
+    raise TypeError(f"cannot send {args!r} to Redis")
 
 
 def _new_reader() -> hiredis.Reader:
@@ -265,7 +294,7 @@ _SUBSCRIBE_KINDS = {b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe"
 
 def _as_bytes(name: Arg) -> bytes:
     if isinstance(name, str):
-        return name.encode()
+        return encode_text(name)
     if isinstance(name, bytes):
         return name
     return str(name).encode()

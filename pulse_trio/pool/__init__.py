@@ -7,6 +7,7 @@ moves (stopped first) when workers come and go. See ``docs/pool-protocol.md``.
 """
 
 from ._errors import DispatchTimeoutError as DispatchTimeoutError
+from ._errors import InvalidJobKeyError as InvalidJobKeyError
 from ._errors import JobExistsError as JobExistsError
 from ._errors import JobNotFoundError as JobNotFoundError
 from ._errors import JobStartError as JobStartError
@@ -32,6 +33,7 @@ from ._worker import job_tasks as job_tasks
 
 __all__ = (
     "DispatchTimeoutError",
+    "InvalidJobKeyError",
     "Job",
     "JobExistsError",
     "JobHandler",

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 import anyio
 import attrs
 
+from .._batch import split_sendable
 from .._boundary import text
 from .._errors import RedisUnavailableError
 from .._retry import backoff_delay
@@ -188,6 +189,13 @@ class Dispatcher:
                 self._admissions_ready.set()
 
     async def _admit(self, batch: list[_Admission]) -> None:
+        # A part the transport cannot send fails its own caller, never the batch.
+        batch, refused = split_sendable(batch, lambda item: (item.key, item.payload))
+        for item, error in refused:
+            item.error = error
+            item.waiter.event.set()
+        if not batch:
+            return
         try:
             for _ in range(20):
                 members = self._view.current

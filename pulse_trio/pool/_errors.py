@@ -17,6 +17,18 @@ class PoolError(PulseError):
         self.key = key
 
 
+class InvalidJobKeyError(PoolError, ValueError):
+    """A job key breaks the rule (1 to 1024 characters, no NUL, text that reads back
+    unchanged from Redis: see :func:`pulse_trio.pool.open_node`); nothing was sent.
+
+    Attributes:
+        key: The rejected key.
+    """
+
+    def __init__(self, key: str, rule: str) -> None:
+        super().__init__(f"invalid job key {key!r}: {rule}", key=key)
+
+
 class JobExistsError(PoolError):
     """A job with this key already exists in the pool (running, queued or failed)."""
 

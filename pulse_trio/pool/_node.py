@@ -370,7 +370,9 @@ class Node(Service):
             payload: Bytes for the handler (``Job.payload``).
 
         Raises:
-            ValueError / TypeError: Bad key or payload (before any I/O).
+            InvalidJobKeyError: Bad key (a ``ValueError``, before any I/O): also one that
+                would not read back unchanged, e.g. a lone surrogate ``"\\ud800"``.
+            TypeError: ``key`` is not a ``str`` or ``payload`` not bytes (before any I/O).
             JobExistsError: A job with this key exists.
             QueueFullError: ``max_queued_jobs`` jobs wait to start.
             JobStartError: The handler's ``start`` raised (its message is kept).
@@ -408,6 +410,7 @@ class Node(Service):
             JobStopError: The handler's ``stop`` raised (the job is removed anyway).
             PoolClosedError: The node's block is not running.
             RedisUnavailableError: Redis could not be reached.
+            InvalidJobKeyError, TypeError: Bad key, as for :meth:`dispatch_job`.
         """
         validate_key(key)
         self._check_open("stop_job")
@@ -425,6 +428,7 @@ class Node(Service):
             DispatchTimeoutError: No answer within ``ack_grace_period``.
             PoolClosedError: The node's block is not running.
             RedisUnavailableError: Redis could not be reached.
+            InvalidJobKeyError, TypeError: Bad key or payload, as for :meth:`dispatch_job`.
         """
         validate_key(key)
         data = validate_payload(payload)
@@ -584,7 +588,8 @@ def open_node(
         The :class:`Node`, not yet entered.
 
     Raises:
-        InvalidNameError: ``name`` breaks the naming rule (a ``ValueError``).
+        InvalidNameError: ``name`` breaks the naming rule, strict UTF-8 text included (a
+            ``ValueError``).
         ValueError: A duration or bound is out of range (the message names it).
         TypeError: An option has the wrong type, or ``client`` is not a :class:`pulse_trio.Client`.
 

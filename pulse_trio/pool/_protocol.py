@@ -15,6 +15,8 @@ from typing import Any
 import attrs
 
 from .._boundary import text
+from .._names import text_problem
+from ._errors import InvalidJobKeyError
 
 #: Prefix of every key of a pool; ``{<name>}`` is the Redis Cluster hash tag, so all the keys
 #: of one pool share a slot and every pool script runs on a cluster.
@@ -26,11 +28,22 @@ KEY_RULE = "1 to 1024 characters, no NUL"
 
 
 def validate_key(key: object) -> str:
-    """Return ``key`` if it is a valid job key, else raise ``ValueError`` naming the rule."""
+    """Return ``key`` if it is a valid job key, else raise.
+
+    A job key is 1 to 1024 characters, no NUL, of lossless text (it survives
+    ``encode("utf-8", "surrogateescape")`` and back: see :mod:`pulse_trio._names`).
+
+    Raises:
+        TypeError: ``key`` is not a ``str``.
+        InvalidJobKeyError: ``key`` breaks the rule (a ``ValueError``).
+    """
     if not isinstance(key, str):
         raise TypeError(f"job key must be a str, not {type(key).__name__}")
     if _KEY_RE.fullmatch(key) is None:
-        raise ValueError(f"invalid job key {key!r}: must be {KEY_RULE}")
+        raise InvalidJobKeyError(key, f"must be {KEY_RULE}")
+    problem = text_problem(key, lossless=True)
+    if problem is not None:
+        raise InvalidJobKeyError(key, problem)
     return key
 
 
@@ -140,8 +153,9 @@ def ms_to_datetime(ms: int) -> datetime:
 
 
 def parse_record(key: str, raw: bytes | str) -> JobInfo:
-    """Decode one job record (JSON written by the pool scripts)."""
-    data = json.loads(raw)
+    """Decode one job record (JSON written by the pool scripts; text decoded losslessly, so
+    bytes that are not UTF-8 never raise here)."""
+    data = json.loads(text(raw))
     return JobInfo(
         key=key,
         state=str(data.get("s", "")),

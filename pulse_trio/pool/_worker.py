@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from .._text import writable
 from ._node_api import WorkerHost
 from ._protocol import Job
 
@@ -294,7 +295,9 @@ async def stop_all_locally(workers: list[Worker]) -> None:
 
 
 def _message(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    # Sent to Redis in the node's shared acknowledgement batch: made writable here, in the
+    # worker's own task, so that no handler's message can fail the batch.
+    return writable(str(exc)) or type(exc).__name__
 
 
 class TaskStatus(Protocol):

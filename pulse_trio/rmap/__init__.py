@@ -10,6 +10,7 @@ Wire-compatible with goa.design/pulse's ``rmap``: Go and Python processes can jo
 """
 
 from ._errors import InvalidKeyError as InvalidKeyError
+from ._errors import InvalidValueError as InvalidValueError
 from ._errors import MapClosedError as MapClosedError
 from ._errors import MapValueError as MapValueError
 from ._errors import RMapError as RMapError
@@ -26,6 +27,7 @@ __all__ = (
     "DEFAULT_PING_TIMEOUT",
     "EventKind",
     "InvalidKeyError",
+    "InvalidValueError",
     "Map",
     "MapClosedError",
     "MapStatistics",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._errors import ClosedError, PulseError
+from .._names import text_problem
 
 
 class RMapError(PulseError):
@@ -10,7 +11,8 @@ class RMapError(PulseError):
 
 
 class InvalidKeyError(RMapError, ValueError):
-    """A key is empty, contains ``=``, or is not a ``str``.
+    """A key is empty, contains ``=``, is not a ``str``, or is text that would not read back
+    unchanged (see :func:`validate_key`).
 
     Attributes:
         key: The rejected key.
@@ -19,6 +21,19 @@ class InvalidKeyError(RMapError, ValueError):
     def __init__(self, key: object, rule: str) -> None:
         self.key = key
         super().__init__(f"invalid map key {key!r}: {rule}")
+
+
+class InvalidValueError(RMapError, ValueError):
+    """A value (or list item, or test value) is text that would not read back unchanged from
+    Redis (see :func:`validate_value`); nothing was written.
+
+    Attributes:
+        value: The rejected value.
+    """
+
+    def __init__(self, what: str, value: str, rule: str) -> None:
+        self.value = value
+        super().__init__(f"invalid map {what} {value!r}: {rule}")
 
 
 class MapClosedError(RMapError, ClosedError):
@@ -46,7 +61,10 @@ class MapValueError(RMapError, ValueError):
 
 
 def validate_key(key: object) -> str:
-    """Return ``key`` if it can be a map key (non-empty ``str`` without ``=``), else raise.
+    """Return ``key`` if it can be a map key, else raise.
+
+    A key is a non-empty ``str`` without ``=``, of lossless text (it survives
+    ``encode("utf-8", "surrogateescape")`` and back: see :mod:`pulse_trio._names`).
 
     Raises:
         InvalidKeyError: The key breaks the rule.
@@ -57,11 +75,23 @@ def validate_key(key: object) -> str:
         raise InvalidKeyError(key, "keys must not be empty")
     if "=" in key:
         raise InvalidKeyError(key, "keys must not contain '=' (reserved for =rev and =kind)")
+    problem = text_problem(key, lossless=True)
+    if problem is not None:
+        raise InvalidKeyError(key, f"keys {problem}")
     return key
 
 
 def validate_value(what: str, value: object) -> str:
-    """Return ``value`` if it is a ``str``, else raise :class:`TypeError` naming ``what``."""
+    """Return ``value`` if it can be written as a map value (lossless text), else raise.
+
+    Raises:
+        TypeError: ``value`` is not a ``str`` (the message names ``what``).
+        InvalidValueError: ``value`` would not read back unchanged (see
+            :mod:`pulse_trio._names`).
+    """
     if not isinstance(value, str):
         raise TypeError(f"map {what} must be a str, not {type(value).__name__}")
+    problem = text_problem(value, lossless=True)
+    if problem is not None:
+        raise InvalidValueError(what.rstrip("s"), value, problem)
     return value

@@ -179,7 +179,11 @@ class Map(Service):
             The previous value, ``None`` if the key was absent.
 
         Raises:
-            InvalidKeyError: Bad key (before any I/O).
+            InvalidKeyError: Bad key (before any I/O): empty, with ``=``, not a ``str``, or
+                text that would not read back unchanged (a lone surrogate such as
+                ``"\\ud800"``; see :mod:`pulse_trio._names`).
+            InvalidValueError: ``value`` is text that would not read back unchanged (before
+                any I/O; the same rule as keys).
             TypeError: ``value`` is not a ``str``.
             MapClosedError: The map is not open.
             pulse_trio.RedisUnavailableError: Redis is unreachable.
@@ -197,7 +201,7 @@ class Map(Service):
             The previous value, ``None`` if the key was absent.
 
         Raises:
-            InvalidKeyError: Bad key (before any I/O).
+            InvalidKeyError, InvalidValueError, TypeError: As :meth:`set` (before any I/O).
             MapClosedError: The map is not open, or was left while waiting.
             pulse_trio.RedisUnavailableError: Redis is unreachable.
         """
@@ -213,8 +217,8 @@ class Map(Service):
             Whether the value was written.
 
         Raises:
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("set_if_not_exists").set_if_not_exists(key, value)
 
@@ -226,8 +230,8 @@ class Map(Service):
             (an absent key never matches).
 
         Raises:
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("test_and_set").test_and_set(key, test, value)
 
@@ -240,8 +244,8 @@ class Map(Service):
         Raises:
             MapValueError: The stored value is not an integer, or the result overflows a
                 signed 64-bit integer; nothing was changed.
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("inc").inc(key, delta)
 
@@ -255,8 +259,8 @@ class Map(Service):
 
         Raises:
             MapValueError: The stored value is JSON but not a list of strings.
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("append_values").append(key, values, unique=False)
 
@@ -267,7 +271,7 @@ class Map(Service):
             The list after the call.
 
         Raises:
-            MapValueError, InvalidKeyError, TypeError, MapClosedError,
+            MapValueError, InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
             pulse_trio.RedisUnavailableError: As :meth:`append_values`.
         """
         return await self._writer("append_unique_values").append(key, values, unique=True)
@@ -281,7 +285,7 @@ class Map(Service):
             ``(remaining list or None if the key is now absent, whether anything was removed)``.
 
         Raises:
-            MapValueError, InvalidKeyError, TypeError, MapClosedError,
+            MapValueError, InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
             pulse_trio.RedisUnavailableError: As :meth:`append_values`.
         """
         return await self._writer("remove_values").remove_values(key, values)
@@ -304,8 +308,8 @@ class Map(Service):
             The value found (deleted iff it equals ``test``); ``None`` if absent.
 
         Raises:
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("test_and_delete").test_and_delete(key, test)
 
@@ -318,8 +322,8 @@ class Map(Service):
             Whether the map was reset.
 
         Raises:
-            InvalidKeyError, TypeError, MapClosedError, pulse_trio.RedisUnavailableError:
-                As :meth:`set`.
+            InvalidKeyError, InvalidValueError, TypeError, MapClosedError,
+            pulse_trio.RedisUnavailableError: As :meth:`set`.
         """
         return await self._writer("test_and_reset").test_and_reset(expected)
 
@@ -423,7 +427,8 @@ def join(
         The :class:`Map`, not yet joined: enter it (once) with ``async with``.
 
     Raises:
-        pulse_trio.InvalidNameError: Bad name (here, before any I/O).
+        pulse_trio.InvalidNameError: Bad name (here, before any I/O), including one that is
+            not strict UTF-8 text (a surrogate code point: see :mod:`pulse_trio._names`).
         ValueError: Bad durations (here, before any I/O).
         TypeError: ``client`` is not a :class:`pulse_trio.Client` (here, before any I/O).
         pulse_trio.RedisUnavailableError: Redis cannot be reached when the block is entered.

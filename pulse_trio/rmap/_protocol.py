@@ -139,16 +139,21 @@ def _lp(raw: bytes) -> bytes:
     return _LEN.pack(len(raw)) + raw
 
 
+def _raw(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")  # the inverse of text()
+
+
 def encode_message(message: Message) -> bytes:
     """Encode a notification exactly as the Lua scripts publish it (for tests and tools)."""
     rev = str(message.revision).encode()
     if message.kind is MessageKind.SET:
         assert message.key is not None
         assert message.value is not None
-        return b"set:" + _lp(message.key.encode()) + _lp(message.value.encode()) + _lp(rev)
+        key, value = _raw(message.key), _raw(message.value)
+        return b"set:" + _lp(key) + _lp(value) + _lp(rev)
     if message.kind is MessageKind.DEL:
         assert message.key is not None
-        return b"del:" + _lp(message.key.encode()) + _lp(rev)
+        return b"del:" + _lp(_raw(message.key)) + _lp(rev)
     kind: str = message.kind.value
     return kind.encode() + b":" + rev
 

@@ -12,6 +12,7 @@ options, key names) at the bottom, ``_io`` (shared Redis calls) above them, ``_r
 from ._event import NEWEST as NEWEST
 from ._event import OLDEST as OLDEST
 from ._event import Event as Event
+from ._event import InvalidEventError as InvalidEventError
 from ._event import MalformedEntryError as MalformedEntryError
 from ._event import Start as Start
 from ._event import StartPosition as StartPosition
@@ -40,6 +41,7 @@ __all__ = (
     "OLDEST",
     "Event",
     "EventSpec",
+    "InvalidEventError",
     "MalformedEntryError",
     "Reader",
     "ReaderStatistics",

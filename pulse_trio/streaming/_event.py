@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 import attrs
 
 from .._boundary import strict_text, text
-from .._errors import PulseError
+from .._errors import InvalidNameError, PulseError
+from .._names import validate_name
 
 #: Prefix of every stream key.
 STREAM_KEY_PREFIX = "pulse:stream:"
@@ -128,6 +129,44 @@ class Event:
 
 class MalformedEntryError(PulseError, ValueError):
     """A stream entry lacks the fields pulse writes (``n`` and ``p``), or they do not decode."""
+
+
+class InvalidEventError(PulseError, ValueError):
+    """An event given to a sink's ``ack`` or ``ack_nowait`` cannot be acknowledged by it: its
+    id is not a stream id or its stream name is not a valid name (an event built by hand),
+    or another sink or a reader delivered it. Nothing was sent.
+
+    Attributes:
+        event: The rejected event.
+    """
+
+    def __init__(self, event: object, reason: str) -> None:
+        self.event = event
+        super().__init__(reason)
+
+
+def check_ack(event: Event, sink_name: str) -> None:
+    """Raise unless sink ``sink_name`` can acknowledge ``event`` (no I/O).
+
+    Raises:
+        InvalidEventError: Its id is not ``<ms>-<seq>``, its stream name breaks the naming
+            rule (strict UTF-8 text included), or it was not delivered by ``sink_name``.
+    """
+    if event.sink_name != sink_name:
+        raise InvalidEventError(
+            event,
+            f"event {event.id} of stream {event.stream_name!r} was delivered by "
+            f"{'a reader' if event.sink_name is None else repr(event.sink_name)}, "
+            f"not by sink {sink_name!r}",
+        )
+    try:
+        validate_event_id(event.id)
+    except ValueError as exc:
+        raise InvalidEventError(event, f"cannot acknowledge: {exc}") from None
+    try:
+        validate_name("stream", event.stream_name)
+    except InvalidNameError as exc:
+        raise InvalidEventError(event, f"cannot acknowledge event {event.id}: {exc}") from None
 
 
 class StreamError(PulseError):

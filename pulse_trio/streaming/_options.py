@@ -14,7 +14,8 @@ from typing import Final, Protocol, runtime_checkable
 import attrs
 
 from .._boundary import Client
-from .._names import validate_duration, validate_name
+from .._errors import InvalidNameError
+from .._names import text_problem, validate_duration, validate_name
 from ._event import NEWEST, StartPosition, TopicFilter, start_to_id, stream_key
 from ._sink_policy import SinkTiming
 
@@ -200,12 +201,15 @@ class ReadOptions:
         """Check every option before any I/O.
 
         Raises:
-            ValueError: An option is invalid; the message names it.
+            ValueError: An option is invalid; the message names it (a ``topic`` that is not
+                strict UTF-8 text, which no event can carry: an ``InvalidNameError``).
             TypeError: ``topic``/``topic_pattern`` are not strings.
         """
         checked_block = validate_block(block)
         if topic is not None and not isinstance(topic, str):
             raise TypeError(f"topic must be a str or None, not {type(topic).__name__}")
+        if topic is not None and (problem := text_problem(topic, lossless=False)) is not None:
+            raise InvalidNameError("topic", topic, problem)
         if topic_pattern is not None and not isinstance(topic_pattern, str):
             raise TypeError(
                 f"topic_pattern must be a str or None, not {type(topic_pattern).__name__}"

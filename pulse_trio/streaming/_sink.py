@@ -32,7 +32,7 @@ from .._lifecycle import Service, State
 from .._lua import bind_script
 from .._retry import backoff_delay
 from ..rmap._ops import MapOps
-from ._event import Event, StartPosition, start_to_id, stream_key
+from ._event import Event, StartPosition, check_ack, start_to_id, stream_key
 from ._options import SinkOptions, StreamRef, keepalive_map_name, validate_start
 from ._sink_core import CLEANUP_TIMEOUT, MAX_RETRY_DELAY, SinkCore, uninterrupted
 from ._sink_policy import new_consumer_name
@@ -205,12 +205,9 @@ class Sink(Service):
         for event in events:
             if not isinstance(event, Event):
                 raise TypeError(f"ack takes streaming.Event objects, not {type(event).__name__}")
-            if event.sink_name != self._name:
-                raise ValueError(
-                    f"event {event.id} of stream {event.stream_name!r} was delivered by "
-                    f"{'a reader' if event.sink_name is None else repr(event.sink_name)}, "
-                    f"not by sink {self._name!r}"
-                )
+            # Checked here, in the caller's task, so that an event built by hand with a bad id
+            # or stream name never joins (and fails) a batch shared with other callers'.
+            check_ack(event, self._name)
             by_key.setdefault(stream_key(event.stream_name), []).append(event.id)
         return by_key
 
@@ -245,7 +242,9 @@ class Sink(Service):
 
         Raises:
             TypeError: An argument is not an :class:`~pulse_trio.streaming.Event`.
-            ValueError: An event was not delivered by a sink of this name.
+            InvalidEventError: An event was not delivered by a sink of this name, or (built by
+                hand) has an id that is not a stream id or a stream name that breaks the
+                naming rule; nothing is sent (a ``ValueError``).
             pulse_trio.RedisUnavailableError: Redis could not be reached, or the connection was
                 lost with the request (the events may stay pending: ack them again, which is
                 harmless, or they are redelivered after the grace period).
@@ -271,7 +270,9 @@ class Sink(Service):
 
         Raises:
             TypeError: An argument is not an :class:`~pulse_trio.streaming.Event`.
-            ValueError: An event was not delivered by a sink of this name.
+            InvalidEventError: An event was not delivered by a sink of this name, or (built by
+                hand) has an id that is not a stream id or a stream name that breaks the
+                naming rule; nothing is sent (a ``ValueError``).
             pulse_trio.ClosedError: The sink is not open (use :meth:`ack` after the block).
         """
         by_key = self._by_stream_key(events)

@@ -9,8 +9,9 @@ from typing import Any, cast
 import attrs
 
 from .._boundary import Client, check_client, is_no_such_key, text
+from .._errors import InvalidNameError
 from .._lua import bind_script
-from .._names import ttl_script_args, validate_duration, validate_name
+from .._names import text_problem, ttl_script_args, validate_duration, validate_name
 from ..rmap._ops import MapOps
 from ._event import NEWEST, StartPosition, encode_fields, stream_key, validate_event_id
 from ._io import info_maps, resolve_start, stream_errors, xinfo_stream
@@ -45,6 +46,13 @@ def _validate_event(event_name: object, payload: object, topic: object) -> None:
         )
     if topic is not None and not isinstance(topic, str):
         raise TypeError(f"topic must be a str or None, not {type(topic).__name__}")
+    # Strict UTF-8: readers decode both strictly (an entry whose name is not UTF-8 is
+    # malformed), so nothing else could be read back.
+    problem = text_problem(event_name, lossless=False)
+    if problem is not None:
+        raise InvalidNameError("event", event_name, problem)
+    if topic is not None and (problem := text_problem(topic, lossless=False)) is not None:
+        raise InvalidNameError("topic", topic, problem)
 
 
 @attrs.frozen
@@ -116,7 +124,9 @@ class Stream:
         logger: Logger for this stream and its readers; ``pulse_trio.streaming`` by default.
 
     Raises:
-        pulse_trio.InvalidNameError: ``name`` breaks the naming rule.
+        pulse_trio.InvalidNameError: ``name`` breaks the naming rule (1 to 512 characters,
+            none of space, NUL, ``*``, ``?``, ``[``, ``]``) or is not strict UTF-8 text (it
+            holds a surrogate code point).
         ValueError: ``max_len`` is negative or not an int, a TTL is not a positive number of
             seconds, or both TTLs are given.
     """
@@ -223,6 +233,8 @@ class Stream:
 
         Raises:
             TypeError: ``payload`` is not ``bytes``, or the name or topic is not a ``str``.
+            pulse_trio.InvalidNameError: The event name or the topic is not strict UTF-8
+                text (it holds a surrogate code point, e.g. ``"\\ud800"``; before any I/O).
             StreamError: The key holds a value that is not a stream.
             pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
@@ -270,6 +282,8 @@ class Stream:
 
         Raises:
             TypeError: An item is not a 2- or 3-tuple of the right types.
+            pulse_trio.InvalidNameError: An event name or topic is not strict UTF-8 text (as
+                for :meth:`add`); nothing is written (every item is checked before any I/O).
             StreamError: The key holds a value that is not a stream.
             pulse_trio.RedisUnavailableError: Redis could not be reached.
         """
@@ -492,7 +506,7 @@ class Stream:
 
         Raises:
             pulse_trio.InvalidNameError: Bad sink or dead-letter stream name (here, before
-                any I/O).
+                any I/O): the naming rule of streams, strict UTF-8 text included.
             ValueError: Bad option (here, before any I/O), the message naming it: a
                 negative or missing ``block``, a non-positive ``ack_grace_period``,
                 ``max_polled``/``buffer_size``/``max_deliveries`` below 1, an invalid
