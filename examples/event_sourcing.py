@@ -21,7 +21,7 @@ YESTERDAY = [("deposited", 100), ("withdrew", 30), ("deposited", 50)]
 TODAY = [("withdrew", 20), ("deposited", 5)]
 
 
-async def replay(stream: streaming.Stream, start: streaming.Start) -> list[streaming.Event]:
+async def replay(stream: streaming.Stream, start: streaming.StartPosition) -> list[streaming.Event]:
     """Every event of ``stream`` from ``start`` up to the last one now in it."""
     last_id = (await stream.info()).last_id
     events = []

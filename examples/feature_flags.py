@@ -61,9 +61,9 @@ async def main() -> None:
             await step("remove new-checkout")
             await admin.reset()
             await step("kill switch: reset every flag")
-            tg.cancel_scope.cancel()  # stop the service
             await admin.destroy()
-        print(f"the service saw the admin's 5 changes; its flags now: {service_flags.map()}")
+            tg.cancel_scope.cancel()  # stop the service
+        print(f"the service reacted to each change; its flags now: {service_flags.map()}")
 
 
 if __name__ == "__main__":
