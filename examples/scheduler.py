@@ -3,10 +3,12 @@
 Run it with ``python examples/scheduler.py`` (an embedded server), or against your own
 server with ``--redis-url redis://localhost:6379/0`` (or ``PULSE_REDIS_URL``).
 
-Two nodes of a pool share one schedule: on each tick one of them (never both) calls its
-producer's ``plan()`` and applies the ``pool.JobPlan`` it returns: jobs to start, jobs to
-stop, or ``stop_all`` of the producer's earlier jobs not in the new plan. Below that,
-``node.open_ticker(name, interval)`` gives raw ticks, each to one node of the pool.
+On each tick of a schedule, a node calls its producer's ``plan()`` and applies the
+``pool.JobPlan`` it returns: jobs to start, jobs to stop, or ``stop_all`` of the producer's
+earlier jobs not in the new plan. Every node of a pool may schedule the same producer: each
+tick reaches one of them (never both), so the schedule survives the loss of a node. Below
+that, ``node.open_ticker(name, interval)`` gives raw ticks, each to one node of the pool:
+the next tick goes to a node that is waiting for one, never to a busy one.
 """
 
 from __future__ import annotations
@@ -23,40 +25,28 @@ INTERVAL = 0.1  # seconds between ticks (minutes or hours in real life)
 TICKS = 6
 
 
-class Calendar:
-    """What should run, plan after plan (in real life: read from a database when planning).
-
-    Once every plan was handed out, the last one stays: nothing more to change.
-    """
-
-    def __init__(self, plans: list[pool.JobPlan]) -> None:
-        self.plans = plans
-        self.calls = 0
-        self.settled = anyio.Event()  # set when asked for a plan after the last one
-
-    def next_plan(self) -> pool.JobPlan:
-        """The plan for this tick."""
-        self.calls += 1
-        if self.calls > len(self.plans):
-            self.settled.set()
-        return self.plans[min(self.calls, len(self.plans)) - 1]
-
-
 class ReportPlanner:
-    """A :class:`pool.JobProducer`: a name and an async ``plan()``."""
+    """A :class:`pool.JobProducer` (a name and an async ``plan()``) with a fixed calendar.
+
+    In real life ``plan`` would read what should run from a database. Here it hands out the
+    plans of its calendar in turn, then keeps returning the last one: nothing more to change.
+    """
 
     name = "reports"
 
-    def __init__(self, node: str, calendar: Calendar) -> None:
-        self.node = node
+    def __init__(self, calendar: list[pool.JobPlan]) -> None:
         self.calendar = calendar
+        self.calls = 0
+        self.settled = anyio.Event()  # set when asked again after the last plan
 
     async def plan(self) -> pool.JobPlan:
         """The jobs that should run now."""
-        plan = self.calendar.next_plan()
-        if not self.calendar.settled.is_set():
-            keys = [key for key, _ in plan.start]
-            print(f"  {self.node} plans: start {keys}, stop_all={plan.stop_all}")
+        self.calls += 1
+        if self.calls > len(self.calendar):
+            self.settled.set()
+            return self.calendar[-1]
+        plan = self.calendar[self.calls - 1]
+        print(f"  plan: start {[key for key, _ in plan.start]}, stop_all={plan.stop_all}")
         return plan
 
 
@@ -71,22 +61,21 @@ async def report(job: pool.Job, *, task_status: anyio.abc.TaskStatus[None]) -> N
 
 
 async def run_schedule(client: pulse_trio.Client) -> None:
-    """Two nodes share the schedule "reports"; one worker runs the reports."""
-    calendar = Calendar(
+    """A node runs the schedule "reports"; its worker runs the reports."""
+    planner = ReportPlanner(
         [
             pool.JobPlan(start=[("report:eu", b"eu"), ("report:us", b"us")]),
             # stop_all: stop what this producer started before and is not listed now.
             pool.JobPlan(start=[("report:us", b"us"), ("report:asia", b"asia")], stop_all=True),
         ]
     )
-    async with pool.open_node(client, POOL) as node_a, pool.open_node(client, POOL) as node_b:
-        await node_a.add_worker(pool.job_tasks(report))
-        print(f"schedule 'reports' every {INTERVAL}s on node-a and node-b:")
-        await node_a.schedule(ReportPlanner("node-a", calendar), INTERVAL)
-        await node_b.schedule(ReportPlanner("node-b", calendar), INTERVAL)
+    async with pool.open_node(client, POOL) as node:
+        await node.add_worker(pool.job_tasks(report))
+        print(f"schedule 'reports' every {INTERVAL}s:")
+        await node.schedule(planner, INTERVAL)
         with anyio.fail_after(5):
-            await calendar.settled.wait()
-        print(f"the pool runs {sorted(await node_a.job_keys())}")
+            await planner.settled.wait()  # the node asked again: the last plan is applied
+        print(f"the pool runs {sorted(await node.job_keys())}")
     # A schedule runs until its node closes (and stays in Redis for the pool's other nodes).
 
 
