@@ -23,13 +23,11 @@ FETCH_EVERY = 0.05  # seconds
 
 
 class MailboxSync:
-    """The job handler's function, with a channel that tells ``main`` each start."""
+    """The jobs' function, telling ``main`` each start through ``started``."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: anyio.abc.ObjectSendStream[tuple[str, str]]) -> None:
         self.worker_names: dict[str, str] = {}
-        self._started, self.started = anyio.create_memory_object_stream[tuple[str, str]](
-            len(MAILBOXES)
-        )
+        self.started = started
 
     async def run(self, job: pool.Job, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Sync the mailbox of ``job`` until the job is stopped."""
@@ -37,28 +35,33 @@ class MailboxSync:
         moved = " (moved here)" if job.requeued else ""
         print(f"  {worker}: syncing {job.payload.decode()}'s mailbox{moved}")
         task_status.started()  # dispatch_job returns now
-        self._started.send_nowait((worker, job.key))
+        await self.started.send((worker, job.key))
         fetches = 0
         try:
             while True:  # until the job is stopped
                 fetches += 1  # fetch new mail
                 await anyio.sleep(FETCH_EVERY)
         finally:
-            print(f"  {worker}: stopped {job.key} after {fetches} fetches")
+            print(f"  {worker}: stopped {job.key} (fetched {fetches}x)")
 
 
 async def main() -> None:
     """Start jobs on two workers, stop one job, remove a worker and watch its jobs move."""
     async with example_client("long_running_jobs") as client:
-        sync = MailboxSync()
-        async with pool.open_node(client, "long_running_jobs:mail") as node:
+        started_send, started = anyio.create_memory_object_stream[tuple[str, str]](10)
+        sync = MailboxSync(started_send)
+        async with (
+            started_send,
+            started,
+            pool.open_node(client, "long_running_jobs:mail") as node,
+        ):
             workers = [await node.add_worker(pool.job_tasks(sync.run)) for _ in range(2)]
             sync.worker_names.update({w.id: f"worker-{n}" for n, w in enumerate(workers, 1)})
 
             print("dispatch four jobs:")
             for name in MAILBOXES:
                 await node.dispatch_job(f"mailbox:{name}", name.encode())
-                await sync.started.receive()
+                await started.receive()
             for worker in workers:
                 print(f"{sync.worker_names[worker.id]} runs {sorted(worker.job_keys())}")
 
@@ -70,7 +73,7 @@ async def main() -> None:
             moving = sorted(busiest.job_keys())
             print(f"remove {sync.worker_names[busiest.id]}, which runs {moving}:")
             await node.remove_worker(busiest)
-            restarted = sorted([await sync.started.receive() for _ in moving])
+            restarted = sorted([await started.receive() for _ in moving])
             print(f"restarted: {restarted}")
             print("leaving the block closes the node, which stops its jobs:")
 

@@ -26,10 +26,12 @@ USERS = ["ada", "grace", "alan", "linus"]
 class SignupFlow:
     """The services of the flow, and the channel that tells ``main`` what happened."""
 
-    def __init__(self, flags: rmap.Map, mailer: pool.Node) -> None:
+    def __init__(
+        self, flags: rmap.Map, mailer: pool.Node, done: anyio.abc.ObjectSendStream[str]
+    ) -> None:
         self.flags = flags
         self.mailer = mailer
-        self._done, self.done = anyio.create_memory_object_stream[str](len(USERS) * 2)
+        self.done = done
 
     async def analytics(self, reader: streaming.Reader) -> None:
         """Count sign-ups: a reader sees every event."""
@@ -48,39 +50,42 @@ class SignupFlow:
             else:
                 print(f"  emails: welcome-mail is off, nothing for {user}")
             await sink.ack(event)
-            self._done.send_nowait(f"handled {user}")
+            await self.done.send(f"handled {user}")
 
     async def welcome_mail(self, job: pool.Job, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """A pool job: send one welcome mail; returning finishes the job."""
         task_status.started()
         await anyio.sleep(0.01)  # talk to the mail server
         print(f"  mail worker: sent the welcome mail of {job.payload.decode()}")
-        self._done.send_nowait(f"mailed {job.payload.decode()}")
+        await self.done.send(f"mailed {job.payload.decode()}")
 
 
-async def sign_up(users: streaming.Stream, flow: SignupFlow, *names: str) -> list[str]:
+async def sign_up(
+    users: streaming.Stream, flags: rmap.Map, done: anyio.abc.ObjectReceiveStream[str], *names: str
+) -> None:
     """Add a ``user.created`` event per name; wait until the flow handled them all."""
     for name in names:
         await users.add("user.created", name.encode())
-    mails = len(names) if flow.flags.get("welcome-mail") == "on" else 0
-    done: list[str] = []
+    mails = len(names) if flags.get("welcome-mail") == "on" else 0
     with anyio.fail_after(10):
-        while len(done) < len(names) + mails:
-            done.append(await flow.done.receive())
-    return done
+        for _ in range(len(names) + mails):
+            await done.receive()
 
 
 async def run(client: Client) -> None:
     """Wire the three packages together and sign four users up."""
     users = streaming.Stream(client, "signup:users")
+    done_send, done = anyio.create_memory_object_stream[str](len(USERS) * 2)
     async with (
+        done_send,
+        done,
         rmap.join(client, "signup:flags") as flags,
         pool.open_node(client, "signup:mail") as mailer,
         users.open_reader() as reader,
         users.open_sink("signup:emails") as sink,
         anyio.create_task_group() as tg,
     ):
-        flow = SignupFlow(flags, mailer)
+        flow = SignupFlow(flags, mailer, done_send)
         for _ in range(2):
             await mailer.add_worker(pool.job_tasks(flow.welcome_mail))
         tg.start_soon(flow.analytics, reader)
@@ -88,10 +93,10 @@ async def run(client: Client) -> None:
 
         await flags.set_and_wait("welcome-mail", "on")
         print("flag welcome-mail=on; three users sign up:")
-        await sign_up(users, flow, *USERS[:3])
+        await sign_up(users, flags, done, *USERS[:3])
         await flags.set_and_wait("welcome-mail", "off")
         print("flag welcome-mail=off; one more user signs up:")
-        await sign_up(users, flow, *USERS[3:])
+        await sign_up(users, flags, done, *USERS[3:])
 
         (emails,) = (await users.info()).sinks
         print(

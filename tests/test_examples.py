@@ -43,7 +43,7 @@ def _jobs_moved(out: str) -> None:
     assert f"restarted: {sorted((other, key) for key in moving)}" in out, out
     assert out.count("(moved here)") == len(moving), out
     for key in moving:
-        assert f"{removed[1]}: stopped {key} after" in out, out  # stopped on the old worker
+        assert f"{removed[1]}: stopped {key} (fetched" in out, out  # stopped on the old worker
 
 
 def _flags_seen(out: str) -> None:
