@@ -514,7 +514,9 @@ class Node(Service):
             PoolError: The node is client-only.
 
         Cancellation:
-            The scheduler's task lives in the node's task group until the node closes.
+            The scheduler's task lives in the node's task group until the node closes. It
+            ends as soon as the node starts closing (or the pool shuts down): a tick that
+            comes meanwhile is not applied here, and is not logged as a failure.
         """
         tg = self._check_usable("schedule")
         validate_name("producer", producer.name)

@@ -17,7 +17,7 @@ from .._boundary import is_transient
 from .._errors import ClosedError
 from .._lifecycle import Service
 from .._retry import backoff_delay
-from ._errors import JobExistsError, JobNotFoundError, PoolClosedError
+from ._errors import JobExistsError, JobNotFoundError, PoolClosedError, PoolShuttingDownError
 from ._node_api import ScheduleHost, TickerHost
 from ._protocol import ms_to_datetime, validate_key
 from ._redis import ScheduleRecord
@@ -253,6 +253,11 @@ async def run_schedule(
             try:
                 plan = await producer.plan()
                 await _apply(host, record, plan)
+            except (PoolClosedError, PoolShuttingDownError) as exc:
+                # The node is closing (its block is being left) or the pool shuts down: the
+                # schedule ends with it, quietly; another node's schedule takes the next tick.
+                logger.debug("pool %s: schedule %r ends: %r", host.pool, producer.name, exc)
+                return
             except Exception as exc:
                 # Logged, never fatal: the next tick (on whichever node) tries again.
                 level = logging.WARNING if is_transient(exc) else logging.ERROR

@@ -194,3 +194,41 @@ async def test_a_receiver_cancelled_before_the_tick_is_due_claims_nothing(
                 for _ in range(2):
                     await other.__anext__()
     assert claims == []
+
+
+class _StopsSlowly:
+    """A handler whose ``stop`` takes a while: closing its node takes as long."""
+
+    def __init__(self) -> None:
+        self.running = anyio.Event()
+
+    async def start(self, job: pool.Job) -> None:
+        self.running.set()
+
+    async def stop(self, key: str) -> None:
+        await anyio.sleep(5 * INTERVAL)
+
+
+class _KeepsOneJob:
+    """Plans the start of job "a" on every tick (satisfied while it runs)."""
+
+    name = "keeps-one-job"
+
+    async def plan(self) -> pool.JobPlan:
+        return pool.JobPlan(start=[("a", b"")])
+
+
+async def test_a_schedule_ticking_while_its_node_closes_logs_no_error(
+    client: Any, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Leaving the node's block ends its schedules: ticks that come while the node is closing
+    (its jobs being handed over) are not applied, and that is not a producer failure."""
+    handler = _StopsSlowly()
+    with caplog.at_level("WARNING", logger="pulse_trio.pool"):
+        async with node(client, unique) as n:
+            await n.add_worker(handler)
+            await n.schedule(_KeepsOneJob(), INTERVAL)
+            with anyio.fail_after(5):
+                await handler.running.wait()
+    failures = [r for r in caplog.records if "producer" in r.getMessage()]
+    assert failures == [], [r.getMessage() for r in failures]
