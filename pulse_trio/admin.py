@@ -401,27 +401,27 @@ async def snapshot(
 def to_json(value: Any) -> Any:
     """A snapshot (or a sequence of snapshots) as plain JSON-ready data.
 
-    Datetimes become ISO 8601 strings with their time zone, tuples lists, mappings dicts;
-    attribute names are kept, and a :class:`MapSnapshot` also gets its ``size``. This is the
-    shape ``pulse-trio inspect --json`` prints (``docs/cli.md`` documents it).
+    Snapshots become dicts keyed by their attribute names (a :class:`MapSnapshot` also gets
+    its ``size``, a :class:`Snapshot` the ``version`` of the shape), tuples lists, mappings
+    dicts, datetimes ISO 8601 strings with their time zone. This is the shape
+    ``pulse-trio inspect --json`` prints (``docs/cli.md`` documents it).
     """
-    if isinstance(value, Sequence) and not isinstance(value, str):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         return [to_json(item) for item in value]
     if not attrs.has(type(value)):
         return value
-    data = attrs.asdict(value, value_serializer=_serialize)
+    data: dict[str, Any] = {}
+    if isinstance(value, Snapshot):
+        data["version"] = JSON_VERSION
+    for field in attrs.fields(type(value)):
+        data[field.name] = to_json(getattr(value, field.name))
     if isinstance(value, MapSnapshot):
         data["size"] = value.size
-    if isinstance(value, Snapshot):
-        data = {"version": JSON_VERSION, **data}
-        data["maps"] = [to_json(m) for m in value.maps]
     return data
-
-
-def _serialize(_inst: Any, _field: Any, value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
 
 
 # --------------------------------------------------------------------------- readers

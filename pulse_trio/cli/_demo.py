@@ -28,7 +28,7 @@ import attrs
 import pulse_trio
 from pulse_trio import admin, pool, rmap, streaming
 
-from ._common import CliError, add_backend_option, connected, console, redact, run_async
+from ._common import CliError, add_backend_option, check_url, connected, console, redact, run_async
 
 #: The users who sign up.
 USERS = ("ada", "grace", "alan", "edsger", "barbara", "donald")
@@ -55,6 +55,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, url: str | None) -> int:
     """Run ``demo`` (the parsed arguments, the server's URL or ``None`` for an embedded one)."""
+    if url is not None:
+        check_url(url)
     return run_async(args, demo, url, "asyncio" if args.asyncio else "trio")
 
 

@@ -12,7 +12,14 @@ import anyio
 
 from pulse_trio import admin
 
-from ._common import NotFoundError, UsageError, add_backend_option, connected, console
+from ._common import (
+    NotFoundError,
+    UsageError,
+    add_backend_option,
+    check_url,
+    connected,
+    console,
+)
 from ._common import run_async as _run_async
 
 KINDS: tuple[admin.Kind, ...] = ("pools", "streams", "maps")
@@ -93,6 +100,7 @@ def run(args: argparse.Namespace, url: str | None) -> int:
         raise UsageError("give the kind before a name: inspect pools|streams|maps NAME")
     if args.count is not None and (args.watch is None or args.count < 1):
         raise UsageError("--count N needs --watch and N >= 1")
+    check_url(url)
     return _run_async(args, _inspect, args, url)
 
 
