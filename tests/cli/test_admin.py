@@ -24,29 +24,38 @@ async def test_snapshot_of_a_live_deployment(client: Any, unique: str) -> None:
     assert snap.taken_at.tzinfo is not None
     (pool,) = snap.pools
     assert (pool.name, pool.layout, pool.shutting_down) == (names.pool, "pulse-trio", False)
-    assert len(pool.nodes) == 2 and len(pool.workers) == 2
+    assert len(pool.nodes) == 2
+    assert len(pool.workers) == 2
     assert sorted(j.key for j in pool.jobs) == [f"job-{i}" for i in range(JOBS)]
     assert all(j.state == "running" for j in pool.jobs)
     # Each job is listed under the worker it runs on, and each worker under its node.
     assert sorted(k for w in pool.workers for k in w.jobs) == [f"job-{i}" for i in range(JOBS)]
     for worker in pool.workers:
         assert worker.jobs == tuple(j.key for j in pool.jobs if j.worker_id == worker.id)
-        node = by_name([{"name": n.id, "n": n} for n in pool.nodes], worker.node_id)["n"]
+        node = by_name([{"name": n.id, "n": n} for n in pool.nodes], str(worker.node_id))["n"]
         assert worker.id in node.workers
         # A node heartbeats every worker_ttl/5 (default 30 s): its lease is fresh.
-        assert worker.lease_left is not None and 20 < worker.lease_left <= 30
+        assert worker.lease_left is not None
+        assert 20 < worker.lease_left <= 30
     assert (pool.queued, pool.failed, pool.tickers) == (0, (), ())
 
     stream = by_name(snap.streams, names.stream)
-    assert stream.length == EVENTS and not stream.dead_letter
-    assert stream.first_id is not None and stream.last_id is not None
+    assert stream.length == EVENTS
+    assert not stream.dead_letter
+    assert stream.first_id is not None
+    assert stream.last_id is not None
     assert stream.first_id < stream.last_id
     (sink,) = stream.sinks
-    assert sink.name == names.sink and len(sink.consumers) == 1
-    assert sink.pending >= 1 and sink.lag is not None and sink.lag >= 1
+    assert sink.name == names.sink
+    assert len(sink.consumers) == 1
+    assert sink.pending >= 1
+    assert sink.lag is not None
+    assert sink.lag >= 1
     assert sink.pending + sink.lag == EVENTS
     assert sink.consumers[0].pending == sink.pending
-    assert sink.idle is not None and sink.idle >= 0 and sink.dead_letters == 0
+    assert sink.idle is not None
+    assert sink.idle >= 0
+    assert sink.dead_letters == 0
 
     cfg = by_name(snap.maps, names.map)
     assert cfg.values == {"banner": "x" * 300, "welcome-mail": "on"}
@@ -87,14 +96,19 @@ async def test_hand_written_pool_records(client: Any, unique: str) -> None:
     await client.execute("HSET", prefix + "tickers", "reports", "0 60000")
     await client.execute("SET", prefix + "shutdown", "n1")
     (pool,) = await admin.pools(client)
-    assert pool.name == unique and pool.shutting_down
-    assert pool.failed == ("bad",) and pool.queued == 1 and pool.tickers == ("reports",)
+    assert pool.name == unique
+    assert pool.shutting_down
+    assert pool.failed == ("bad",)
+    assert pool.queued == 1
+    assert pool.tickers == ("reports",)
     bad = by_name([{"name": j.key, "j": j} for j in pool.jobs], "bad")["j"]
     assert (bad.state, bad.failures, bad.error, bad.worker_id) == ("failed", 5, "boom", None)
     (node,) = pool.nodes
     # Its deadline passed a second ago: overdue, about to be reaped.
-    assert node.lease_left is not None and node.lease_left < 0
-    assert node.workers == ("w1",) and pool.workers[0].jobs == ()
+    assert node.lease_left is not None
+    assert node.lease_left < 0
+    assert node.workers == ("w1",)
+    assert pool.workers[0].jobs == ()
 
 
 async def test_goa_pool_is_recognised(client: Any, unique: str) -> None:
@@ -114,10 +128,13 @@ async def test_goa_pool_is_recognised(client: Any, unique: str) -> None:
     assert (pool.name, pool.layout) == (unique, "goa")
     assert [w.id for w in pool.workers] == ["w1", "w2"]
     w1 = pool.workers[0]
-    assert w1.jobs == ("a", "b") and w1.heartbeat_age is not None
+    assert w1.jobs == ("a", "b")
+    assert w1.heartbeat_age is not None
     assert 1.5 < w1.heartbeat_age < 10
-    assert [j.key for j in pool.jobs] == ["a", "b"] and pool.tickers == ("tick",)
-    assert [n.id for n in pool.nodes] == ["n1"] and pool.nodes[0].heartbeat_age is not None
+    assert [j.key for j in pool.jobs] == ["a", "b"]
+    assert pool.tickers == ("tick",)
+    assert [n.id for n in pool.nodes] == ["n1"]
+    assert pool.nodes[0].heartbeat_age is not None
 
 
 async def _server_ms(client: Any) -> int:
@@ -148,7 +165,7 @@ async def test_dead_letters_are_counted_per_sink(client: Any, unique: str) -> No
 
 
 async def test_not_a_client() -> None:
-    with pytest.raises(TypeError, match="pulse_trio.Client"):
+    with pytest.raises(TypeError, match=r"pulse_trio\.Client"):
         await admin.pools(object())  # type: ignore[arg-type]
 
 
@@ -173,5 +190,6 @@ async def test_scan_keys_on_one_server(client: pulse_trio.Client) -> None:
         await client.execute("SET", f"k:{index}", "1")
     await client.execute("HSET", "h:1", "f", "v")
     keys = await client.scan_keys("k:*", count=100)
-    assert len(keys) == 2500 and keys == sorted(keys)
+    assert len(keys) == 2500
+    assert keys == sorted(keys)
     assert await client.scan_keys("*", type="hash") == [b"h:1"]

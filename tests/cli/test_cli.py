@@ -5,6 +5,7 @@ server that is not Redis)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -15,8 +16,7 @@ from pathlib import Path
 import pytest
 
 import pulse_trio
-from pulse_trio import cli
-from pulse_trio.cli import _bench, main
+from pulse_trio.cli import _bench, _main, main
 
 COMMANDS = ("demo", "inspect")
 
@@ -44,7 +44,9 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0
     for command in (*COMMANDS, "bench"):
         assert command in out
-    assert "--redis-url" in out and "PULSE_REDIS_URL" in out and "--debug" in out
+    assert "--redis-url" in out
+    assert "PULSE_REDIS_URL" in out
+    assert "--debug" in out
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -52,7 +54,8 @@ def test_help_of_each_command(capsys: pytest.CaptureFixture[str], command: str) 
     status, out, err = _run(capsys, command, "--help")
     assert (status, err) == (0, "")
     assert out.startswith(f"usage: pulse-trio {command}")
-    assert "--redis-url" in out and "--debug" in out
+    assert "--redis-url" in out
+    assert "--debug" in out
     if command == "inspect":
         for option in ("--json", "--values", "--watch", "pools", "streams", "maps"):
             assert option in out
@@ -60,7 +63,8 @@ def test_help_of_each_command(capsys: pytest.CaptureFixture[str], command: str) 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = _run(capsys)
-    assert status == 2 and "usage: pulse-trio" in out
+    assert status == 2
+    assert "usage: pulse-trio" in out
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,13 +75,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_missing_cli_extra(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = cli.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        cli.importlib.util, "find_spec", lambda name, *a: None if name == "rich" else real(name)
+        importlib.util, "find_spec", lambda name, *a: None if name == "rich" else real(name)
     )
     status, out, err = _run(capsys, "--help")
     assert (status, out) == (1, "")
-    assert err.strip() == cli.MISSING_EXTRA
+    assert err.strip() == _main.MISSING_EXTRA
     assert "pip install 'pulse-trio[cli]'" in err
 
 
@@ -88,7 +92,8 @@ def test_bench_outside_a_checkout(
     status, _, err = _run(capsys, "bench", "--scenario", "rmap")
     assert status == 1
     line = _one_error_line(err)
-    assert "runs from a source checkout" in line and "pip install -e '.[bench]'" in line
+    assert "runs from a source checkout" in line
+    assert "pip install -e '.[bench]'" in line
 
 
 # --- usage errors (exit status 2) ----------------------------------------------------------
@@ -124,7 +129,9 @@ def test_usage_errors(
 
 def test_password_is_not_printed(capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = _run(capsys, "inspect", "--redis-url", "redis://u:s3cret@h:99999")
-    assert status == 2 and "s3cret" not in err and "u:***@h" in err
+    assert status == 2
+    assert "s3cret" not in err
+    assert "u:***@h" in err
 
 
 # --- runtime errors (exit status 1) --------------------------------------------------------
@@ -150,7 +157,8 @@ def test_url_from_the_environment(
     port = _free_port()
     monkeypatch.setenv("PULSE_REDIS_URL", f"redis://127.0.0.1:{port}")
     status, _, err = _run(capsys, "inspect")
-    assert status == 1 and f"127.0.0.1:{port}" in _one_error_line(err)
+    assert status == 1
+    assert f"127.0.0.1:{port}" in _one_error_line(err)
 
 
 def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,7 +175,8 @@ def test_wrong_password(capsys: pytest.CaptureFixture[str], server_url: str) -> 
     assert status == 1
     line = _one_error_line(err)
     assert "Redis refused the credentials (WRONGPASS" in line
-    assert "check the user and password in the URL" in line and "wrong" not in line
+    assert "check the user and password in the URL" in line
+    assert "wrong" not in line
 
 
 @pytest.fixture
@@ -190,7 +199,8 @@ def test_acl_denial(capsys: pytest.CaptureFixture[str], limited_user: str) -> No
     status, _, err = _run(capsys, "inspect", "maps", "--redis-url", limited_user)
     assert status == 1
     line = _one_error_line(err)
-    assert "Redis denied a command to this user (ACL)" in line and "'scan'" in line
+    assert "Redis denied a command to this user (ACL)" in line
+    assert "'scan'" in line
 
 
 @pytest.mark.parametrize("kind", ["pools", "streams", "maps"])
@@ -198,8 +208,7 @@ def test_missing_name(capsys: pytest.CaptureFixture[str], server_url: str, kind:
     status, out, err = _run(capsys, "inspect", kind, "nosuch", "--redis-url", server_url)
     assert (status, out) == (1, "")
     assert _one_error_line(err) == (
-        f"pulse-trio: error: no {kind[:-1]} named 'nosuch' ('pulse-trio inspect {kind}' "
-        "lists them)"
+        f"pulse-trio: error: no {kind[:-1]} named 'nosuch' ('pulse-trio inspect {kind}' lists them)"
     )
 
 
@@ -257,7 +266,8 @@ def test_not_a_redis_server(
         status, _, err = _run(capsys, "inspect", "--redis-url", f"redis://127.0.0.1:{port}")
     assert status == 1
     line = _one_error_line(err)
-    assert f"redis://127.0.0.1:{port}" in line and message in line
+    assert f"redis://127.0.0.1:{port}" in line
+    assert message in line
 
 
 # --- the entry points ----------------------------------------------------------------------
@@ -272,7 +282,8 @@ def test_python_m_pulse_trio() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "usage: pulse-trio" in done.stdout and "bench" in done.stdout
+    assert "usage: pulse-trio" in done.stdout
+    assert "bench" in done.stdout
 
 
 def test_console_script_reports_errors_without_traceback() -> None:
