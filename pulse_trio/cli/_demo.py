@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -48,6 +49,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "starts a throwaway embedded server; with one, it names everything with a unique "
         "prefix and removes every key it created.",
     )
+    parser.add_argument(
+        "--pause",
+        action="store_true",
+        help="stop half-way, while both pool nodes run jobs, until Enter is pressed: time to "
+        "run 'pulse-trio inspect' on the live deployment from another terminal",
+    )
     add_backend_option(parser)
     parser.set_defaults(run=run)
     return parser
@@ -57,7 +64,7 @@ def run(args: argparse.Namespace, url: str | None) -> int:
     """Run ``demo`` (the parsed arguments, the server's URL or ``None`` for an embedded one)."""
     if url is not None:
         check_url(url)
-    return run_async(args, demo, url, "asyncio" if args.asyncio else "trio")
+    return run_async(args, demo, url, "asyncio" if args.asyncio else "trio", args.pause)
 
 
 class _Changes:
@@ -90,13 +97,15 @@ class _Summary:
     removed_keys: int | None = None
 
 
-async def demo(url: str | None, backend: str) -> int:
-    """Run the demo against ``url`` (an embedded server when ``None``)."""
+async def demo(url: str | None, backend: str, pause: bool = False) -> int:
+    """Run the demo against ``url`` (an embedded server when ``None``); with ``pause``, wait
+    for a line on stdin half-way."""
     out = console(markup=True)
     started = time.monotonic()
     prefix = f"demo-{uuid.uuid4().hex[:8]}-"
     out.print(f"[bold]pulse-trio demo[/bold]: the user sign-up flow (on {backend})")
     async with contextlib.AsyncExitStack() as stack:
+        embedded = url is None
         if url is None:
             out.print("starting an embedded Redis server (no --redis-url or PULSE_REDIS_URL)")
             url = await stack.enter_async_context(pulse_trio.embedded())
@@ -106,7 +115,7 @@ async def demo(url: str | None, backend: str) -> int:
         client = await stack.enter_async_context(connected(url))
         summary = _Summary()
         try:
-            await _flow(client, prefix, summary, out)
+            await _flow(client, prefix, summary, out, redact(url) if pause else None)
         except BaseException:
             with (
                 anyio.CancelScope(shield=True),
@@ -115,7 +124,9 @@ async def demo(url: str | None, backend: str) -> int:
             ):
                 await _clean(client, prefix)
             raise
-        summary.removed_keys = await _clean(client, prefix)
+        removed = await _clean(client, prefix)
+        if not embedded:
+            summary.removed_keys = removed
     _print_summary(out, summary, time.monotonic() - started)
     return 0
 
@@ -128,7 +139,9 @@ async def _clean(client: pulse_trio.Client, prefix: str) -> int:
     return len(keys)
 
 
-async def _flow(client: pulse_trio.Client, prefix: str, summary: _Summary, out: Any) -> None:
+async def _flow(
+    client: pulse_trio.Client, prefix: str, summary: _Summary, out: Any, pause_url: str | None
+) -> None:
     changes = _Changes()
     running: dict[str, str] = {}  # job key -> node running it
     history: dict[str, list[str]] = {}  # job key -> nodes that ran it, in order
@@ -245,6 +258,13 @@ async def _flow(client: pulse_trio.Client, prefix: str, summary: _Summary, out: 
                 summary.before = _by_node(running)
                 for node_name, keys in summary.before.items():
                     out.print(f"  {node_name} runs {len(keys)}: {', '.join(keys)}")
+                if pause_url is not None:
+                    out.print(
+                        "\n  [bold]paused[/bold]: the deployment is live; from another terminal "
+                        f"run\n    pulse-trio inspect --redis-url {pause_url}\n"
+                        "  then press Enter to continue"
+                    )
+                    await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
                 out.print("  node-a leaves the pool (its block ends) ...")
             # node-a left: its jobs were stopped there and started again on node-b.
             await changes.wait_for(

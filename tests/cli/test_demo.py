@@ -3,6 +3,7 @@ it), on asyncio, and through ``python -m pulse_trio``."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -83,3 +84,52 @@ def test_demo_through_python_m(server_url: str, monkeypatch: Any) -> None:
     )
     assert done.returncode == 0, done.stderr
     _check_story(done.stdout)
+
+
+def test_demo_pause_leaves_time_to_inspect(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--pause`` stops half-way; ``inspect`` then sees the demo's live pool, stream and map."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "pulse_trio", "demo", "--pause"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as demo:
+        assert demo.stdout is not None
+        assert demo.stdin is not None
+        lines: list[str] = []
+        while not (line := demo.stdout.readline()).startswith("  then press Enter"):
+            assert line, f"the demo ended early: {''.join(lines)}"
+            lines.append(line)
+        (command,) = [line.strip() for line in lines if "pulse-trio inspect --redis-url" in line]
+        url = command.split()[-1]
+        capsys.readouterr()
+        status = main(["inspect", "--json", "--redis-url", url])
+        data = json.loads(capsys.readouterr().out)
+        demo.stdin.write("\n")
+        demo.stdin.flush()
+        rest, err = demo.communicate(timeout=DEMO_LIMIT)
+    assert status == 0
+    assert demo.returncode == 0, err
+    (pool,) = data["pools"]
+    assert len(pool["nodes"]) == 3  # node-a, node-b and web's client-only node
+    assert sum(len(w["jobs"]) for w in pool["workers"]) == 6
+    (users,) = [s for s in data["streams"] if s["name"].endswith("-users")]
+    assert users["length"] == 6
+    assert {s["pending"] for s in users["sinks"]} == {0}
+    (flags,) = [m for m in data["maps"] if m["name"].endswith("-flags")]
+    assert flags["values"] == {"welcome-mail": "on"}
+    _check_story("".join(lines) + rest)
+
+
+def test_demo_without_a_server_binary(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PULSE_REDIS_URL", raising=False)
+    monkeypatch.setenv("PULSE_TRIO_SERVER", "/nonexistent/redis-server")
+    assert main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "pulse-trio: error: PULSE_TRIO_SERVER='/nonexistent/redis-server' is not an executable "
+        "file\n"
+    )
