@@ -141,6 +141,18 @@ async def _inspect(args: argparse.Namespace, url: str) -> int:
 
         out = console()
         snap = await _take_checked(client, kinds, args)
+        if not out.is_terminal:
+            # No terminal to redraw in place (a pipe, a file): one block per refresh.
+            count = 1
+            out.print(render(snap, kinds, args))
+            sys.stdout.flush()
+            while args.count is None or count < args.count:
+                await anyio.sleep(args.watch)
+                snap = await _take_checked(client, kinds, args)
+                out.print(render(snap, kinds, args))
+                sys.stdout.flush()
+                count += 1
+            return 0
         with Live(render(snap, kinds, args), console=out, auto_refresh=False) as live:
             count = 1
             while args.count is None or count < args.count:
