@@ -11,6 +11,17 @@ from typing import Any, Final, Literal
 import attrs
 
 from ._boundary import Client, as_dict, check_client, is_no_such_key, map_redis_errors, text
+from ._snapshots import (
+    ConsumerSnapshot,
+    JobSnapshot,
+    MapSnapshot,
+    NodeSnapshot,
+    PoolSnapshot,
+    SinkSnapshot,
+    Snapshot,
+    StreamSnapshot,
+    WorkerSnapshot,
+)
 
 #: Version of the JSON shape written by :func:`to_json` (bumped on incompatible changes).
 JSON_VERSION: Final = 1
@@ -20,7 +31,7 @@ MAX_DEAD_LETTERS_READ: Final = 10_000
 _POOL_PREFIX = "pulse-trio:pool:"
 _POOL_SUFFIXES = (
     "jobs|payloads|nodes|workers|epoch|unassigned|retry|queued|seq|shutdown|shutdown-acks|"
-    "tickers|scheduled|node:[^:]*"
+    "tickers|scheduled|beats|node:[^:]*"
 )
 _POOL_KEY = re.compile(r"pulse-trio:pool:\{(.+)\}:(?:" + _POOL_SUFFIXES + r")")
 _GO_POOL_KEY = re.compile(r"map:(.+):worker-keepalive:content")
@@ -28,209 +39,6 @@ _STREAM_PREFIX = "pulse:stream:"
 _MAP_KEY = re.compile(r"map:(.+):content")
 
 Kind = Literal["pools", "streams", "maps"]
-
-
-# --------------------------------------------------------------------------- snapshots
-
-
-@attrs.frozen
-class NodeSnapshot:
-    """One node of a pulse-trio pool.
-
-    Attributes:
-        id: The node's id.
-        lease_left: pulse-trio pools: seconds until the pool declares the node dead unless
-            it renews its lease (it heartbeats every ``worker_ttl / 5``, so a healthy node
-            shows between 0.8 and 1.0 times ``worker_ttl``); negative when overdue (it is about
-            to be reaped). ``None`` for goa.design/pulse pools.
-        heartbeat_age: goa.design/pulse pools: seconds since the node's last keep-alive.
-            ``None`` for pulse-trio pools, which record the lease's end, not the beat.
-        workers: The ids of its workers (pulse-trio pools; goa.design/pulse does not
-            record which node runs a worker).
-    """
-
-    id: str
-    lease_left: float | None
-    heartbeat_age: float | None
-    workers: tuple[str, ...]
-
-
-@attrs.frozen
-class WorkerSnapshot:
-    """One worker of a pool.
-
-    Attributes:
-        id: The worker's id.
-        node_id: The node that runs it (``None`` for goa.design/pulse pools, which do not
-            record it).
-        heartbeat_age: Seconds since its last heartbeat. pulse-trio workers beat with their
-            node, and the pool records the lease's end rather than the beat:
-            ``None`` there, see :attr:`lease_left`. goa.design/pulse workers record it.
-        lease_left: Seconds left on its node's lease (pulse-trio), else ``None``.
-        jobs: The keys of the jobs assigned to it.
-    """
-
-    id: str
-    node_id: str | None
-    heartbeat_age: float | None
-    lease_left: float | None
-    jobs: tuple[str, ...]
-
-
-@attrs.frozen
-class JobSnapshot:
-    """One job of a pulse-trio pool.
-
-    Attributes:
-        key: The job key.
-        state: ``pending``, ``starting``, ``running``, ``stopping``, ``unassigned``,
-            ``retry`` or ``failed`` (see ``docs/pool-protocol.md``, "A job's states").
-        worker_id: The worker it is assigned to, or ``None``.
-        failures: Failed starts since it last ran.
-        error: The last start error, or ``""``.
-        created_at: When it was admitted (UTC, Redis's clock).
-    """
-
-    key: str
-    state: str
-    worker_id: str | None
-    failures: int
-    error: str
-    created_at: datetime
-
-
-@attrs.frozen
-class PoolSnapshot:
-    """A worker pool.
-
-    Attributes:
-        name: The pool's name.
-        layout: ``"pulse-trio"`` (pulse-trio's own protocol) or ``"goa"`` (a
-            goa.design/pulse pool: nodes, workers, their heartbeats and jobs are read from
-            its replicated maps).
-        nodes: The live (not yet reaped) nodes, sorted by id.
-        workers: The workers, sorted by id.
-        jobs: Every job, sorted by key (goa pools: one per key found in its jobs map,
-            state ``running``).
-        queued: Jobs admitted and not running yet (waiting for a worker, a retry or a
-            start).
-        failed: Keys of the jobs that failed too often (stop them to remove them).
-        tickers: Names of the pool's tickers.
-        shutting_down: Whether a pool-wide shutdown is in progress.
-    """
-
-    name: str
-    layout: str
-    nodes: tuple[NodeSnapshot, ...]
-    workers: tuple[WorkerSnapshot, ...]
-    jobs: tuple[JobSnapshot, ...]
-    queued: int
-    failed: tuple[str, ...]
-    tickers: tuple[str, ...]
-    shutting_down: bool
-
-
-@attrs.frozen
-class ConsumerSnapshot:
-    """One consumer (sink instance) of a sink.
-
-    Attributes:
-        name: The consumer's name.
-        pending: Entries delivered to it and not acknowledged.
-        idle: Seconds since it last read or claimed entries.
-    """
-
-    name: str
-    pending: int
-    idle: float
-
-
-@attrs.frozen
-class SinkSnapshot:
-    """One sink of a stream (a consumer group).
-
-    Attributes:
-        name: The sink's name.
-        consumers: Its consumers, sorted by name.
-        pending: Entries delivered and not acknowledged yet.
-        lag: Entries not delivered yet; ``None`` when Redis cannot tell (entries were
-            deleted in the middle of the stream).
-        last_delivered_id: The id of the last entry delivered.
-        idle: Seconds since any consumer read (the smallest consumer idle time), ``None``
-            without consumers.
-        dead_letters: Entries of this stream this sink moved to a dead-letter stream
-            (counted in every dead-letter stream found, up to
-            :data:`MAX_DEAD_LETTERS_READ` entries each).
-    """
-
-    name: str
-    consumers: tuple[ConsumerSnapshot, ...]
-    pending: int
-    lag: int | None
-    last_delivered_id: str
-    idle: float | None
-    dead_letters: int
-
-
-@attrs.frozen
-class StreamSnapshot:
-    """One stream.
-
-    Attributes:
-        name: The stream's name (its key without ``pulse:stream:``).
-        length: Entries in the stream.
-        first_id: Id of the oldest entry, ``None`` when empty.
-        last_id: Id of the newest entry, ``None`` when empty.
-        sinks: Its sinks, sorted by name.
-        dead_letter: Whether its entries are dead letters of a sink.
-    """
-
-    name: str
-    length: int
-    first_id: str | None
-    last_id: str | None
-    sinks: tuple[SinkSnapshot, ...]
-    dead_letter: bool
-
-
-@attrs.frozen
-class MapSnapshot:
-    """One replicated map.
-
-    Attributes:
-        name: The map's name (its key without ``map:`` and ``:content``).
-        revision: Its revision (the ``=rev`` field), 0 when it has none.
-        values: Its content (reserved ``=`` fields left out), sorted by key.
-    """
-
-    name: str
-    revision: int
-    values: Mapping[str, str]
-
-    @property
-    def size(self) -> int:
-        """The number of keys."""
-        return len(self.values)
-
-
-@attrs.frozen
-class Snapshot:
-    """Everything :func:`snapshot` found.
-
-    Attributes:
-        taken_at: When the snapshot was taken (UTC, Redis's clock).
-        pools: See :func:`pools`.
-        streams: See :func:`streams`.
-        maps: See :func:`maps`.
-    """
-
-    taken_at: datetime
-    pools: tuple[PoolSnapshot, ...]
-    streams: tuple[StreamSnapshot, ...]
-    maps: tuple[MapSnapshot, ...]
-
-
-# --------------------------------------------------------------------------- entry points
 
 
 async def pools(client: Client, name: str | None = None) -> tuple[PoolSnapshot, ...]:
@@ -399,6 +207,12 @@ def _int(raw: str | None) -> int:
         return 0
 
 
+def _beat_age(beats: dict[str, int], node: str, now: int) -> float | None:
+    """Seconds since ``node`` last beat (``now`` and the beats in Redis-clock ms)."""
+    beat = beats.get(node)
+    return None if not beat else max(0.0, (now - beat) / 1000)
+
+
 async def _hash(client: Client, key: str) -> dict[str, str] | None:
     """HGETALL as text, ``None`` when the key is missing or is not a hash."""
     kind = text(await client.execute("TYPE", key))
@@ -418,12 +232,14 @@ async def _pool(client: Client, name: str, now: int) -> PoolSnapshot | None:
             ("HKEYS", prefix + "tickers"),
             ("EXISTS", prefix + "shutdown"),
             ("EXISTS", prefix + "epoch"),
+            ("HGETALL", prefix + "beats"),
         ]
     )
-    raw_nodes, raw_workers, raw_jobs, queued, tickers, shutdown, epoch = replies
+    raw_nodes, raw_workers, raw_jobs, queued, tickers, shutdown, epoch, raw_beats = replies
     if not (raw_nodes or raw_workers or raw_jobs or queued or tickers or shutdown or epoch):
         return None
     deadlines = _scores(raw_nodes)
+    beats = {text(n): _int(text(ms)) for n, ms in as_dict(raw_beats).items()}
     worker_nodes = {text(w): text(n) for w, n in as_dict(raw_workers).items()}
     jobs: list[JobSnapshot] = []
     for key, raw in sorted(as_dict(raw_jobs).items()):
@@ -449,7 +265,7 @@ async def _pool(client: Client, name: str, now: int) -> PoolSnapshot | None:
         NodeSnapshot(
             id=node,
             lease_left=(deadline - now) / 1000,
-            heartbeat_age=None,
+            heartbeat_age=_beat_age(beats, node, now),
             workers=tuple(sorted(w for w, n in worker_nodes.items() if n == node)),
         )
         for node, deadline in sorted(deadlines.items())
@@ -458,7 +274,7 @@ async def _pool(client: Client, name: str, now: int) -> PoolSnapshot | None:
         WorkerSnapshot(
             id=worker,
             node_id=node,
-            heartbeat_age=None,
+            heartbeat_age=_beat_age(beats, node, now),
             lease_left=(deadlines[node] - now) / 1000 if node in deadlines else None,
             jobs=tuple(per_worker.get(worker, ())),
         )

@@ -26,21 +26,21 @@ late may reflect a change that an earlier read missed.
 
 from ._admin import JSON_VERSION as JSON_VERSION
 from ._admin import MAX_DEAD_LETTERS_READ as MAX_DEAD_LETTERS_READ
-from ._admin import ConsumerSnapshot as ConsumerSnapshot
-from ._admin import JobSnapshot as JobSnapshot
 from ._admin import Kind as Kind
-from ._admin import MapSnapshot as MapSnapshot
-from ._admin import NodeSnapshot as NodeSnapshot
-from ._admin import PoolSnapshot as PoolSnapshot
-from ._admin import SinkSnapshot as SinkSnapshot
-from ._admin import Snapshot as Snapshot
-from ._admin import StreamSnapshot as StreamSnapshot
-from ._admin import WorkerSnapshot as WorkerSnapshot
 from ._admin import maps as maps
 from ._admin import pools as pools
 from ._admin import snapshot as snapshot
 from ._admin import streams as streams
 from ._admin import to_json as to_json
+from ._snapshots import ConsumerSnapshot as ConsumerSnapshot
+from ._snapshots import JobSnapshot as JobSnapshot
+from ._snapshots import MapSnapshot as MapSnapshot
+from ._snapshots import NodeSnapshot as NodeSnapshot
+from ._snapshots import PoolSnapshot as PoolSnapshot
+from ._snapshots import SinkSnapshot as SinkSnapshot
+from ._snapshots import Snapshot as Snapshot
+from ._snapshots import StreamSnapshot as StreamSnapshot
+from ._snapshots import WorkerSnapshot as WorkerSnapshot
 
 __all__ = (
     "JSON_VERSION",

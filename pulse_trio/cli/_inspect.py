@@ -234,24 +234,19 @@ def _pools(pools: Sequence[admin.PoolSnapshot]) -> list[Any]:
         table = Table()
         table.add_column("worker")
         table.add_column("node")
+        table.add_column("heartbeat age", justify="right")
         if pool.layout == "pulse-trio":
             table.add_column("lease left", justify="right")
-        else:
-            table.add_column("heartbeat age", justify="right")
         table.add_column("jobs", justify="right")
         table.add_column("job keys")
         for worker in pool.workers:
             keys = ", ".join(worker.jobs[:MAX_JOB_KEYS])
             if len(worker.jobs) > MAX_JOB_KEYS:
                 keys += f", … {len(worker.jobs) - MAX_JOB_KEYS} more"
-            liveness = worker.lease_left if pool.layout == "pulse-trio" else worker.heartbeat_age
-            table.add_row(
-                worker.id,
-                worker.node_id or "-",
-                _seconds(liveness),
-                str(len(worker.jobs)),
-                keys,
-            )
+            liveness = [_seconds(worker.heartbeat_age)]
+            if pool.layout == "pulse-trio":
+                liveness.append(_seconds(worker.lease_left))
+            table.add_row(worker.id, worker.node_id or "-", *liveness, str(len(worker.jobs)), keys)
         if pool.workers:
             out.append(table)
         else:

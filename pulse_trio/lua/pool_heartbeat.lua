@@ -17,6 +17,8 @@ if redis.call('ZADD', K.nodes, 'XX', 'CH', now + ttl, node) == 0
     and redis.call('ZSCORE', K.nodes, node) == false then
   return {'unknown'}
 end
+-- When it last beat (read by pulse_trio.admin only: liveness is the deadline above).
+redis.call('HSET', K.beats, node, now)
 trim(node, ARGV[4])
 if ARGV[5] == '1' then
   reap(now)

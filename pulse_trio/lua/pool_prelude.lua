@@ -14,6 +14,7 @@ local K = {
   epoch = P .. 'epoch', unassigned = P .. 'unassigned', retry = P .. 'retry',
   queued = P .. 'queued', seq = P .. 'seq', shutdown = P .. 'shutdown',
   acks = P .. 'shutdown-acks', tickers = P .. 'tickers', scheduled = P .. 'scheduled',
+  beats = P .. 'beats',
 }
 
 local function node_stream(id)
@@ -129,6 +130,7 @@ local function reap(now)
   for _, node in ipairs(dead) do
     dead_set[node] = true
     redis.call('ZREM', K.nodes, node)
+    redis.call('HDEL', K.beats, node)
     redis.call('DEL', node_stream(node))
   end
   local gone, any = {}, false

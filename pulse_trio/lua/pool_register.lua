@@ -10,7 +10,9 @@ if redis.call('EXISTS', K.shutdown) == 1 then
   return {'shutdown'}
 end
 local node, ttl = ARGV[1], tonumber(ARGV[2])
-redis.call('ZADD', K.nodes, now_ms() + ttl, node)
+local now = now_ms()
+redis.call('ZADD', K.nodes, now + ttl, node)
+redis.call('HSET', K.beats, node, now)
 local changed = false
 for i = 3, #ARGV do
   if redis.call('HGET', K.workers, ARGV[i]) ~= node then

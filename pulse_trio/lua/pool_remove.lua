@@ -18,6 +18,7 @@ local before = redis.call('SCARD', K.unassigned)
 unassign_workers(gone)
 if ARGV[2] == '1' then
   redis.call('ZREM', K.nodes, node)
+  redis.call('HDEL', K.beats, node)
   redis.call('DEL', node_stream(node))
 end
 if any then

@@ -34,9 +34,13 @@ async def test_snapshot_of_a_live_deployment(client: Any, unique: str) -> None:
         assert worker.jobs == tuple(j.key for j in pool.jobs if j.worker_id == worker.id)
         node = by_name([{"name": n.id, "n": n} for n in pool.nodes], str(worker.node_id))["n"]
         assert worker.id in node.workers
-        # A node heartbeats every worker_ttl/5 (default 30 s): its lease is fresh.
+        # A node heartbeats every worker_ttl/5 (default 30 s): its lease is fresh, and its
+        # last beat (registration counts) is recent.
         assert worker.lease_left is not None
         assert 20 < worker.lease_left <= 30
+        assert worker.heartbeat_age is not None
+        assert 0 <= worker.heartbeat_age < 10
+        assert worker.heartbeat_age == node.heartbeat_age
     assert (pool.queued, pool.failed, pool.tickers) == (0, (), ())
 
     stream = by_name(snap.streams, names.stream)
