@@ -84,7 +84,7 @@ async def test_stream_and_sink_metrics(
 
         def gauges_read() -> bool:
             found = points(reader)
-            return (
+            return bool(
                 value(found, "pulse_trio.sink.pending", **sink_attrs) == 1
                 and value(found, "pulse_trio.sink.lag", **sink_attrs) == 0
                 and value(
