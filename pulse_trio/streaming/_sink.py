@@ -455,28 +455,27 @@ class Sink(Service):
     async def _refresh_gauges(self) -> None:
         """Metrics: every :data:`~pulse_trio._metrics.GAUGE_INTERVAL` seconds, read the
         pending count and lag of this sink's group and the length of each of its streams
-        (one pipelined ``XINFO GROUPS`` + ``XLEN`` per stream); failures are skipped."""
+        (one pipelined ``XINFO GROUPS`` + ``XLEN`` per stream). A failed reading (Redis away,
+        an ACL without ``XINFO``) is skipped: metrics never stop a sink."""
         while True:
+            await anyio.sleep(_metrics.GAUGE_INTERVAL)
             for consumer in list(self._streams.values()):
                 try:
                     groups, length = await self._client.execute_many(
                         [("XINFO", "GROUPS", consumer.key), ("XLEN", consumer.key)]
                     )
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    continue
-                if isinstance(groups, Exception) or isinstance(length, Exception):
-                    continue  # the stream is gone, or an ACL forbids XINFO: no reading
-                cell = self._core.cell(consumer.name)
-                cell.length = int(length)
-                for group in groups:
-                    info = {text(k): v for k, v in as_dict(group).items()}
-                    if text(info.get("name", b"")) == self._name:
-                        cell.pending = int(info.get("pending") or 0)
-                        lag = info.get("lag")
-                        cell.lag = None if lag is None else int(lag)
-            await anyio.sleep(_metrics.GAUGE_INTERVAL)
+                    if isinstance(groups, Exception) or isinstance(length, Exception):
+                        continue  # the stream is gone, or XINFO is denied: no reading
+                    cell = self._core.cell(consumer.name)
+                    cell.length = int(length)
+                    for group in groups:
+                        info = {text(k): v for k, v in as_dict(group).items()}
+                        if text(info.get("name", b"")) == self._name:
+                            cell.pending = int(info.get("pending") or 0)
+                            lag = info.get("lag")
+                            cell.lag = None if lag is None else int(lag)
+                except Exception as exc:  # metrics never stop a sink
+                    self._logger.debug("sink %s: metrics reading failed: %r", self._name, exc)
 
     async def _stop(self) -> None:
         try:
