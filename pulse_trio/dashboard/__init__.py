@@ -8,4 +8,4 @@ with :mod:`pulse_trio.admin` (nothing is ever written to Redis). See
 
 from ._app import History, create_app, sample_forever
 
-__all__ = ["History", "create_app", "sample_forever"]
+__all__ = ("History", "create_app", "sample_forever")
