@@ -4,6 +4,9 @@ thing it counts happens."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import anyio
@@ -181,3 +184,19 @@ async def test_map_and_transport_metrics(
             db__client__connection__state="used",
         )
         assert used is not None
+
+
+def test_switched_off_registers_nothing() -> None:
+    """``PULSE_TRIO_METRICS=0`` (the path of an install without the otel extra): cells are
+    bumped, no instrument exists, no pool node is tracked."""
+    program = (
+        "from pulse_trio import _metrics\n"
+        "assert not _metrics.ENABLED\n"
+        "_metrics.stream_cell('s').added += 1\n"
+        "_metrics.track_pool_node(object(), 'p')\n"
+        "assert _metrics.dispatch_duration is None and _metrics.client_duration is None\n"
+        "assert not _metrics._pool_nodes and not _metrics._set_up\n"
+    )
+    env = {**os.environ, "PULSE_TRIO_METRICS": "0"}
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
