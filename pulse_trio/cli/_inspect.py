@@ -141,6 +141,18 @@ async def _inspect(args: argparse.Namespace, url: str) -> int:
 
         out = console()
         snap = await _take_checked(client, kinds, args)
+        if not out.is_terminal:
+            # No terminal to redraw in place (a pipe, a file): one block per refresh.
+            count = 1
+            out.print(render(snap, kinds, args))
+            sys.stdout.flush()
+            while args.count is None or count < args.count:
+                await anyio.sleep(args.watch)
+                snap = await _take_checked(client, kinds, args)
+                out.print(render(snap, kinds, args))
+                sys.stdout.flush()
+                count += 1
+            return 0
         with Live(render(snap, kinds, args), console=out, auto_refresh=False) as live:
             count = 1
             while args.count is None or count < args.count:
@@ -218,7 +230,8 @@ def _pools(pools: Sequence[admin.PoolSnapshot]) -> list[Any]:
             f"{len(pool.jobs)} jobs, {pool.queued} queued, {len(pool.failed)} failed"
             + (", SHUTTING DOWN" if pool.shutting_down else "")
         )
-        table = Table(title=title, title_justify="left", title_style="bold")
+        out.append(Text(title, style="bold"))
+        table = Table()
         table.add_column("worker")
         table.add_column("node")
         if pool.layout == "pulse-trio":
@@ -239,7 +252,10 @@ def _pools(pools: Sequence[admin.PoolSnapshot]) -> list[Any]:
                 str(len(worker.jobs)),
                 keys,
             )
-        out.append(table)
+        if pool.workers:
+            out.append(table)
+        else:
+            out.append(Text("  no workers: jobs wait until a node with workers joins"))
         idle_nodes = [n for n in pool.nodes if not n.workers]
         if idle_nodes:
             names = ", ".join(f"{n.id} ({_seconds(_liveness(n))})" for n in idle_nodes)
@@ -302,18 +318,16 @@ def _maps(maps: Sequence[admin.MapSnapshot], *, full: bool) -> list[Any]:
         return [Text("no maps")]
     out: list[Any] = []
     for m in maps:
-        table = Table(
-            title=f"map {m.name}: {m.size} keys, revision {m.revision}",
-            title_justify="left",
-            title_style="bold",
-        )
+        out.append(Text(f"map {m.name}: {m.size} keys, revision {m.revision}", style="bold"))
+        table = Table()
         table.add_column("key")
         table.add_column("value", overflow="fold")
         items = list(m.values.items())
         shown = items if full else items[:MAX_KEYS]
         for key, value in shown:
             table.add_row(key, value if full else _cut(value, VALUE_WIDTH))
-        out.append(table)
+        if items:
+            out.append(table)
         if len(shown) < len(items):
             out.append(Text(f"  … {len(items) - len(shown)} more keys (--values shows all)"))
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import signal
 import socket
 import subprocess
 import sys
@@ -299,3 +300,29 @@ def test_console_script_reports_errors_without_traceback() -> None:
     )
     assert done.returncode == 1
     assert _one_error_line(done.stderr).startswith("pulse-trio: error: cannot reach Redis")
+
+
+def test_ctrl_c_ends_watch_quietly(server_url: str) -> None:
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pulse_trio",
+            "inspect",
+            "--watch",
+            "0.1",
+            "--redis-url",
+            server_url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A child of a non-interactive shell may inherit SIGINT ignored: restore the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as watch:
+        assert watch.stdout is not None
+        assert watch.stdout.readline().startswith("taken at")  # it is refreshing
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=30)
+    assert watch.returncode == 130
+    assert err == ""
