@@ -144,7 +144,11 @@ async def test_pool_metrics(client: Any, unique: str, reader: InMemoryMetricRead
             within=10,
             what="a rebalance was counted",
         )
-        assert value(points(reader), "pulse_trio.pool.jobs.moved", **attrs) >= 1
+        await wait_until(  # counted once the worker stopped it, after the rebalance
+            lambda: (value(points(reader), "pulse_trio.pool.jobs.moved", **attrs) or 0) >= 1,
+            within=10,
+            what="a move was counted",
+        )
         async with node.open_ticker("tick", 0.05) as ticker:
             async for _tick in ticker:
                 break
