@@ -7,9 +7,10 @@ observable instruments read the cells when a reader collects. Cells live as long
 process (their number is the number of distinct names used), so a counter never goes down
 when the object that bumped it closes. Gauges read the live objects, held weakly.
 
-Only two histograms are recorded as they happen: the pool's dispatch latency (one record per
-``dispatch_job``, a call that already costs a round trip) and the transport's round-trip
-latency, sampled (one request in :data:`LATENCY_SAMPLE_EVERY`).
+Only three histograms are recorded as they happen: the pool's dispatch latency (one record
+per ``dispatch_job``, a call that already costs a round trip), a map's replica lag (one per
+``Map.set``, likewise) and the transport's round-trip latency, sampled (one request in
+:data:`LATENCY_SAMPLE_EVERY`).
 
 Without ``opentelemetry-api`` (or with ``PULSE_TRIO_METRICS=0``) :data:`ENABLED` is false:
 cells are still bumped (an ``int`` addition), nothing is registered, no gauge is refreshed
@@ -228,13 +229,18 @@ def track_pool_node(node: _PoolNode, pool: str) -> None:
 dispatch_duration: Histogram | None = None
 #: The transport's sampled round-trip latency (seconds), or ``None`` when metrics are off.
 client_duration: Histogram | None = None
+#: From a ``Map.set`` call to the local replica reflecting it (seconds), or ``None``.
+replica_lag: Histogram | None = None
+#: Writes of this process whose application is awaited, per replica, at most (beyond, the
+#: replica is not applying: the marks are dropped).
+MAX_LAG_MARKS: Final = 1000
 
 _set_up = False
 
 
 def _setup() -> None:
     """Create the instruments once, on the first cell (no-op when metrics are off)."""
-    global _set_up, dispatch_duration, client_duration
+    global _set_up, dispatch_duration, client_duration, replica_lag
     if _set_up or not ENABLED:
         return
     _set_up = True
@@ -247,6 +253,11 @@ def _setup() -> None:
         "pulse_trio.pool.dispatch.duration",
         unit="s",
         description="Time dispatch_job took, from the call to the job's admission.",
+    )
+    replica_lag = meter.create_histogram(
+        "pulse_trio.map.replica.lag",
+        unit="s",
+        description="From a Map.set call to the local replica reflecting its revision.",
     )
     client_duration = meter.create_histogram(
         "db.client.operation.duration",

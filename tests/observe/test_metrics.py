@@ -169,6 +169,11 @@ async def test_map_and_transport_metrics(
             await client.execute("PING")
         found = points(reader)
         map_attrs = {"pulse_trio__map__name": replica.name}
+        await wait_until(  # the set's revision reached the replica: its lag was recorded
+            lambda: value(points(reader), "pulse_trio.map.replica.lag", **map_attrs) == 1,
+            what="the replica lag of the set",
+        )
+        found = points(reader)
         assert value(found, "pulse_trio.map.writes", **map_attrs) == 2
         assert (
             value(
