@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
@@ -22,6 +23,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from .. import _metrics
 from .._errors import ClosedError, RedisUnavailableError
 from ._direct import DirectConnection
 from ._multiplexed import MultiplexedConnection
@@ -102,6 +104,12 @@ class Node:
         self.retired = False
         self.connects = 0
         self.closed = False
+        # Metrics: the server's cell holds what replaced connections counted; one request in
+        # LATENCY_SAMPLE_EVERY has its round trip recorded.
+        self._cell = _metrics.server_cell(name)
+        self._sampled = 0
+        self.connects_folded = 0
+        _metrics.track_transport_node(self)
 
     def __repr__(self) -> str:
         return f"<Node {self.name} mux={self._mux!r} idle_blocking={len(self._idle)}>"
@@ -170,6 +178,7 @@ class Node:
                 await direct.aclose()
                 raise
             self._backoff.reset()
+            self._fold_counts()
             self._mux = mux
             self.connects += 1
             return mux
@@ -186,7 +195,33 @@ class Node:
         Raises:
             RedisUnavailableError: The server could not be reached, or the request was lost.
         """
-        return await self._on_multiplexed(lambda mux: mux.request(payload), retry_written=retry)
+        self._sampled += 1
+        if self._sampled % _metrics.LATENCY_SAMPLE_EVERY or _metrics.client_duration is None:
+            return await self._on_multiplexed(lambda mux: mux.request(payload), retry_written=retry)
+        start = time.perf_counter()
+        reply = await self._on_multiplexed(lambda mux: mux.request(payload), retry_written=retry)
+        _metrics.client_duration.record(
+            time.perf_counter() - start, {"db.system.name": "redis", "server.address": self.name}
+        )
+        return reply
+
+    def _fold_counts(self) -> None:
+        """Add the current multiplexed connection's counters to the server's cell (before
+        the connection is replaced or the node closes)."""
+        mux, cell = self._mux, self._cell
+        if mux is not None:
+            cell.commands += mux.requests
+            cell.writes += mux.writes
+            mux.requests = mux.writes = 0
+        cell.connects += self.connects - self.connects_folded
+        self.connects_folded = self.connects
+
+    def live_counts(self) -> tuple[int, int, int, int, int]:
+        """For the metrics: commands, writes and connects not folded into the server's cell
+        yet, and the direct connections used and idle."""
+        mux = self._mux
+        commands, writes = (mux.requests, mux.writes) if mux is not None else (0, 0)
+        return commands, writes, self.connects - self.connects_folded, self._lent, len(self._idle)
 
     async def request_many(self, payloads: Sequence[bytes]) -> list[Any]:
         """Send encoded requests in one write on the multiplexed connection; raw replies.
@@ -295,6 +330,8 @@ class Node:
         await self._close("the client is closed")
 
     async def _close(self, reason: str) -> None:
+        if not self.closed:
+            self._fold_counts()
         self.closed = True
         if self._mux is not None:
             self._mux.abort(reason)

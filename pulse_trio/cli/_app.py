@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import pulse_trio
 
-from . import _bench, _demo, _inspect
+from . import _bench, _dashboard, _demo, _inspect
 from ._common import CliError, UsageError, describe
 
 #: Environment variable read when ``--redis-url`` is not given.
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _global_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (_demo, _inspect, _bench):
+    for module in (_demo, _inspect, _bench, _dashboard):
         sub = module.add_parser(commands)
         _global_options(sub, suppress=True)
     return parser

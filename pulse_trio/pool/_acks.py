@@ -59,6 +59,11 @@ class AckBatcher:
         """Queue an outcome for the ack task (no I/O here)."""
         if kind == "s" and error is None:
             self._counters.started += 1
+            self._counters.cell.started += 1
+        elif kind in ("s", "c"):  # a start that raised, a job-task that crashed
+            self._counters.cell.failed += 1
+        elif kind == "x":
+            self._counters.cell.stopped += 1
         self._acks += [
             kind,
             key,

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 import anyio
 import attrs
 
+from .. import _metrics
 from .._batch import split_sendable
 from .._boundary import text
 from .._errors import RedisUnavailableError
@@ -118,6 +120,7 @@ class Dispatcher:
     async def dispatch(self, key: str, data: bytes) -> None:
         """Admit job ``key`` and wait until its worker started it (see ``Node.dispatch_job``)."""
         wait = self._options.ack_grace_period
+        began = time.perf_counter()
         token = new_id()
         waiter = self._waiters.add(token)
         # One cancel scope for both waits: its deadline bounds the admission, and the
@@ -157,8 +160,13 @@ class Dispatcher:
             if status == "shutdown":
                 raise PoolShuttingDownError(f"pool {self._pool!r} is shutting down", key=key)
             self._counters.dispatched += 1
+            self._counters.cell.dispatched += 1
             await self._await_start(key, token, waiter, wait, item.admitted_at + wait)
             settled = True
+            if _metrics.dispatch_duration is not None:
+                _metrics.dispatch_duration.record(
+                    time.perf_counter() - began, {"pulse_trio.pool.name": self._pool}
+                )
         finally:
             self._waiters.remove(token)
             item.abandoned = True

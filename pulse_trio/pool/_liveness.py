@@ -179,6 +179,7 @@ class Liveness:
         self._phase.fenced = True
         self._fencing_done = anyio.Event()
         self._counters.fenced += 1
+        self._counters.cell.failovers += 1
         self._logger.error(
             "pool %s: node %s could not renew its liveness within worker_ttl: stopping its "
             "jobs before other nodes restart them",

@@ -31,6 +31,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from .. import _metrics
 from .._boundary import Client, check_client, text
 from .._errors import ClosedError
 from .._lifecycle import Service, State
@@ -127,7 +128,7 @@ class Node(Service):
         self._view = MembershipView()
         self._waiters = Waiters()
         self._trim = TrimMark()
-        self._counts = Counters()
+        self._counts = Counters(cell=_metrics.pool_cell(name))
         retrying = Retrier(name, self.id, options.worker_ttl, logger)
         self._acks = AckBatcher(
             io=self._io,
@@ -269,6 +270,8 @@ class Node(Service):
         await self._liveness.register([])
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
+        if not self.client_only:
+            _metrics.track_pool_node(self, self.pool)
         tg.start_soon(self._intake.run)
         tg.start_soon(self._dispatcher.run)
         tg.start_soon(self._liveness.run_heartbeat)
@@ -284,6 +287,10 @@ class Node(Service):
 
     def _finish(self) -> None:
         self._waiters.release_all()
+
+    def jobs_per_worker(self) -> dict[str, int]:
+        """For the metrics: the number of jobs each of this node's workers runs now."""
+        return {worker.id: len(worker.job_keys()) for worker in list(self._workers.values())}
 
     # ------------------------------------------------------------------ workers
 

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import attrs
 
+from .. import _metrics
 from .._boundary import is_transient
 from .._retry import backoff_delay
 from ._protocol import Membership
@@ -56,6 +57,8 @@ class Counters:
     started: int = 0
     fenced: int = 0
     malformed: int = 0
+    #: The pool's metrics cell (process-wide counters of the pool, see ``_metrics``).
+    cell: _metrics.PoolCell = attrs.field(factory=lambda: _metrics.pool_cell(""))
 
 
 @attrs.define

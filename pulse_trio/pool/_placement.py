@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import anyio
 
+from .. import _metrics
 from .._boundary import text
 from . import _routing
 from ._node_state import MembershipView, Phase, Retrier
@@ -43,6 +44,7 @@ class Placement:
         self._view = view
         self._retrying = retrying
         self._flush_acks = flush_acks
+        self._cell = _metrics.pool_cell(io.pool)
         self._to_place: set[str] = set()
         self._place_ready = anyio.Event()
         self._released: dict[str, set[str]] = {}
@@ -100,10 +102,14 @@ class Placement:
             workers = self._view.current.workers
             if not workers:
                 continue
+            moving = 0
             for worker in list(self._workers.values()):
                 placement = {key: worker.id for key in worker._local_keys()}
                 for key in _routing.moves(placement, workers):
                     worker._enqueue(key, functools.partial(self._move, worker, key))
+                    moving += 1
+            if moving:
+                self._cell.rebalances += 1
 
     async def _move(self, worker: Worker, key: str) -> None:
         local = worker._local(key)
@@ -115,6 +121,7 @@ class Placement:
         token = local.token
         # Stop before start (guarantee 3): the job is released only once stopped here.
         await worker._stop_locally(key, token)
+        self._cell.moved += 1
         self._released.setdefault(worker.id, set()).add(f"{key}\0{token}")
         self._release_ready.set()
 

@@ -13,6 +13,7 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .. import _metrics
 from .._boundary import is_transient
 from .._errors import ClosedError
 from .._lifecycle import Service
@@ -175,6 +176,7 @@ class Ticker(Service):
                     )
                 self._due = anyio.current_time() + max(0, next_ms - now_ms) / 1000
                 if ticks > 0:
+                    _metrics.pool_cell(self._host.pool).ticks += int(ticks)
                     self._wanted = anyio.Event()
                     self._send.send_nowait(Tick(self.name, ms_to_datetime(due), int(ticks)))
             except Exception as exc:

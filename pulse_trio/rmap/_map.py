@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
 import anyio.abc
 import attrs
 
+from .. import _metrics
 from .._boundary import Client
 from .._lifecycle import Service
 from .._names import validate_duration, validate_name
@@ -188,7 +190,10 @@ class Map(Service):
             MapClosedError: The map is not open.
             pulse_trio.RedisUnavailableError: Redis is unreachable.
         """
-        existed, previous, _ = await self._writer("set").set(key, value)
+        began = time.perf_counter() if _metrics.replica_lag is not None else 0.0
+        existed, previous, revision = await self._writer("set").set(key, value)
+        if began:
+            self._replica.mark_write(revision, began)
         return previous if existed else None
 
     async def set_and_wait(self, key: str, value: str) -> str | None:

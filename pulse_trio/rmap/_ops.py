@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import attrs
 
+from .. import _metrics
 from .._boundary import Client, as_dict, check_client, map_redis_errors, optional_text, text
 from .._lua import BoundScript, bind_script
 from .._names import ttl_script_args, validate_duration, validate_name
@@ -106,9 +107,11 @@ class MapOps:
             reply=self._value_error(key, operation),
             hint="local reads still work, retry the write later",
         ):
-            return await self.scripts[script](
+            reply = await self.scripts[script](
                 keys=[self.key], args=[self.channel, *self.ttl_args, key, *args]
             )
+        _metrics.map_cell(self.name).writes += 1
+        return reply
 
     # ------------------------------------------------------------------ writes
 

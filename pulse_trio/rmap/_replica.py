@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 import anyio
 import attrs
 
+from .. import _metrics
 from ._protocol import KIND_FIELD, REV_FIELD, EventKind, Message, MessageKind
 from ._subscription import Subscription
 
@@ -47,12 +49,16 @@ class Replica:
         self.resyncs = 0
         #: Notifications applied.
         self.applied = 0
+        #: Metrics: revision of a ``set`` of this process -> when it was called.
+        self.lag_marks: dict[int, float] = {}
 
     # ----------------------------------------------------------------- written by the sync
 
     def apply(self, message: Message) -> None:
         """Apply one notification (its revision was checked by the caller)."""
         self.revision = message.revision
+        if self.lag_marks:
+            self._record_lag()
         key = message.key
         if message.kind is MessageKind.SET:
             assert key is not None
@@ -91,9 +97,28 @@ class Replica:
         old.update(content)
         self.revision = revision
         self.resyncs += 1
+        if self.lag_marks:
+            self._record_lag()
         if kind is not None:
             self.notify(kind)
         self.release_waiters()
+
+    def mark_write(self, revision: int, began: float) -> None:
+        """Metrics: this process's ``set`` called at ``began`` (``time.perf_counter()``)
+        wrote ``revision``; record the lag once the replica reflects it."""
+        self.lag_marks[revision] = began
+        if revision <= self.revision:
+            self._record_lag()
+        elif len(self.lag_marks) > _metrics.MAX_LAG_MARKS:
+            self.lag_marks.clear()  # not applying (disconnected): nothing to measure
+
+    def _record_lag(self) -> None:
+        histogram = _metrics.replica_lag
+        now = time.perf_counter()
+        for revision in [r for r in self.lag_marks if r <= self.revision]:
+            began = self.lag_marks.pop(revision)
+            if histogram is not None:
+                histogram.record(now - began, {"pulse_trio.map.name": self.name})
 
     # ----------------------------------------------------------------- readers and waiters
 

@@ -26,6 +26,7 @@ from typing import Final
 import anyio
 import anyio.abc
 
+from .. import _metrics
 from .._boundary import Client, display, is_transient, leaves
 from .._errors import RedisUnavailableError
 from .._redis import Resubscribed
@@ -71,12 +72,17 @@ class Synchronizer:
         self.connected = False
         #: Subscriptions re-established after a fault.
         self.reconnects = 0
+        #: Why the next snapshot is loaded (the metrics' resync reason).
+        self._reason = "initial"
+        self._cell = _metrics.map_cell(self._name)
 
     async def _load_snapshot(self) -> None:
         """Replace the local copy with the hash's content (the subscription is already up)."""
         self._replica.begin_sync()
         content, revision, stored_kind = await self._ops.read_all()
         self._replica.load(content, revision, stored_kind)
+        resyncs = self._cell.resyncs
+        resyncs[self._reason] = resyncs.get(self._reason, 0) + 1
 
     async def _listen(self, sub: _RedisSubscription) -> None:
         """Apply the notifications of ``sub``; raise :class:`_Resync` when one may be lost."""
@@ -177,6 +183,7 @@ class Synchronizer:
                     if not all(isinstance(part, _Resync) for part in parts):
                         raise
                     reason = next(p for p in parts if isinstance(p, _Resync)).reason
+                    self._reason = "inconsistency"
                     self._log.info(
                         "rmap %s: resyncing: %s",
                         self._name,
@@ -218,6 +225,7 @@ class Synchronizer:
                 # resync that was starting): open a new subscription, then re-read the hash.
                 delay = backoff_delay(failures, cap=MAX_RECONNECT_DELAY)
                 failures += 1
+                self._reason = "reconnect"
                 fault = next((p for p in parts if not isinstance(p, _Resync)), parts[0])
                 self._log.warning(
                     "rmap %s: subscription lost (%r); reconnecting in %.2fs",

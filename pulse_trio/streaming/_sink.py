@@ -27,12 +27,13 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .._boundary import Client, is_transient, map_redis_errors
+from .. import _metrics
+from .._boundary import Client, as_dict, is_transient, map_redis_errors, text
 from .._lifecycle import Service, State
 from .._lua import bind_script
 from .._retry import backoff_delay
 from ..rmap._ops import MapOps
-from ._event import Event, StartPosition, check_ack, start_to_id, stream_key
+from ._event import STREAM_KEY_PREFIX, Event, StartPosition, check_ack, start_to_id, stream_key
 from ._options import SinkOptions, StreamRef, keepalive_map_name, validate_start
 from ._sink_core import CLEANUP_TIMEOUT, MAX_RETRY_DELAY, SinkCore, uninterrupted
 from ._sink_policy import new_consumer_name
@@ -181,8 +182,11 @@ class Sink(Service):
         counts = self._core.counts
         self._core.in_buffer.discard((event.stream_name, event.id))
         counts["delivered"] += 1
+        cell = self._core.cells.get(event.stream_name) or self._core.cell(event.stream_name)
+        cell.delivered += 1
         if event.deliveries > 1:
             counts["redelivered"] += 1
+            cell.redelivered += 1
         return event
 
     def statistics(self) -> SinkStatistics:
@@ -218,11 +222,15 @@ class Sink(Service):
             if len(by_key) == 1:
                 ((key, ids),) = by_key.items()
                 acked = int(await self._client.execute("XACK", key, self._name, *ids))
+                self._core.cell(key.removeprefix(STREAM_KEY_PREFIX)).acked += acked
             else:
                 replies = await self._client.execute_many(
                     [("XACK", key, self._name, *ids) for key, ids in by_key.items()]
                 )
-                acked = sum(int(result) for result in replies)
+                acked = 0
+                for key, result in zip(by_key, replies, strict=True):
+                    acked += int(result)
+                    self._core.cell(key.removeprefix(STREAM_KEY_PREFIX)).acked += int(result)
         self._core.counts["acked"] += acked
         return acked
 
@@ -435,6 +443,8 @@ class Sink(Service):
         self._keepalive_done = anyio.Event()
         tg.start_soon(self._keepalive_loop, self._keepalive_done)
         tg.start_soon(self._ack_loop)
+        if _metrics.ENABLED:
+            tg.start_soon(self._refresh_gauges)
         self._logger.info(
             "sink %s: instance %s reading stream %s",
             self._name,
@@ -442,6 +452,31 @@ class Sink(Service):
             first.name,
             extra=self._core.extra(first.name),
         )
+
+    async def _refresh_gauges(self) -> None:
+        """Metrics: every :data:`~pulse_trio._metrics.GAUGE_INTERVAL` seconds, read the
+        pending count and lag of this sink's group and the length of each of its streams
+        (one pipelined ``XINFO GROUPS`` + ``XLEN`` per stream). A failed reading (Redis away,
+        an ACL without ``XINFO``) is skipped: metrics never stop a sink."""
+        while True:
+            await anyio.sleep(_metrics.GAUGE_INTERVAL)
+            for consumer in list(self._streams.values()):
+                try:
+                    groups, length = await self._client.execute_many(
+                        [("XINFO", "GROUPS", consumer.key), ("XLEN", consumer.key)]
+                    )
+                    if isinstance(groups, Exception) or isinstance(length, Exception):
+                        continue  # the stream is gone, or XINFO is denied: no reading
+                    cell = self._core.cell(consumer.name)
+                    cell.length = int(length)
+                    for group in groups:
+                        info = {text(k): v for k, v in as_dict(group).items()}
+                        if text(info.get("name", b"")) == self._name:
+                            cell.pending = int(info.get("pending") or 0)
+                            lag = info.get("lag")
+                            cell.lag = None if lag is None else int(lag)
+                except Exception as exc:  # metrics never stop a sink
+                    self._logger.debug("sink %s: metrics reading failed: %r", self._name, exc)
 
     async def _stop(self) -> None:
         try:

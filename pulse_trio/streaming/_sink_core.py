@@ -17,6 +17,7 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
+from .. import _metrics
 from .._boundary import Client, is_cluster, map_redis_errors
 from .._lua import BoundScript
 from ..rmap._ops import MapOps
@@ -66,9 +67,18 @@ class SinkCore:
     #: them back (this instance is slow) does not queue it a second time.
     in_buffer: set[tuple[str, str]] = attrs.field(factory=set)
     counts: Counter[str] = attrs.field(factory=Counter)
+    #: The metrics cells of this sink, per stream name (see :meth:`cell`).
+    cells: dict[str, _metrics.SinkCell] = attrs.field(factory=dict)
     #: Set when a stream was left with this consumer still in its group (entries pending, or
     #: cleanup failed): the keep-alive then stays, so others judge the consumer by its age.
     consumer_kept: bool = False
+
+    def cell(self, stream: str) -> _metrics.SinkCell:
+        """The metrics cell of (``stream``, this sink)."""
+        cell = self.cells.get(stream)
+        if cell is None:
+            cell = self.cells[stream] = _metrics.sink_cell(stream, self.name)
+        return cell
 
     @property
     def cluster(self) -> bool:

@@ -387,6 +387,7 @@ class StreamConsumer:
                         args=[core.name, event.id, *fields],
                     )
         core.counts["dead_lettered"] += 1
+        core.cell(self.name).dead_lettered += 1
         self._log(
             logging.WARNING,
             "sink %s: event %s of stream %s delivered %d times without ack: %s",

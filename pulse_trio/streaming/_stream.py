@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import attrs
 
+from .. import _metrics
 from .._boundary import Client, check_client, is_no_such_key, text
 from .._errors import InvalidNameError
 from .._lua import bind_script
@@ -160,6 +161,7 @@ class Stream:
         self._add_script = bind_script(client, "stream_add")
         self._trim: tuple[str | int, ...] = ("MAXLEN", "~", max_len) if max_len else ()
         self._ttl_args = ttl_script_args(ttl, sliding_ttl)
+        self._cell = _metrics.stream_cell(self._name)
 
     @property
     def name(self) -> str:
@@ -257,6 +259,8 @@ class Stream:
                     *(item for pair in fields.items() for item in pair),
                 )
             event_id = None if reply is None else text(reply)
+        if event_id is not None:
+            self._cell.added += 1
         if self._logger.isEnabledFor(logging.DEBUG):  # the hot path: skip building extras
             self._logger.debug(
                 "added event %r to stream %r: %s",
@@ -299,6 +303,7 @@ class Stream:
         if not entries:
             return []
         ids = await self._run_add_script(entries, nomkstream=False)
+        self._cell.added += len(ids)
         self._logger.debug(
             "added %d events to stream %r",
             len(ids),
