@@ -19,6 +19,7 @@ local copy (:class:`~._replica.Replica`) comes back to Redis's content.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -26,7 +27,7 @@ from typing import Final
 import anyio
 import anyio.abc
 
-from .._boundary import Client, display, is_transient, leaves
+from .._boundary import Client, display, is_transient, leaves, map_redis_errors
 from .._errors import RedisUnavailableError
 from .._redis import Resubscribed
 from .._redis import Subscription as _RedisSubscription
@@ -163,7 +164,11 @@ class Synchronizer:
         hash). ``on_synced`` is called after every snapshot. Ends only on an error (a fault of
         Redis or of the connection) or cancellation.
         """
-        async with self._client.subscribe(self._ops.channel) as sub:
+        async with contextlib.AsyncExitStack() as stack:
+            # A denial (an ACL without the channel) names the command and the channel.
+            channel = self._ops.channel
+            with map_redis_errors(f"map {self._name!r}: SUBSCRIBE {channel}"):
+                sub = await stack.enter_async_context(self._client.subscribe(channel))
             while True:
                 await self._load_snapshot()
                 self.connected = True
