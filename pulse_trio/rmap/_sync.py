@@ -177,10 +177,17 @@ class Synchronizer:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._health, sub)
                         await self._listen(sub)
-                except Exception as exc:
+                except BaseException as exc:
                     parts = leaves(exc)
                     if not all(isinstance(part, _Resync) for part in parts):
-                        raise
+                        if isinstance(exc, Exception) or not isinstance(exc, BaseExceptionGroup):
+                            raise
+                        # A cancellation (the map is left) together with a resync that was
+                        # starting: leave, without the internal _Resync.
+                        rest = exc.split(_Resync)[1]
+                        if rest is None:  # pragma: no cover - not all parts were _Resync
+                            raise
+                        raise rest from None
                     reason = next(p for p in parts if isinstance(p, _Resync)).reason
                     self._log.info(
                         "rmap %s: resyncing: %s",
