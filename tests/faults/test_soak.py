@@ -25,6 +25,7 @@ import functools
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -49,6 +50,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.soak]
 SECONDS = float(os.environ.get("PULSE_FAULTS_SOAK_SECONDS", "20"))
 SUMMARY = os.environ.get("PULSE_FAULTS_SOAK_SUMMARY", "")
 SCRIPT = Path(soak_process.__file__)
+pytestmark.append(pytest.mark.timeout(SECONDS + 200))
 JOBS = 24
 COUNTS = {"sink": 3, "worker": 4, "replica": 3}
 #: How long a frozen process stays frozen: past the timeout that hands its work to others.
@@ -57,6 +59,22 @@ FREEZE = {
     "worker": soak_process.WORKER_TTL + 1.5,
     "replica": 2.0,
 }
+#: The kinds of fault the chaos loop injects (docs/reliability.md lists them).
+FAULTS = [
+    *(f"kill-{role}" for role in COUNTS),
+    *(f"freeze-{role}" for role in COUNTS),
+    "client-kill-multiplexed",
+    "client-kill-blocking",
+    "client-kill-pubsub",
+    "redis-kill-restart",
+]
+
+
+def test_the_reliability_page_lists_every_fault() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "reliability.md").read_text()
+    table = page.split("A chaos loop injects", 1)[1].split("After each fault", 1)[0]
+    listed = set(re.findall(r"`([a-z]+(?:-[a-z]+)+)`", table))
+    assert listed == set(FAULTS)
 
 
 class Child:
@@ -178,9 +196,14 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
                 ops["dispatch"] += 1
             async with anyio.create_task_group() as tg:
 
-                async def reader(index: int) -> None:
+                async def reader(
+                    index: int,
+                    *,
+                    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                ) -> None:
                     rstream = streaming.Stream(readers_client, name)
                     async with rstream.open_reader(start=streaming.OLDEST, block=0.2) as r:
+                        task_status.started()  # opened before the chaos begins
                         async for event in r:
                             read[index].append(event.id)
 
@@ -198,8 +221,8 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
                         n += 1
                         await anyio.sleep(0.01)
 
-                tg.start_soon(reader, 0)
-                tg.start_soon(reader, 1)
+                await tg.start(reader, 0)
+                await tg.start(reader, 1)
                 tg.start_soon(writer)
 
                 async def probe() -> None:
@@ -212,17 +235,9 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
                             await anyio.sleep(0.02)
                     recoveries.append(time.time() - began)
 
-                kinds = [
-                    *(f"kill-{role}" for role in COUNTS),
-                    *(f"freeze-{role}" for role in COUNTS),
-                    "client-kill-multiplexed",
-                    "client-kill-blocking",
-                    "client-kill-pubsub",
-                    "redis-kill-restart",
-                ]
                 deadline = time.time() + SECONDS
                 while time.time() < deadline:
-                    kind = rng.choice(kinds)
+                    kind = rng.choice(FAULTS)
                     faults[kind] += 1
                     action, _, what = kind.partition("-")
                     if action in ("kill", "freeze") and what in COUNTS:
