@@ -181,6 +181,7 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
     recoveries: list[float] = []
     added: list[str] = []
     read: list[list[str]] = [[], []]
+    seen: list[set[str]] = [set(), set()]
     async with EmbeddedServer(appendonly=True) as server:
         url = server.url
         async with (
@@ -206,20 +207,24 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
                         task_status.started()  # opened before the chaos begins
                         async for event in r:
                             read[index].append(event.id)
+                            seen[index].add(event.id)
+
+                writing = anyio.CancelScope()
 
                 async def writer() -> None:
                     n = 0
-                    while True:
-                        try:
-                            event_id = await stream.add("e", str(n).encode())
-                        except TRANSIENT:
-                            await anyio.sleep(0.05)
-                            continue
-                        assert event_id is not None
-                        added.append(event_id)
-                        ops["add"] += 1
-                        n += 1
-                        await anyio.sleep(0.01)
+                    with writing:
+                        while True:
+                            try:
+                                event_id = await stream.add("e", str(n).encode())
+                            except TRANSIENT:
+                                await anyio.sleep(0.05)
+                                continue
+                            assert event_id is not None
+                            added.append(event_id)
+                            ops["add"] += 1
+                            n += 1
+                            await anyio.sleep(0.01)
 
                 await tg.start(reader, 0)
                 await tg.start(reader, 1)
@@ -231,7 +236,7 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
                     assert probe_id is not None
                     added.append(probe_id)
                     with anyio.fail_after(60):
-                        while not all(probe_id in r[-50:] for r in read):
+                        while not all(probe_id in ids for ids in seen):
                             await anyio.sleep(0.02)
                     recoveries.append(time.time() - began)
 
@@ -253,6 +258,16 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
                         await server.start()
                     await probe()
                     await anyio.sleep(rng.uniform(0.2, 1.0))
+                writing.cancel()
+                # The readers catch up with the stream before they are stopped.
+                with anyio.fail_after(60):
+                    while True:
+                        length = await retrying(
+                            lambda: admin.execute("XLEN", f"pulse:stream:{name}")
+                        )
+                        if all(len(ids) >= length for ids in read):
+                            break
+                        await anyio.sleep(0.1)
                 tg.cancel_scope.cancel()
             # --- convergence and checks -------------------------------------------------
             key = f"pulse:stream:{name}"
