@@ -335,6 +335,8 @@ class MultiplexedConnection:
     def _deliver(self, data: bytes) -> None:
         """Hand the replies ``data`` completes to their waiters; wake a caller waiting for room."""
         self._replies_received += self._core.deliver(data)
+        if self._core.closing is not None:
+            self.abort(f"the server closes it after {self._core.closing!r}")
         space = self._space
         if space is not None and self._core.waiting < self._max_pending:
             self._space = None

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .._errors import RedisUnavailableError
-from ._resp import Arg, RespState
+from ._resp import Arg, ResponseError, RespState
 
 #: Commands that are safe to send twice: retried once on a new connection when their
 #: connection was lost after they were written (read-only commands and PING).
@@ -69,6 +69,10 @@ def safe_to_retry(error: RedisUnavailableError, *, idempotent: bool) -> bool:
     return idempotent or not (isinstance(error, ConnectionLostError) and error.written)
 
 
+#: The start of the error reply after which Redis closes the connection.
+PROTOCOL_ERROR = "ERR Protocol error"
+
+
 class Event(Protocol):
     """What a waiter needs of an event (``trio.Event``, ``asyncio.Event``, ``anyio.Event``)."""
 
@@ -106,6 +110,11 @@ class RequestLedger(RespState[Waiter]):
     it: see :class:`~._multiplexed.MultiplexedConnection`.
     """
 
+    #: Set to the server's error reply once it answered ``ERR Protocol error``: it closes
+    #: the connection after that reply (a request past ``proto-max-bulk-len``), so the
+    #: driver drops it at once instead of sending more requests to a closing socket.
+    closing: str | None = None
+
     def deliver(self, data: bytes) -> int:
         """Parse bytes from the server; give each completed reply to its waiter (FIFO).
 
@@ -121,6 +130,8 @@ class RequestLedger(RespState[Waiter]):
         """
         completed = self.receive_data(data)
         for waiter, reply in completed:
+            if type(reply) is ResponseError and reply.message.startswith(PROTOCOL_ERROR):
+                self.closing = reply.message
             if waiter is not None and type(waiter) is Waiter:
                 waiter.reply = reply
                 waiter.event.set()

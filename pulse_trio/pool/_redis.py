@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._boundary import Client, as_dict, map_redis_errors, read_reply, text
+from .._errors import RedisUnavailableError
 from .._lua import bind_script
 from ._protocol import jobs_key, node_stream_key
 
@@ -56,7 +57,8 @@ class PoolRedis:
     ) -> list[tuple[str, dict[Any, Any]]]:
         """Block up to ``block_ms`` for entries of the node's stream after ``last_id``."""
         key = node_stream_key(self.pool, node_id)
-        with map_redis_errors(f"pool {self.pool!r}: reading node stream"):
+        operation = f"pool {self.pool!r}: reading node stream"
+        with map_redis_errors(operation, reply=lambda message: _redirected(operation, message)):
             async with self.client.blocking(key=key) as conn:
                 reply = await conn.execute(
                     "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key, last_id
@@ -100,3 +102,12 @@ class ScheduleRecord:
         if keys:
             with map_redis_errors(f"pool {self._io.pool!r}: forgetting scheduled keys"):
                 await self._io.client.execute("HDEL", self._key, *[self._prefix + k for k in keys])
+
+
+def _redirected(operation: str, message: str) -> Exception | None:
+    """A ``MOVED``/``ASK`` answer on the dedicated connection of a blocking read (a slot moved
+    on a Redis Cluster): transient, the read is sent again (``MOVED`` taught the transport the
+    new owner; an ``ASK`` lasts while the slot migrates)."""
+    if message.startswith(("MOVED ", "ASK ")):
+        return RedisUnavailableError(f"{operation} failed: the slot moved ({message}); retrying")
+    return None
