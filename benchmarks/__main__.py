@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report.results))
     if report.skipped:
         print("\nskipped:")
-        for entry in report.skipped:
-            print(f"  {entry['scenario']}: {entry['system']}: {entry['reason']}")
+        lines = {f"  {e['scenario']}: {e['system']}: {e['reason']}" for e in report.skipped}
+        print("\n".join(sorted(lines)))
     print(f"\n({elapsed:.1f} s; server {version}; {size} size)")
     document = {
         "redis": {"version": version, "server": server_description},

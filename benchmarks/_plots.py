@@ -24,7 +24,7 @@ def write_plots(report: Report, directory: Path) -> list[Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    skip = {"rounds", "min", "max", "spread_pct", "stalls", "duplicates", "moved"}
+    skip = {"rounds", "min", "max", "spread_pct", "extra"}
 
     def case_of(row: dict[str, Any]) -> str:
         return label({k: v for k, v in row["params"].items() if k not in skip})

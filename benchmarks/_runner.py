@@ -193,8 +193,8 @@ def _rows(case: Case, system: str, measurements: list[Measurement], report: Repo
             "max": round(max(values), 4),
             "spread_pct": round(100 * (max(values) - min(values)) / median, 1) if median else 0,
         }
-        for key, value in measurements[-1].extra.items():
-            params[key] = value
+        if measurements[-1].extra:
+            params["extra"] = dict(measurements[-1].extra)
         report.results.append(
             {
                 "scenario": case.scenario,
@@ -205,7 +205,7 @@ def _rows(case: Case, system: str, measurements: list[Measurement], report: Repo
                 "params": params,
             }
         )
-    if measurements[-1].samples_ms:
+    if measurements[-1].samples_ms and any(unit == "ms" for _, unit in case.metrics):
         report.samples[(case.scenario, label(case.params), system)] = measurements[-1].samples_ms
 
 
@@ -227,7 +227,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     system with its value, and its ratio to pulse-trio."""
     systems = [s for s in SYSTEMS if any(r["system"] == s for r in results)]
     keyed: dict[tuple[str, str, str, str], dict[str, float]] = {}
-    skip = {"rounds", "min", "max", "spread_pct", "stalls", "stall_max_ms"}
+    skip = {"rounds", "min", "max", "spread_pct", "extra"}
     for r in results:
         shown = {k: v for k, v in r["params"].items() if k not in skip}
         key = (r["scenario"], label(shown), r["metric"], r["unit"])

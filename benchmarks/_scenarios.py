@@ -75,8 +75,15 @@ def _addr(url: str) -> str:
 
 def _run_go(env: Env, command: str, *args: object) -> Measurement:
     argv = [str(env.systems.go_binary), command, "--redis", _addr(env.url)]
-    argv += ["--name", unique_name(f"go-{command}"), *(str(a) for a in args)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT * 2, check=False)
+    name = unique_name(f"go-{command}")
+    argv += ["--name", name, *(str(a) for a in args)]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=TIMEOUT * 2, check=False
+        )
+    finally:
+        if command == "jobs":  # the program leaves its pool behind (see benchmarks/go)
+            anyio.run(_delete_keys, env.url, f"*{name}*", backend="trio")
     if done.returncode != 0:
         raise RuntimeError(f"pulse-bench {command} failed: {done.stderr.strip()[-500:]}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -89,6 +96,18 @@ def _run_go(env: Env, command: str, *args: object) -> Measurement:
     if command == "jobs":
         extra["stalls"] = report.get("stalls", 0)
     return Measurement(values, samples_ms=report.get("samples_ms") or [], extra=extra)
+
+
+async def _delete_keys(url: str, pattern: str) -> None:
+    async with pulse_trio.connect(url) as client:
+        cursor = b"0"
+        while True:
+            reply = await client.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            cursor, keys = reply[0], reply[1]
+            if keys:
+                await client.execute("DEL", *keys)
+            if cursor in (b"0", 0, "0"):
+                return
 
 
 # ---------------------------------------------------------------- jobs
