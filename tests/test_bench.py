@@ -92,7 +92,7 @@ def test_absent_packages_are_skipped_not_crashes(
             server_url,
             "--json",
             str(out),
-        ]  # fmt: skip
+        ]
     )
     assert code == 0
     document = json.loads(out.read_text())
