@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -219,6 +220,12 @@ def _queue_jobs(
             else:
                 result.append(Measurement({"jobs/s": jobs / elapsed}))
 
+    # The queues log their own shutdown at WARNING/ERROR (saq: "Some tasks did not finish",
+    # then asyncio: "exception was never retrieved"); a benchmark's output has no use for it.
+    quiet = [logging.getLogger(n) for n in ("asyncio", "saq", "taskiq", "streaq", "arq")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
     try:
         anyio.run(main, backend="asyncio")
     except (Exception, asyncio.CancelledError):
@@ -227,6 +234,9 @@ def _queue_jobs(
         if not result:
             raise
         print(f"  ({system}: error while stopping its worker, ignored)", file=sys.stderr)
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
     return result[0]
 
 
