@@ -241,8 +241,8 @@ def _queue_jobs(
 
 
 def _jobs_cases(env: Env) -> list[Case]:
-    jobs = env.n(2_000, 1_000, 60)
-    warmup = env.n(200, 100, 10)
+    jobs = env.n(2_000, 400, 60)
+    warmup = env.n(200, 50, 10)
     cases = []
     for processes in (1, 2):
         for producers in (1, PRODUCERS):
@@ -283,7 +283,7 @@ def _jobs_cases(env: Env) -> list[Case]:
 
 
 def _jobs_latency_cases(env: Env) -> list[Case]:
-    jobs = env.n(2_500, 750, 40)
+    jobs = env.n(2_500, 400, 40)
     warmup = env.n(200, 50, 5)
 
     def measure(system: str, env: Env) -> Measurement:
@@ -450,7 +450,7 @@ async def _pulse_sink(
 
 
 def _sink_cases(env: Env, scenario: str, instance_counts: tuple[int, ...]) -> list[Case]:
-    events = env.n(10_000, 4_000, 200)
+    events = env.n(10_000, 3_000, 200)
     cases = []
     for instances in instance_counts:
         for ack in ("await", "nowait") if scenario == "stream.sink" else ("await",):
