@@ -35,7 +35,7 @@ def write_plots(report: Report, directory: Path) -> list[Path]:
         rows = [r for r in rates if r["scenario"] == scenario]
         cases = list(dict.fromkeys(case_of(r) for r in rows))
         systems = list(dict.fromkeys(r["system"] for r in rows))
-        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases) * max(1, len(systems)) / 2), 4))
+        fig, ax = plt.subplots(figsize=(min(12, max(6, 0.6 * len(cases) * len(systems))), 4.5))
         width = 0.8 / max(1, len(systems))
         for i, system in enumerate(systems):
             xs, ys, errs = [], [], []
