@@ -35,6 +35,13 @@ from ._systems import SYSTEMS, Systems
 
 #: Scenarios of ``--quick`` (all but the slow scaling and failover ones).
 QUICK = tuple(name for name in BUILDERS if name not in ("scale", "pool.failover"))
+#: The previous runner's ``--scenario`` names and the scenarios that replace them.
+OLD_SCENARIOS = {
+    "client": ("stream.add",),
+    "pool": ("jobs.throughput", "jobs.latency", "pool.failover"),
+    "rmap": ("rmap.get", "rmap.propagation", "rmap.join"),
+    "streaming": ("stream.add", "stream.add_many", "stream.sink", "stream.latency"),
+}
 #: Packages whose versions go into the JSON's ``machine`` entry (when installed).
 VERSIONED = (
     "pulse-trio", "anyio", "trio", "hiredis", "coredis", "redis",
@@ -53,6 +60,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--only",
         metavar="NAMES",
         help="comma-separated scenarios to run (default: all; see --list)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=sorted(OLD_SCENARIOS),
+        help="the previous runner's scenario groups (repeatable), kept for old command lines: "
+        "each maps to the new scenarios of its package",
     )
     parser.add_argument("--list", action="store_true", help="print the scenarios and exit")
     parser.add_argument("--json", metavar="FILE", type=Path, help="write the results as JSON")
@@ -180,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             print(name + ("" if name in QUICK else "   (not in --quick)"))
         return 0
     only = _names(args.only, list(BUILDERS), "scenario")
+    for group in args.scenario or ():
+        only += [name for name in OLD_SCENARIOS[group] if name not in only]
     without = frozenset(_names(args.without, list(SYSTEMS), "system"))
     selected = only or list(QUICK if args.quick else BUILDERS)
     size = "smoke" if args.smoke else "quick" if args.quick else "full"
