@@ -19,6 +19,8 @@ import anyio
 
 #: Concurrent jobs per worker: the same as pulse-trio's 4 workers.
 CONCURRENCY = 4
+#: The queues :func:`open_queue` knows.
+QUEUES = ("streaq", "taskiq", "saq", "arq")
 
 
 class Tracker:

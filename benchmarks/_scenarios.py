@@ -259,14 +259,15 @@ def _jobs_cases(env: Env) -> list[Case]:
                     return _run_go(
                         env, "jobs", "--jobs", jobs, "--warmup", warmup,
                         "--workers", WORKERS, "--producers", producers,
+                        "--processes", processes, "--addr", _addr(env.url),
                     )  # fmt: skip
                 return _queue_jobs(system, env, jobs, warmup, producers, 0)
 
             unsupported = {}
             if processes == 2:
                 unsupported = {
-                    s: "the 2-process case is built for pulse-trio only so far"
-                    for s in _job_systems()[1:]
+                    s: "the 2-process case is built for pulse-trio and go-pulse only so far"
+                    for s in _queues.QUEUES
                 }
             cases.append(
                 Case(

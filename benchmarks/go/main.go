@@ -11,7 +11,8 @@
 //
 // Subcommands (all take --redis host:port and --name <unique key name>):
 //
-//	jobs      --jobs N --warmup W --workers K --producers P [--rate R]
+//	jobs      --jobs N --warmup W --workers K --producers P [--rate R] [--processes 2 --addr A]
+//	pool-worker --workers K   (the second process of "jobs --processes 2")
 //	add       --events N --warmup W
 //	sink      --events N --instances K
 //	latency   --events N --warmup W --rate R
@@ -20,14 +21,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,10 +113,26 @@ func runJobs(ctx context.Context, rdb *redis.Client, name string, args []string)
 	workers := fs.Int("workers", 4, "workers on the node")
 	producers := fs.Int("producers", 1, "dispatching goroutines")
 	rate := fs.Float64("rate", 0, "paced sequential dispatches per second (0: as fast as possible)")
+	processes := fs.Int("processes", 1, "1, or 2: half the workers in a child process (pool-worker)")
+	addr := fs.String("addr", "", "the server, for the child process")
 	check(fs.Parse(args), "flags")
+	local := *workers
+	if *processes == 2 {
+		local = *workers - *workers/2
+		child := exec.Command(os.Args[0], "pool-worker", "--redis", *addr, "--name", name, "--workers", strconv.Itoa(*workers/2))
+		child.Stderr = os.Stderr
+		stdout, err := child.StdoutPipe()
+		check(err, "pool-worker pipe")
+		check(child.Start(), "pool-worker start")
+		defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "ready") {
+			fail("pool-worker: %q %v", line, err)
+		}
+	}
 	node, err := pool.AddNode(ctx, name, rdb, pool.WithMaxQueuedJobs(*jobs+*warmup+1))
 	check(err, "pool.AddNode")
-	for i := 0; i < *workers; i++ {
+	for i := 0; i < local; i++ {
 		_, err := node.AddWorker(ctx, noop{})
 		check(err, "AddWorker")
 	}
@@ -177,6 +197,22 @@ func runJobs(ctx context.Context, rdb *redis.Client, name string, args []string)
 		"timeouts":   float64(timeouts.Load()),
 	}, Stalls: int(stalls.Load())}
 	return withLatency(r, samples)
+}
+
+// runPoolWorker is the child of "jobs --processes 2": a node with --workers no-op workers,
+// "ready" on stdout once they are added, then it runs until killed.
+func runPoolWorker(ctx context.Context, rdb *redis.Client, name string, args []string) report {
+	fs := flag.NewFlagSet("pool-worker", flag.ExitOnError)
+	workers := fs.Int("workers", 2, "workers on the node")
+	check(fs.Parse(args), "flags")
+	node, err := pool.AddNode(ctx, name, rdb)
+	check(err, "pool.AddNode")
+	for i := 0; i < *workers; i++ {
+		_, err := node.AddWorker(ctx, noop{})
+		check(err, "AddWorker")
+	}
+	fmt.Println("ready")
+	select {}
 }
 
 func openStream(rdb *redis.Client, name string, maxLen int) *streaming.Stream {
@@ -406,6 +442,7 @@ func main() {
 	commands := map[string]func(context.Context, *redis.Client, string, []string) report{
 		"jobs": runJobs, "add": runAdd, "sink": runSink, "latency": runLatency,
 		"rmap-get": runRmapGet, "rmap-propagation": runRmapPropagation,
+		"pool-worker": runPoolWorker,
 	}
 	run, ok := commands[sub]
 	if !ok {
