@@ -78,16 +78,19 @@ def _run_go(env: Env, command: str, *args: object) -> Measurement:
     argv = [str(env.systems.go_binary), command, "--redis", _addr(env.url)]
     name = unique_name(f"go-{command}")
     argv += ["--name", name, *(str(a) for a in args)]
+    cleanup = [name]
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=TIMEOUT * 2, check=False
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"pulse-bench {command} failed: {done.stderr.strip()[-500:]}")
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        cleanup += report.get("cleanup") or []
     finally:
-        if command == "jobs":  # the program leaves its pool behind (see benchmarks/go)
-            anyio.run(_delete_keys, env.url, f"*{name}*", backend="trio")
-    if done.returncode != 0:
-        raise RuntimeError(f"pulse-bench {command} failed: {done.stderr.strip()[-500:]}")
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+        # The program leaves its pool (and a sink's consumer map) behind: see benchmarks/go.
+        for part in cleanup:
+            anyio.run(_delete_keys, env.url, f"*{part}*", backend="trio")
     values = {
         {"jobs_per_s": "jobs/s", "events_per_s": "events/s", "ops_per_s": "ops/s"}.get(k, k): v
         for k, v in report["values"].items()
@@ -101,14 +104,23 @@ def _run_go(env: Env, command: str, *args: object) -> Measurement:
 
 async def _delete_keys(url: str, pattern: str) -> None:
     async with pulse_trio.connect(url) as client:
-        cursor = b"0"
-        while True:
-            reply = await client.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-            cursor, keys = reply[0], reply[1]
-            if keys:
-                await client.execute("DEL", *keys)
-            if cursor in (b"0", 0, "0"):
-                return
+        await _delete_matching(client, pattern)
+
+
+async def _delete_keys_with(client: pulse_trio.Client, name: str) -> None:
+    """Delete every key whose name holds ``name`` (a run's unique ``bench-…`` name)."""
+    await _delete_matching(client, f"*{name}*")
+
+
+async def _delete_matching(client: pulse_trio.Client, pattern: str) -> None:
+    cursor = b"0"
+    while True:
+        reply = await client.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+        cursor, keys = bytes(reply[0]), list(reply[1])
+        if keys:
+            await client.execute("DEL", *keys)
+        if cursor == b"0":
+            return
 
 
 # ---------------------------------------------------------------- jobs
@@ -186,10 +198,11 @@ def _queue_jobs(
     system: str, env: Env, jobs: int, warmup: int, producers: int, rate: float
 ) -> Measurement:
     result: list[Measurement] = []
+    name = unique_name(system)
 
     async def main() -> None:
         tracker = _queues.TRACKER
-        async with _queues.open_queue(system, env.url, unique_name(system)) as queue:
+        async with _queues.open_queue(system, env.url, name) as queue:
             with anyio.fail_after(TIMEOUT):
                 tracker.expect(warmup)
                 for _ in range(warmup):
@@ -237,6 +250,8 @@ def _queue_jobs(
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
+        # Every key a queue made holds its unique queue name; the queues leave some behind.
+        anyio.run(_delete_keys, env.url, f"*{name}*", backend="trio")
     return result[0]
 
 
@@ -385,10 +400,14 @@ async def _timed(call: Callable[[], Coroutine[Any, Any, None]], count: int, warm
 
 
 def _redis_benchmark(env: Env, pipeline: int) -> Measurement:
-    args = ["XADD", unique_name("rb"), "MAXLEN", "~", "1000", "*", "n", "bench", "p", "x" * 64]
+    key = unique_name("rb")
+    args = ["XADD", key, "MAXLEN", "~", "1000", "*", "n", "bench", "p", "x" * 64]
     if pipeline > 1:
         args = ["-P", str(pipeline), *args]
-    rps = client_scenario._redis_benchmark(env.url, args, 1)
+    try:
+        rps = client_scenario._redis_benchmark(env.url, args, 1)
+    finally:
+        anyio.run(_delete_keys, env.url, key, backend="trio")
     if rps is None:
         raise RuntimeError("redis-benchmark failed (needs a redis:// TCP server)")
     return Measurement({"events/s": rps})
@@ -439,14 +458,16 @@ def _stream_add_cases(env: Env) -> list[Case]:
 async def _pulse_sink(
     client: pulse_trio.Client, events: int, instances: int, nowait: bool
 ) -> Measurement:
-    stream = streaming.Stream(client, unique_name("sink"), max_len=0)
+    name = unique_name("sink")
+    stream = streaming.Stream(client, name, max_len=0)
     try:
         await streaming_scenario.fill(stream, events)
         elapsed, _, duplicates = await streaming_scenario.consume_with_sinks(
-            stream, "bench", events, instances, nowait
+            stream, name, events, instances, nowait
         )
     finally:
         await stream.destroy()
+        await _delete_keys_with(client, name)  # the sink's maps outlive destroy()
     return Measurement({"events/s": events / elapsed}, extra={"duplicates": duplicates})
 
 
@@ -557,6 +578,7 @@ async def _pulse_rmap_get(client: pulse_trio.Client, calls: int, plain: bool) ->
             elapsed = time.perf_counter() - started
         finally:
             await m.destroy()
+    await _delete_keys_with(client, name)
     return Measurement({"ops/s": calls / elapsed})
 
 
@@ -567,6 +589,7 @@ async def _pulse_propagation(client: pulse_trio.Client, samples: int, warmup: in
             taken = await rmap_scenario.propagation_samples(a, b, samples, warmup)
         finally:
             await a.destroy()
+    await _delete_keys_with(client, name)  # B, still joined, may write the content back
     return _latency({}, taken)
 
 

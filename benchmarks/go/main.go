@@ -4,7 +4,7 @@
 // reader and map it measures is the library's own. Each invocation runs one measurement
 // and prints one JSON line on stdout:
 //
-//	{"values": {"<metric>": number, ...}, "samples_ms": [...], "stalls": n}
+//	{"values": {"<metric>": number, ...}, "samples_ms": [...], "stalls": n, "cleanup": [...]}
 //
 // "samples_ms" holds latency samples when the measurement has some. Diagnostics go to
 // stderr. The Python runner (benchmarks/_gopulse.py) builds and calls it.
@@ -56,6 +56,9 @@ type report struct {
 	Values    map[string]float64 `json:"values"`
 	SamplesMS []float64          `json:"samples_ms,omitempty"`
 	Stalls    int                `json:"stalls"`
+	// Cleanup lists names the runner deletes every key of (the pool's workers: their keys
+	// are named by worker ID, not by pool, and no Shutdown removed them).
+	Cleanup []string `json:"cleanup,omitempty"`
 }
 
 func fail(format string, args ...any) {
@@ -196,6 +199,9 @@ func runJobs(ctx context.Context, rdb *redis.Client, name string, args []string)
 		"jobs_per_s": float64(*jobs) / elapsed.Seconds(),
 		"timeouts":   float64(timeouts.Load()),
 	}, Stalls: int(stalls.Load())}
+	for _, w := range node.PoolWorkers() {
+		r.Cleanup = append(r.Cleanup, w.ID)
+	}
 	return withLatency(r, samples)
 }
 
@@ -267,7 +273,7 @@ func runSink(ctx context.Context, rdb *redis.Client, name string, args []string)
 	started := time.Now()
 	var sinks []*streaming.Sink
 	for i := 0; i < *instances; i++ {
-		sink, err := s.NewSink(ctx, "bench", options.WithSinkStartAtOldest())
+		sink, err := s.NewSink(ctx, name, options.WithSinkStartAtOldest())
 		check(err, "NewSink")
 		sinks = append(sinks, sink)
 		go func(sink *streaming.Sink) {
