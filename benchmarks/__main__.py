@@ -34,7 +34,7 @@ from ._scenarios import BUILDERS
 from ._systems import SYSTEMS, Systems
 
 #: Scenarios of ``--quick`` (all but the slow scaling and failover ones).
-QUICK = tuple(name for name in BUILDERS if name not in ("scale", "pool.failover"))
+QUICK = tuple(name for name in BUILDERS if name not in ("scale", "scale.cluster", "pool.failover"))
 #: The previous runner's ``--scenario`` names and the scenarios that replace them.
 OLD_SCENARIOS = {
     "client": ("stream.add",),
@@ -206,9 +206,20 @@ def main(argv: list[str] | None = None) -> int:
         with _server(args.redis_url, False) as (url, server_description):
             print(f"server: {server_description} ({url})", file=sys.stderr)
             version = _server_version(url)
-            env = Env(url=url, size=size, backend=args.backend, systems=systems)
-            scenarios: dict[str, list[Case]] = {name: BUILDERS[name](env) for name in selected}
-            run_scenarios(scenarios, env, report, Progress())
+            with contextlib.ExitStack() as stack:
+                cluster_url = None
+                if "scale.cluster" in selected:
+                    # Always an embedded cluster (also with --redis-url): 3 masters, local.
+                    cluster_url, _ = stack.enter_context(_server(None, True))
+                env = Env(
+                    url=url,
+                    size=size,
+                    backend=args.backend,
+                    systems=systems,
+                    cluster_url=cluster_url,
+                )
+                scenarios: dict[str, list[Case]] = {name: BUILDERS[name](env) for name in selected}
+                run_scenarios(scenarios, env, report, Progress())
     finally:
         systems.close()
     elapsed = time.perf_counter() - clock

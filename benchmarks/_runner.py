@@ -47,6 +47,8 @@ class Env:
     size: str  # "full", "quick" or "smoke"
     backend: str
     systems: Systems
+    #: A 3-master Redis Cluster's URL, for the ``scale.cluster`` cases (None: not started).
+    cluster_url: str | None = None
 
     def n(self, full: int, quick: int, smoke: int) -> int:
         """The count for this run's size."""

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import attrs
 
 import pulse_trio
 from pulse_trio import pool, rmap, streaming
@@ -790,6 +791,52 @@ def _scale_cases(env: Env) -> list[Case]:
     return cases
 
 
+def _cluster_cases(env: Env) -> list[Case]:
+    """``scale`` on a 3-master Redis Cluster: jobs/s (4 workers, 64 producers) and sink
+    events/s for 1, 2, 4 instances, pulse-trio only (goa.design/pulse takes a single-node
+    ``*redis.Client``)."""
+    jobs = env.n(2_000, 600, 40)
+    events = env.n(10_000, 3_000, 200)
+    no_go = {"go-pulse": "goa.design/pulse v1.6.5 takes a *redis.Client: no Redis Cluster"}
+
+    def on_cluster(env: Env) -> Env:
+        if env.cluster_url is None:
+            raise RuntimeError("no cluster was started")
+        return attrs.evolve(env, url=env.cluster_url)
+
+    def measure_jobs(system: str, env: Env) -> Measurement:
+        return _run_pulse(on_cluster(env), _pulse_jobs, jobs, jobs // 10, PRODUCERS, 1, WORKERS, 0)
+
+    cases = [
+        Case(
+            "scale.cluster",
+            {"what": "jobs", "workers": WORKERS, "producers": PRODUCERS, "masters": 3},
+            ("pulse-trio", "go-pulse"),
+            (("jobs/s", "jobs/s"),),
+            measure_jobs,
+            rounds=env.n(3, 1, 1),
+            unsupported=no_go,
+        )
+    ]
+    for instances in (1, 2, 4):
+
+        def measure_sink(system: str, env: Env, instances: int = instances) -> Measurement:
+            return _run_pulse(on_cluster(env), _pulse_sink, events, instances, False)
+
+        cases.append(
+            Case(
+                "scale.cluster",
+                {"what": "sink", "instances": instances, "ack": "await", "masters": 3},
+                ("pulse-trio", "go-pulse"),
+                (("events/s", "events/s"),),
+                measure_sink,
+                rounds=env.n(3, 1, 1),
+                unsupported=no_go,
+            )
+        )
+    return cases
+
+
 #: Scenario name -> its cases for an :class:`Env` (in running order).
 BUILDERS: dict[str, Callable[[Env], list[Case]]] = {
     "jobs.throughput": _jobs_cases,
@@ -803,4 +850,5 @@ BUILDERS: dict[str, Callable[[Env], list[Case]]] = {
     "rmap.join": lambda env: _rmap_cases(env)[2:],
     "pool.failover": _failover_cases,
     "scale": _scale_cases,
+    "scale.cluster": _cluster_cases,
 }
