@@ -3,7 +3,7 @@
 Each session installs the package into its own virtualenv (reused between runs). Tests and
 benchmarks start their own throwaway servers (``redis-server`` on PATH, else the Valkey of the
 ``embedded`` extra), so no Redis needs to be running. Extra arguments after ``--`` are passed
-on: ``nox -s tests -- -k cluster -x``, ``nox -s bench -- --scenario rmap``.
+on: ``nox -s tests -- -k cluster -x``, ``nox -s bench -- --only rmap.get``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,6 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks (``python -m benchmarks``); posargs go to the runner."""
-    session.install("-e", ".[embedded]")
+    """Run the benchmarks (``python -m benchmarks``) with every peer; posargs go to the runner."""
+    session.install("-e", ".[embedded,bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)

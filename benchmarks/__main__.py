@@ -1,8 +1,11 @@
-"""Benchmark runner: ``python -m benchmarks [--redis-url URL] [--scenario NAME] [--backend B]``.
+"""Benchmark runner: ``python -m benchmarks [--quick] [--only NAMES] [--json FILE] [--plots DIR]``.
 
-Starts its own embedded server unless ``--redis-url`` is given, runs every selected scenario
-on every selected backend (Trio and asyncio by default, one after the other in this process),
-prints a results table and writes the rows as JSON to ``benchmarks/results/``.
+Runs pulse-trio side by side with go-pulse (the real goa.design/pulse v1.6.5), the Python
+job queues (streaq, taskiq, saq, arq) and the floors (raw clients, ``redis-benchmark``,
+``dict``) on one server: an embedded one unless ``--redis-url`` is given. Every scenario
+measures its systems interleaved round by round after a warm-up round, and reports the
+median and spread of the rounds. Peers that are not installed are skipped with the reason.
+See benchmarks/README.md for the scenarios, the systems' configurations and the JSON.
 """
 
 from __future__ import annotations
@@ -16,40 +19,58 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import anyio
 import anyio.from_thread
-import attrs
 
 import pulse_trio
 import pulse_trio.testing
 
-from . import client, pool, rmap, streaming
-from ._common import Client, Result
+from ._runner import Case, Env, Progress, Report, run_scenarios, table
+from ._scenarios import BUILDERS
+from ._systems import SYSTEMS, Systems
 
-#: Where the JSON results go (gitignored).
-RESULTS_DIR = Path(__file__).parent / "results"
-#: Backends run by default, in this order.
-BACKENDS = ("trio", "asyncio")
-#: Scenario modules by name; each has NAME, CONSTANTS and ``async run(client, backend)``, or
-#: ``async run_url(url, backend)`` when it opens its own clients (``client``: one server only).
-SCENARIOS: dict[str, ModuleType] = {
-    "client": client,
-    "pool": pool,
-    "rmap": rmap,
-    "streaming": streaming,
+#: Scenarios of ``--quick`` (all but the slow scaling and failover ones).
+QUICK = tuple(name for name in BUILDERS if name not in ("scale", "scale.cluster", "pool.failover"))
+#: The previous runner's ``--scenario`` names and the scenarios that replace them.
+OLD_SCENARIOS = {
+    "client": ("stream.add",),
+    "pool": ("jobs.throughput", "jobs.latency", "pool.failover"),
+    "rmap": ("rmap.get", "rmap.propagation", "rmap.join"),
+    "streaming": ("stream.add", "stream.add_many", "stream.sink", "stream.latency"),
 }
-
-ScenarioRun = Callable[[Client, str], Awaitable[list[Result]]]
+#: Packages whose versions go into the JSON's ``machine`` entry (when installed).
+VERSIONED = (
+    "pulse-trio", "anyio", "trio", "hiredis", "coredis", "redis",
+    "streaq", "taskiq", "taskiq-redis", "saq", "arq",
+)  # fmt: skip
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a reduced set with smaller counts (under 3 minutes on 2 cores)",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="comma-separated scenarios to run (default: all; see --list)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=sorted(OLD_SCENARIOS),
+        help="the previous runner's scenario groups (repeatable), kept for old command lines: "
+        "each maps to the new scenarios of its package",
+    )
+    parser.add_argument("--list", action="store_true", help="print the scenarios and exit")
+    parser.add_argument("--json", metavar="FILE", type=Path, help="write the results as JSON")
+    parser.add_argument("--plots", metavar="DIR", type=Path, help="write PNG plots here")
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("PULSE_REDIS_URL"),
@@ -57,26 +78,34 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "benchmarks only touch keys named bench-*, and delete them",
     )
     parser.add_argument(
-        "--scenario",
-        action="append",
-        choices=sorted(SCENARIOS),
-        help="run only this scenario (repeatable; default: all)",
-    )
-    parser.add_argument(
         "--backend",
-        action="append",
-        choices=BACKENDS,
-        help="run only on this backend (repeatable; default: trio and asyncio)",
+        choices=("trio", "asyncio"),
+        default="trio",
+        help="the AnyIO backend pulse-trio runs on (default: trio)",
     )
     parser.add_argument(
-        "--cluster",
+        "--without",
+        metavar="SYSTEMS",
+        default="",
+        help="comma-separated systems to treat as not installed (skipped with that reason)",
+    )
+    parser.add_argument(
+        "--smoke",
         action="store_true",
-        help="without --redis-url: start a 3-master embedded Redis Cluster instead of one server",
-    )
-    parser.add_argument(
-        "--no-json", action="store_true", help="do not write benchmarks/results/*.json"
+        help="tiny counts and one round: checks that everything runs, measures nothing "
+        "(the test suite uses it)",
     )
     return parser.parse_args(argv)
+
+
+def _names(text: str | None, known: Sequence[str], what: str) -> list[str]:
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(
+            f"python -m benchmarks: unknown {what} {', '.join(unknown)} (known: {', '.join(known)})"
+        )
+    return names
 
 
 @contextlib.contextmanager
@@ -102,26 +131,6 @@ def _server(url: str | None, cluster: bool) -> Iterator[tuple[str, str]]:
             portal.call(server.__aexit__, None, None, None)
 
 
-def _as_text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-async def _run_scenario(url: str, scenario: ModuleType, backend: str) -> tuple[list[Result], str]:
-    async with pulse_trio.connect(url) as client:
-        raw = await client.execute("INFO", "server")
-        info = dict(line.partition(":")[::2] for line in _as_text(raw).splitlines() if ":" in line)
-        version = str(info.get("valkey_version") or info.get("redis_version") or "?")
-        run_url = getattr(scenario, "run_url", None)
-        if run_url is None:
-            run: ScenarioRun = scenario.run
-            return await run(client, backend), version
-        if "+cluster" in url:
-            print(f"  .. {scenario.NAME}: standalone servers only, skipped", file=sys.stderr)
-            return [], version
-        rows: list[Result] = await run_url(url, backend)
-        return rows, version
-
-
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -136,81 +145,110 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _format_value(value: float, unit: str) -> str:
-    if unit == "ms":
-        return f"{value:.3f}"
-    if unit == "x":
-        return f"{value:.1f}"
-    return f"{value:,.0f}"
+def _server_version(url: str) -> str:
+    async def main() -> str:
+        async with pulse_trio.connect(url) as client:
+            raw = await client.execute("INFO", "server")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        info = dict(line.partition(":")[::2] for line in text.splitlines() if ":" in line)
+        return str(info.get("valkey_version") or info.get("redis_version") or "?").strip()
+
+    return anyio.run(main, backend="trio")
 
 
-def _table(results: list[Result], backends: Sequence[str]) -> str:
-    rows: dict[tuple[str, str, str], dict[str, float]] = {}
-    for r in results:
-        rows.setdefault((r.scenario, r.metric, r.unit), {})[r.backend] = r.value
-    header = ["scenario", "metric", *backends, "unit"]
-    lines = [
-        [scenario, metric, *(_format_value(v[b], unit) if b in v else "-" for b in backends), unit]
-        for (scenario, metric, unit), v in rows.items()
-    ]
-    widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
-    numeric = set(range(2, 2 + len(backends)))
+def _machine(backend: str) -> dict[str, Any]:
+    versions = {}
+    for name in VERSIONED:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    go = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        go_binary = "go" if not Path("/usr/local/go/bin/go").is_file() else "/usr/local/go/bin/go"
+        go = subprocess.run(
+            [go_binary, "version"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "pulse_trio_backend": backend,
+        "git_commit": _git_commit(),
+        "go": go,
+        "versions": versions,
+    }
 
-    def fmt(row: list[str]) -> str:
-        cells = [
-            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ]
-        return "  ".join(cells).rstrip()
 
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(header), rule, *(fmt(line) for line in lines)])
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks (``python -m benchmarks`` and ``pulse-trio bench``).
 
+    Args:
+        argv: The command-line arguments (``sys.argv[1:]`` when ``None``).
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmarks; return the process exit code."""
+    Returns:
+        The process exit code: 0 when the run completed (skipped systems included).
+    """
     args = _parse(argv)
-    scenarios = [SCENARIOS[name] for name in (args.scenario or sorted(SCENARIOS))]
-    backends: list[str] = args.backend or list(BACKENDS)
-    started_at = datetime.now(UTC)
-    results: list[Result] = []
-    server_version = "?"
+    if args.list:
+        for name in BUILDERS:
+            print(name + ("" if name in QUICK else "   (not in --quick)"))
+        return 0
+    only = _names(args.only, list(BUILDERS), "scenario")
+    for group in args.scenario or ():
+        only += [name for name in OLD_SCENARIOS[group] if name not in only]
+    without = frozenset(_names(args.without, list(SYSTEMS), "system"))
+    selected = only or list(QUICK if args.quick else BUILDERS)
+    size = "smoke" if args.smoke else "quick" if args.quick else "full"
+    systems = Systems(without)
+    report = Report()
     clock = time.perf_counter()
-    with _server(args.redis_url, args.cluster) as (url, server_description):
-        print(f"server: {server_description} ({url})", file=sys.stderr)
-        for backend in backends:
-            for scenario in scenarios:
-                print(f"[{backend}] {scenario.NAME}", file=sys.stderr, flush=True)
-                rows, server_version = anyio.run(
-                    _run_scenario, url, scenario, backend, backend=backend
+    try:
+        with _server(args.redis_url, False) as (url, server_description):
+            print(f"server: {server_description} ({url})", file=sys.stderr)
+            version = _server_version(url)
+            with contextlib.ExitStack() as stack:
+                cluster_url = None
+                if "scale.cluster" in selected:
+                    # Always an embedded cluster (also with --redis-url): 3 masters, local.
+                    cluster_url, _ = stack.enter_context(_server(None, True))
+                env = Env(
+                    url=url,
+                    size=size,
+                    backend=args.backend,
+                    systems=systems,
+                    cluster_url=cluster_url,
                 )
-                results += rows
+                scenarios: dict[str, list[Case]] = {name: BUILDERS[name](env) for name in selected}
+                run_scenarios(scenarios, env, report, Progress())
+    finally:
+        systems.close()
     elapsed = time.perf_counter() - clock
     print()
-    print(_table(results, backends))
-    print(f"\n({elapsed:.1f} s; server {server_description.split(' ')[0]} {server_version})")
-    if not args.no_json:
-        report: dict[str, Any] = {
-            "started_at": started_at.isoformat(),
-            "elapsed_s": round(elapsed, 2),
-            "argv": sys.argv[1:] if argv is None else list(argv),
-            "git_commit": _git_commit(),
-            "python": sys.version,
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "load_average": os.getloadavg(),
-            "versions": {
-                name: importlib.metadata.version(name)
-                for name in ("pulse-trio", "coredis", "anyio", "trio", "hiredis", "redis")
-            },
-            "server": {"description": server_description, "version": server_version},
-            "constants": {s.NAME: s.CONSTANTS for s in scenarios},
-            "results": [attrs.asdict(r) for r in results],
-        }
-        RESULTS_DIR.mkdir(exist_ok=True)
-        path = RESULTS_DIR / f"{started_at:%Y%m%dT%H%M%SZ}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"results written to {path}")
+    print(table(report.results))
+    if report.skipped:
+        print("\nskipped:")
+        lines = {f"  {e['scenario']}: {e['system']}: {e['reason']}" for e in report.skipped}
+        print("\n".join(sorted(lines)))
+    print(f"\n({elapsed:.1f} s; server {version}; {size} size)")
+    document = {
+        "redis": {"version": version, "server": server_description},
+        "machine": _machine(args.backend),
+        "quick": bool(args.quick),
+        "results": report.results,
+        "skipped": report.skipped,
+        "elapsed_s": round(elapsed, 1),
+    }
+    if args.json is not None:
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    if args.plots is not None:
+        try:
+            from ._plots import write_plots
+        except ImportError:
+            print("plots skipped: matplotlib not installed (pip install -e '.[bench]')")
+        else:
+            written = write_plots(report, args.plots)
+            print(f"{len(written)} plots written to {args.plots}")
     return 0
 
 

@@ -149,9 +149,15 @@ async def _hget(
 
 async def _replication_latency(a: rmap.Map, b: rmap.Map, backend: str) -> list[Result]:
     progress(f"[{backend}] rmap: {LATENCY_SAMPLES} set-on-A -> visible-on-B samples")
+    samples = await propagation_samples(a, b, LATENCY_SAMPLES, LATENCY_WARMUP_SAMPLES)
+    return latency_results(NAME, "set -> visible on replica B", backend, samples)
+
+
+async def propagation_samples(a: rmap.Map, b: rmap.Map, count: int, warmup: int) -> list[float]:
+    """Seconds from ``a.set`` until replica ``b`` returns the value, ``count`` samples."""
     samples: list[float] = []
     async with b.subscribe() as changes:
-        for i in range(LATENCY_WARMUP_SAMPLES + LATENCY_SAMPLES):
+        for i in range(warmup + count):
             value = f"v{i}"
             started = time.perf_counter()
             await a.set("latency", value)
@@ -159,6 +165,6 @@ async def _replication_latency(a: rmap.Map, b: rmap.Map, backend: str) -> list[R
             # re-checks the value after each one, so it only ends on this sample's write.
             while b.get("latency") != value:
                 await anext(changes)
-            if i >= LATENCY_WARMUP_SAMPLES:
+            if i >= warmup:
                 samples.append(time.perf_counter() - started)
-    return latency_results(NAME, "set -> visible on replica B", backend, samples)
+    return samples

@@ -15,6 +15,7 @@ Measures, on the backend it runs under (SPEC section 4 API only):
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 
@@ -135,7 +136,8 @@ async def _add_many(client: Client, backend: str) -> list[Result]:
     ]
 
 
-async def _fill(stream: streaming.Stream, count: int) -> None:
+async def fill(stream: streaming.Stream, count: int) -> None:
+    """Add ``count`` events to ``stream`` in batches of :data:`BATCH_SIZE`."""
     for first in range(0, count, BATCH_SIZE):
         await stream.add_many([("bench", PAYLOAD)] * min(BATCH_SIZE, count - first))
 
@@ -144,15 +146,34 @@ async def _consume_with_two_sinks(
     stream: streaming.Stream, sink_name: str, count: int
 ) -> tuple[float, list[int], int]:
     """Consume ``count`` events with two instances; return (seconds, per instance, duplicates)."""
+    return await consume_with_sinks(stream, sink_name, count)
+
+
+async def consume_with_sinks(
+    stream: streaming.Stream,
+    sink_name: str,
+    count: int,
+    instances: int = 2,
+    nowait: bool = False,
+) -> tuple[float, list[int], int]:
+    """Consume ``count`` events already in ``stream`` with ``instances`` instances of one sink.
+
+    Each event is acked on its own: ``await sink.ack(event)``, or ``sink.ack_nowait(event)``
+    when ``nowait``. Returns (seconds from all instances open until every event was seen,
+    events per instance, duplicates).
+    """
     seen: set[str] = set()
-    per_instance = [0, 0]
+    per_instance = [0] * instances
     duplicates = 0
     done = anyio.Event()
 
     async def consume(sink: streaming.Sink, index: int) -> None:
         nonlocal duplicates
         async for event in sink:
-            await sink.ack(event)
+            if nowait:
+                sink.ack_nowait(event)
+            else:
+                await sink.ack(event)
             per_instance[index] += 1
             if event.id in seen:
                 duplicates += 1
@@ -161,14 +182,15 @@ async def _consume_with_two_sinks(
                 done.set()
 
     with anyio.fail_after(PHASE_TIMEOUT):
-        async with (
-            stream.open_sink(sink_name, start=streaming.OLDEST) as first,
-            stream.open_sink(sink_name, start=streaming.OLDEST) as second,
-            anyio.create_task_group() as tg,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            sinks = [
+                await stack.enter_async_context(stream.open_sink(sink_name, start=streaming.OLDEST))
+                for _ in range(instances)
+            ]
+            tg = await stack.enter_async_context(anyio.create_task_group())
             started = time.perf_counter()
-            tg.start_soon(consume, first, 0)
-            tg.start_soon(consume, second, 1)
+            for index, sink in enumerate(sinks):
+                tg.start_soon(consume, sink, index)
             await done.wait()
             elapsed = time.perf_counter() - started
             tg.cancel_scope.cancel()
@@ -180,10 +202,10 @@ async def _sink(client: Client, backend: str) -> list[Result]:
     stream = streaming.Stream(client, unique_name("sink"), max_len=0)
     try:
         progress(f"[{backend}] streaming: sink warm-up ({SINK_WARMUP_EVENTS} events)")
-        await _fill(warmup, SINK_WARMUP_EVENTS)
+        await fill(warmup, SINK_WARMUP_EVENTS)
         await _consume_with_two_sinks(warmup, "bench-warmup", SINK_WARMUP_EVENTS)
         progress(f"[{backend}] streaming: {SINK_EVENTS} events through two sink instances")
-        await _fill(stream, SINK_EVENTS)
+        await fill(stream, SINK_EVENTS)
         elapsed, per_instance, duplicates = await _consume_with_two_sinks(
             stream, "bench", SINK_EVENTS
         )
