@@ -125,7 +125,8 @@ async def kill_connections(
     victims.sort(key=lambda entry: entry["self"])
     killed = 0
     for entry in victims:
-        args = ["CLIENT", "KILL", "ID", entry["id"]]
+        # SKIPME no: the new-style CLIENT KILL skips the caller by default.
+        args = ["CLIENT", "KILL", "ID", entry["id"], "SKIPME", "no"]
         if client.is_cluster and entry.get("laddr"):
             args += ["LADDR", entry["laddr"]]
         try:
