@@ -91,7 +91,7 @@ def test_each_order_is_charged_once(pulse_server: str) -> None:
 
 
 def test_the_machine_finds_the_double_charge(pulse_server: str) -> None:
-    with pytest.raises(AssertionError, match=r"charged 2 times") as failure:
+    with pytest.raises(AssertionError, match=r"charged \d+ times") as failure:
         OrdersChargedOnEveryDelivery.run(pulse_server, max_examples=30, steps=6)
     steps = "\n".join(getattr(failure.value, "__notes__", []))
     print(steps)  # the shortest failing sequence of steps that Hypothesis found
