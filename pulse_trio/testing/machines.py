@@ -144,8 +144,8 @@ class DeploymentMachine(RuleBasedStateMachine):
             self.portal = self._stack.enter_context(
                 anyio.from_thread.start_blocking_portal(name, options)
             )
-            self.client: pulse_trio.Client = self.enter(
-                pulse_trio.connect(self.url, client_name=self.prefix)
+            self.client: pulse_trio.Client = DeploymentMachine.enter(
+                self, pulse_trio.connect(self.url, client_name=self.prefix)
             )
         except BaseException:
             self._stack.close()
