@@ -135,4 +135,4 @@ def test_an_application_installs_the_harness_and_its_tests_pass(tmp_path: Path) 
     (project / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
     ran = _run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, 300)
     assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-2000:]
-    assert "6 passed" in ran.stdout, ran.stdout[-2000:]
+    assert "7 passed" in ran.stdout, ran.stdout[-2000:]
