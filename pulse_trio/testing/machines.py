@@ -969,6 +969,20 @@ class MapMachine(DeploymentMachine):
         """Close every connection of one replica's client (it reconnects)."""
         self.call(self._proxies[index % len(self._proxies)].cut)
 
+    def teardown(self) -> None:
+        """Leave the replicas once every subscription is up (leaving one while it
+        resubscribes races with its resync), then everything else."""
+
+        async def connected() -> None:
+            with anyio.move_on_after(self.converge_within):
+                while not all(r.statistics().connected for r in self.replicas):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+
+        try:
+            self.call(connected)
+        finally:
+            super().teardown()
+
     @invariant()
     def derived_state_converges(self) -> None:
         """The replicas converge to Redis, then every derived state to :meth:`expected`."""
