@@ -184,3 +184,14 @@ async def test_fixtures_give_a_fresh_named_client_and_a_valid_name(
     async with pulse_trio.connect(pulse_proxy.url) as via_proxy:
         assert await via_proxy.execute("PING") == b"PONG"
     assert pulse_proxy.links
+
+
+@pytest.mark.cluster
+async def test_cluster_fixtures_give_a_cluster_client(
+    pulse_cluster: str, pulse_cluster_client: pulse_trio.Client, pulse_name: str
+) -> None:
+    assert pulse_cluster.startswith("redis+cluster://")
+    assert pulse_cluster_client.is_cluster
+    stream = Stream(pulse_cluster_client, pulse_name)
+    assert await stream.add("e", b"")
+    assert await kill_multiplexed(pulse_cluster_client) == 3  # one per master
