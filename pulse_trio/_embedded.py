@@ -137,6 +137,7 @@ class EmbeddedServer:
         self._fixed_port = port
         self.port = port or 0
         self._process: anyio.abc.Process | None = None
+        self._paused = False
 
     @property
     def host(self) -> str:
@@ -152,6 +153,11 @@ class EmbeddedServer:
     def running(self) -> bool:
         """Whether the server process is alive."""
         return self._process is not None and self._process.returncode is None
+
+    @property
+    def paused(self) -> bool:
+        """Whether the process is stopped by :meth:`pause` (alive, but answers nothing)."""
+        return self._paused and self.running
 
     def _command(self) -> list[str]:
         args = [
@@ -210,6 +216,11 @@ class EmbeddedServer:
 
     async def _stop_process(self, process: anyio.abc.Process, *, sig: signal.Signals) -> None:
         with anyio.CancelScope(shield=True):
+            if process.returncode is None and self._paused and sig != signal.SIGKILL:
+                # A stopped process handles SIGTERM only once it runs again.
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGCONT)
+            self._paused = False
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(sig)
@@ -232,6 +243,33 @@ class EmbeddedServer:
         """Kill the process with SIGKILL (a crash); keep its directory."""
         if self._process is not None:
             await self._stop_process(self._process, sig=signal.SIGKILL)
+
+    def pause(self) -> None:
+        """Freeze the process with SIGSTOP: it keeps its connections and its port, and
+        answers nothing (a hung server, a stop-the-world pause) until :meth:`resume`.
+
+        Raises:
+            EmbeddedServerError: The server is not running.
+        """
+        process = self._require_running("pause")
+        process.send_signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """Let a paused process run again (SIGCONT); it answers what queued meanwhile.
+
+        Raises:
+            EmbeddedServerError: The server is not running.
+        """
+        process = self._require_running("resume")
+        process.send_signal(signal.SIGCONT)
+        self._paused = False
+
+    def _require_running(self, operation: str) -> anyio.abc.Process:
+        process = self._process
+        if process is None or process.returncode is not None:
+            raise EmbeddedServerError(f"cannot {operation} {self.url}: the server is not running")
+        return process
 
     async def restart(self, *, down_for: float = 0.0) -> None:
         """Stop the server, wait ``down_for`` seconds, and start it again on the same port."""
@@ -265,7 +303,7 @@ class EmbeddedServer:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
+        state = ("paused" if self.paused else "running") if self.running else "stopped"
         return f"<EmbeddedServer {self.url} {state} binary={self.binary!r}>"
 
 

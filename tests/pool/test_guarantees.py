@@ -15,8 +15,8 @@ import pulse_trio
 from pulse_trio import pool
 from pulse_trio.pool import _routing
 from pulse_trio.pool._acks import MAX_START_ATTEMPTS
+from pulse_trio.testing import FaultProxy
 
-from .._proxy import freezing_proxy
 from .._util import wait_until, wait_until_async
 from ._helpers import TTL, Recorder, node, remote_node
 
@@ -128,7 +128,7 @@ async def test_g3_a_node_cut_off_from_redis_stops_its_jobs_before_others_restart
     fenced, survivor = Recorder(), Recorder()
     port = int(server_url.rsplit(":", 1)[1])
     async with (
-        freezing_proxy(port) as proxy,
+        FaultProxy(port) as proxy,
         pulse_trio.connect(proxy.url) as cut_client,
         node(client, unique, worker_ttl=TTL) as b,
         node(cut_client, unique, worker_ttl=TTL) as a,

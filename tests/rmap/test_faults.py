@@ -11,9 +11,8 @@ import pytest
 import pulse_trio
 from pulse_trio import rmap
 from pulse_trio.rmap._protocol import Message, MessageKind, encode_message
-from pulse_trio.testing import EmbeddedServer
+from pulse_trio.testing import EmbeddedServer, FaultProxy
 
-from .._proxy import freezing_proxy
 from .._util import wait_until, wait_until_async
 
 pytestmark = pytest.mark.anyio
@@ -153,7 +152,7 @@ async def test_half_open_subscription_is_detected_and_replaced(
 ) -> None:
     port = int(server_url.rsplit(":", 1)[1])
     async with (
-        freezing_proxy(port) as proxy,
+        FaultProxy(port) as proxy,
         pulse_trio.connect(proxy.url) as via_proxy,
         rmap.join(via_proxy, "halfopen", ping_interval=0.1, ping_timeout=0.3) as m,
     ):

@@ -1,4 +1,5 @@
-"""The one way the state machines of this folder are set up and run.
+"""The one way the state machines of this folder are set up and run, on the public harness
+(:class:`pulse_trio.testing.machines.DeploymentMachine`).
 
 Hypothesis drives a machine from the test's thread, synchronously; pulse-trio's objects live
 in an event loop. So each example gets its own loop in a helper thread (a blocking portal on
@@ -23,17 +24,10 @@ A machine that needs its own teardown checks (liveness) overrides :meth:`teardow
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, ClassVar, Generic, TypeVar, cast, overload
+from typing import Any, Generic, TypeVar, cast
 
-import anyio.from_thread
-from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
-
-import pulse_trio
+from pulse_trio.testing.machines import DeploymentMachine
 
 T = TypeVar("T")
 M = TypeVar("M", bound="PortalMachine")
@@ -65,8 +59,10 @@ class Entered(Generic[T]):
             self._context.__exit__(None, None, None)
 
 
-class PortalMachine(RuleBasedStateMachine):
-    """Base of the machines: per example a portal, an entered client and a unique prefix.
+class PortalMachine(DeploymentMachine):
+    """Base of the machines: pulse_trio.testing's public harness (a loop per example in a
+    helper thread, an entered client, a unique prefix), with :meth:`enter` returning an
+    :class:`Entered` that a rule may leave before teardown.
 
     Attributes:
         portal: The example's event loop (in a helper thread).
@@ -74,42 +70,13 @@ class PortalMachine(RuleBasedStateMachine):
         prefix: A name prefix no other example uses.
     """
 
-    #: Set by :func:`run_machine` on a subclass made for one test.
-    url: ClassVar[str]
-    backend: ClassVar[tuple[str, dict[str, Any]]]
+    client: Any
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._stack = contextlib.ExitStack()
-        try:
-            self.portal = self._stack.enter_context(
-                anyio.from_thread.start_blocking_portal(*self.backend)
-            )
-            self.client: Any = self._stack.enter_context(
-                self.portal.wrap_async_context_manager(pulse_trio.connect(self.url))
-            )
-        except BaseException:
-            self._stack.close()
-            raise
-        self.prefix = "sm" + uuid.uuid4().hex[:8]
-
-    @overload
-    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T: ...
-    @overload
-    def call(self, fn: Callable[..., T], *args: Any) -> T: ...
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in the example's loop (awaited if async) and return its result."""
-        return self.portal.call(fn, *args)
-
-    def enter(self, context: AbstractAsyncContextManager[T]) -> Entered[T]:
+    def enter(self, context: AbstractAsyncContextManager[T]) -> Entered[T]:  # type: ignore[override]
         """Enter ``context`` in the example's loop; teardown leaves it if no rule did."""
         entered = Entered(self.portal.wrap_async_context_manager(context))
         self._stack.callback(entered.leave)
         return entered
-
-    def teardown(self) -> None:
-        """Leave everything entered (newest first), then the client, then stop the loop."""
-        self._stack.close()
 
 
 def run_machine(
@@ -129,17 +96,6 @@ def run_machine(
         max_examples: Examples (sequences of steps) to run: bounds the test's runtime.
         steps: Steps per example at most.
     """
-    configured = type(
-        machine.__name__,
-        (machine,),
-        {"url": url, "backend": backend_and_options(anyio_backend)},
-    )
-    run_state_machine_as_test(
-        configured,
-        settings=settings(
-            max_examples=max_examples,
-            stateful_step_count=steps,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
+    machine.run(
+        url, backend=backend_and_options(anyio_backend), max_examples=max_examples, steps=steps
     )

@@ -137,7 +137,7 @@ class ReaderMachine(PortalMachine):
         note(f"closed reader {which % (len(self.readers) + 1)}")
 
     @rule()
-    def kill_connections(self) -> None:
+    def kill_connections(self) -> None:  # type: ignore[override]
         self.call(functools.partial(self.client.client_kill, type_="normal", skipme=True))
         note("killed every normal connection")
 

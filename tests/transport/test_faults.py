@@ -17,8 +17,7 @@ from pulse_trio import EmbeddedServer, RedisUnavailableError
 from pulse_trio._embedded import free_port
 from pulse_trio._redis import Client, ConnectionLostError, ResponseError, Resubscribed, open_client
 from pulse_trio._redis._client import Standalone
-
-from .._proxy import freezing_proxy
+from pulse_trio.testing import FaultProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -150,7 +149,7 @@ async def _freeze_all(proxy: Any) -> None:
 async def test_frozen_server_fails_requests_and_is_replaced(server_url: str, unique: str) -> None:
     port = int(server_url.rsplit(":", 1)[1])
     async with (
-        freezing_proxy(port) as proxy,
+        FaultProxy(port) as proxy,
         open_client(proxy.url, command_timeout=0.5, health_check_interval=60) as client,
     ):
         node = _node(client)
@@ -165,7 +164,7 @@ async def test_frozen_server_fails_requests_and_is_replaced(server_url: str, uni
 async def test_idle_half_open_connection_is_detected_by_ping(server_url: str) -> None:
     port = int(server_url.rsplit(":", 1)[1])
     async with (
-        freezing_proxy(port) as proxy,
+        FaultProxy(port) as proxy,
         open_client(proxy.url, command_timeout=0.3, health_check_interval=0.2) as client,
     ):
         mux = await _node(client).multiplexed()
@@ -181,7 +180,7 @@ async def test_idle_half_open_connection_is_detected_by_ping(server_url: str) ->
 async def test_half_open_subscription_is_replaced(server_url: str, unique: str) -> None:
     port = int(server_url.rsplit(":", 1)[1])
     async with (
-        freezing_proxy(port) as proxy,
+        FaultProxy(port) as proxy,
         open_client(proxy.url, command_timeout=0.3, health_check_interval=60) as client,
         client.subscribe(f"{unique}:c") as sub,
     ):
@@ -321,7 +320,7 @@ async def test_frozen_blocking_read_times_out_and_is_discarded(
 ) -> None:
     port = int(server_url.rsplit(":", 1)[1])
     async with (
-        freezing_proxy(port) as proxy,
+        FaultProxy(port) as proxy,
         open_client(proxy.url, command_timeout=0.3, health_check_interval=60) as client,
     ):
         async with client.blocking() as conn:
