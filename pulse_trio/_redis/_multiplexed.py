@@ -275,9 +275,15 @@ class MultiplexedConnection:
         self._start(0)
 
     def abort(self, reason: str) -> None:
-        """Drop the connection: every waiting request fails with :class:`ConnectionLostError`."""
+        """Drop the connection: every waiting request fails with :class:`ConnectionLostError`.
+
+        It counts as closed from this call on (the tasks end at their next checkpoint): a
+        caller woken by the reply that made us abort, and running before those tasks do,
+        gets a new connection instead of queueing its request on this one.
+        """
         if not self.closed:
             self._reason = reason
+            self.closed = True
         self._scope.cancel()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:

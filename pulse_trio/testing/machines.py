@@ -41,12 +41,12 @@ closed at its end. Keys written under the prefix are left on the server: run mac
 Requires Hypothesis (the ``testing`` extra).
 """
 
-from ._machines import DeploymentMachine as DeploymentMachine
-from ._machines import MapMachine as MapMachine
-from ._machines import PoolMachine as PoolMachine
-from ._machines import PoolNode as PoolNode
-from ._machines import SinkInstance as SinkInstance
-from ._machines import SinkMachine as SinkMachine
+from ._machine import DeploymentMachine as DeploymentMachine
+from ._map_machine import MapMachine as MapMachine
+from ._pool_machine import PoolMachine as PoolMachine
+from ._pool_machine import PoolNode as PoolNode
+from ._sink_machine import SinkInstance as SinkInstance
+from ._sink_machine import SinkMachine as SinkMachine
 
 __all__ = (
     "DeploymentMachine",
