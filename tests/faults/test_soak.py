@@ -449,6 +449,14 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
         "recover_p99_s": round(_percentile(recoveries, 0.99), 3) if recoveries else None,
         "recover_max_s": round(max(recoveries), 3) if recoveries else None,
         "network_freezes": len(network_freezes),
+        # Jobs the proxied worker stopped itself while its network was frozen (it fenced).
+        "jobs_stopped_behind_a_frozen_network": sum(
+            1
+            for c in workers
+            if (c.role, c.index) in PROXIED
+            for parts in c.lines()
+            if parts[1] == "stop" and any(a <= float(parts[0]) <= b for a, b in network_freezes)
+        ),
         "resources": {repr(c): _trend(c) for c in [*procs, me]},
         "resource_samples": {
             repr(c): [[round(t, 1), pid, rss, conns] for t, pid, rss, conns in c.samples]
