@@ -146,10 +146,8 @@ def required_duration(what: str, value: object) -> float:
     return checked
 
 
-def validate_logger(
-    logger: object,
-) -> logging.Logger | logging.LoggerAdapter[logging.Logger] | None:
-    """Return ``logger`` if it is ``None``, a :class:`logging.Logger` or a ``LoggerAdapter``.
+def validate_logger(logger: object) -> None:
+    """Check that ``logger`` is ``None``, a :class:`logging.Logger` or a ``LoggerAdapter``.
 
     Raises:
         TypeError: Anything else.
