@@ -340,8 +340,12 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
                     recoveries.append(time.time() - began)
 
                 deadline = time.time() + SECONDS
+                first = True
                 while time.time() < deadline:
-                    kind = rng.choice(FAULTS)
+                    # The first fault freezes the network while the proxied worker holds jobs
+                    # (so that every run checks it fences itself); then at random.
+                    kind = "freeze-network" if first else rng.choice(FAULTS)
+                    first = False
                     faults[kind] += 1
                     action, _, what = kind.partition("-")
                     if action in ("kill", "freeze") and what in COUNTS:
@@ -474,6 +478,9 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
     assert duplicates == 0
     assert tick_duplicates == 0
     assert sum(faults.values()) >= 3
+    # The worker behind the frozen network stopped its jobs itself (it held some at the first
+    # fault); had it kept them, their restart elsewhere would count as jobs on two live workers.
+    assert summary["jobs_stopped_behind_a_frozen_network"] > 0
     # Connections: bounded in every process, at every sample (a leak grows past it).
     for child in procs:
         assert child.samples, f"{child}: never sampled"
