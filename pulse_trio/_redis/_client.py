@@ -528,6 +528,7 @@ async def open_client(
     if isinstance(protocol, bool) or protocol not in (2, 3):
         raise ValueError(f"protocol must be 2 or 3, got {protocol!r}")
     parsed = parse_url(url)
+    check_client_name(parsed.options.get("client_name"))  # the URL's ?client_name=
     if parsed.tls and ssl_context is None:
         ssl_context = ssl.create_default_context()
     settings = ConnectionSettings(

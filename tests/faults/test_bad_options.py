@@ -226,6 +226,12 @@ REGRESSIONS = [
 ]
 
 
+async def test_a_client_name_in_the_url_is_checked_too() -> None:
+    with anyio.fail_after(5), pytest.raises(ValueError, match="client_name"):
+        async with pulse_trio.connect(CLOSED + "?client_name=a%20b"):
+            pass
+
+
 @pytest.mark.parametrize(("factory", "option", "value"), REGRESSIONS)
 async def test_regressions(factory: str, option: str, value: Any) -> None:
     await _refused(factory, option, value)
