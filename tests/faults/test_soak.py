@@ -269,7 +269,8 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
     read: list[list[str]] = [[], []]
     seen: list[set[str]] = [set(), set()]
     network_freezes: list[tuple[float, float]] = []
-    me = Child("test", 0, "", name, tmp_path)  # this process's samples (readers, proxy)
+    # This process's samples (readers, proxy): recorded, not judged (it keeps every id).
+    me = Child("test", 0, "", name, tmp_path)
     async with EmbeddedServer(appendonly=True) as server, healing_proxy(server.port) as proxy:
         url = server.url
         async with (
@@ -536,7 +537,8 @@ def _trend(child: Child) -> dict[str, Any]:
         "lives": len(lives),
         "samples_of_longest_life": n,
         "seconds_of_longest_life": round(longest[-1][0] - longest[0][0], 1) if n else 0,
-        "judged": n >= 30,
+        # The test's own process keeps every event id it checks: it grows by design.
+        "judged": n >= 30 and child.role != "test",
         "rss_kb_first": longest[0][2] if n else None,
         "rss_kb_q2": statistics.median(s[2] for s in second) if second else None,
         "rss_kb_q4": statistics.median(s[2] for s in last) if last else None,
