@@ -60,7 +60,9 @@ async def connect(
         ssl_context: For ``rediss``: the TLS context (default: the system's trust store).
 
     Raises:
-        ValueError: The URL is not understood.
+        ValueError: The URL is not understood, or an option is out of range (the message
+            names it; checked before any I/O).
+        TypeError: An option has the wrong type (the message names it).
         RedisUnavailableError: No server could be reached.
         RedisCommandError: The server refused the handshake (wrong password, bad database).
     """

@@ -25,10 +25,12 @@ The transport writes every ``str`` argument as ``s.encode("utf-8", "surrogateesc
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 
 from ._errors import InvalidNameError
+from ._redis._settings import MAX_SECONDS
 
 MAX_NAME_LENGTH = 512
 #: What strict text is (names, event names, topics).
@@ -114,8 +116,9 @@ def validate_duration(what: str, value: float | None, *, allow_zero: bool = True
         The value as a float, or ``None``.
 
     Raises:
-        ValueError: The value is negative, not finite, zero when zero is not allowed, or not
-            a number.
+        ValueError: The value is negative, not finite, zero when zero is not allowed, past
+            :data:`~pulse_trio._redis._settings.MAX_SECONDS` (about 31 years: surely a
+            mistake), or not a number.
     """
     if value is None:
         return None
@@ -126,7 +129,31 @@ def validate_duration(what: str, value: float | None, *, allow_zero: bool = True
         raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
     if seconds == 0 and not allow_zero:
         raise ValueError(f"{what} must be > 0 seconds, got {value!r}")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{what} must be at most {MAX_SECONDS:g} seconds, got {value!r}")
     return seconds
+
+
+def required_duration(what: str, value: object) -> float:
+    """Like :func:`validate_duration` with ``allow_zero=False``, ``None`` refused too.
+
+    Raises:
+        ValueError: ``None``, or what :func:`validate_duration` refuses.
+    """
+    checked = validate_duration(what, value, allow_zero=False)  # type: ignore[arg-type]
+    if checked is None:
+        raise ValueError(f"{what} must be a number of seconds > 0, not None")
+    return checked
+
+
+def validate_logger(logger: object) -> None:
+    """Check that ``logger`` is ``None``, a :class:`logging.Logger` or a ``LoggerAdapter``.
+
+    Raises:
+        TypeError: Anything else.
+    """
+    if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
+        raise TypeError(f"logger must be a logging.Logger, not {type(logger).__name__}")
 
 
 def ttl_script_args(ttl: float | None, sliding_ttl: float | None) -> tuple[str, str]:

@@ -68,6 +68,9 @@ from ._settings import (
     MAX_PENDING,
     Address,
     ConnectionSettings,
+    check_client_name,
+    check_count,
+    check_seconds,
 )
 from ._url import ParsedURL, parse_url
 
@@ -501,7 +504,9 @@ async def open_client(
         protocol: RESP version (3, or 2 for replies shaped as RESP2).
 
     Raises:
-        ValueError: The URL is not understood.
+        ValueError: The URL is not understood, or an option is out of range (the message
+            names it; checked before any I/O).
+        TypeError: An option has the wrong type (the message names it).
         RedisUnavailableError: The server (or no seed / sentinel) could be reached.
         ResponseError: The server refused the handshake (``WRONGPASS``, bad database...).
 
@@ -510,7 +515,20 @@ async def open_client(
         block cancels it and closes every connection. Requests still in flight then fail with
         ``ConnectionLostError``.
     """
+    connect_timeout = check_seconds("connect_timeout", connect_timeout)
+    command_timeout = check_seconds("command_timeout", command_timeout)
+    health_check_interval = check_seconds("health_check_interval", health_check_interval)
+    max_blocking_connections = check_count("max_blocking_connections", max_blocking_connections)
+    max_pending = check_count("max_pending", max_pending)
+    check_client_name(client_name)
+    if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+        raise TypeError(
+            f"ssl_context must be an ssl.SSLContext or None, not {type(ssl_context).__name__}"
+        )
+    if isinstance(protocol, bool) or protocol not in (2, 3):
+        raise ValueError(f"protocol must be 2 or 3, got {protocol!r}")
     parsed = parse_url(url)
+    check_client_name(parsed.options.get("client_name"))  # the URL's ?client_name=
     if parsed.tls and ssl_context is None:
         ssl_context = ssl.create_default_context()
     settings = ConnectionSettings(

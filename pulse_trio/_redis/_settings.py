@@ -6,6 +6,7 @@ Values only, no I/O: every other module of the transport builds on these.
 
 from __future__ import annotations
 
+import math
 import random
 import ssl
 from typing import Final
@@ -26,6 +27,59 @@ MAX_BLOCKING_CONNECTIONS: Final = 64
 #: Reconnection backoff: first delay and cap, in seconds (each delay is jittered).
 BACKOFF_INITIAL: Final = 0.05
 BACKOFF_MAX: Final = 2.0
+#: The longest timeout or interval accepted, in seconds (about 31 years): longer ones are
+#: surely a mistake (a value in milliseconds, say) and overflow the deadlines derived from them.
+MAX_SECONDS: Final = 1e9
+
+
+def check_seconds(what: str, value: object) -> float:
+    """Return ``value`` as seconds if it is a finite number in ``(0, MAX_SECONDS]``.
+
+    Raises:
+        TypeError: Not an int or float (a bool, a str, ``None``...); the message names ``what``.
+        ValueError: Zero, negative, NaN, infinite or past :data:`MAX_SECONDS`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(
+            f"{what} must be a number of seconds in (0, {MAX_SECONDS:g}], got {value!r}"
+        )
+    return seconds
+
+
+def check_count(what: str, value: object) -> int:
+    """Return ``value`` if it is an ``int >= 1``.
+
+    Raises:
+        TypeError: Not an int (a bool, a float, ``None``...); the message names ``what``.
+        ValueError: Less than 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{what} must be >= 1, got {value!r}")
+    return value
+
+
+def check_client_name(value: object) -> str | None:
+    """Return ``value`` if it is ``None`` or a name ``CLIENT SETNAME`` accepts (printable
+    ASCII without spaces).
+
+    Raises:
+        TypeError: Not a str or ``None``.
+        ValueError: It holds a space, a control character or a character past ASCII.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"client_name must be a str or None, not {type(value).__name__}")
+    if any(not "!" <= char <= "~" for char in value):
+        raise ValueError(
+            f"client_name must be printable ASCII without spaces (CLIENT SETNAME), got {value!r}"
+        )
+    return value
 
 
 @attrs.frozen

@@ -35,7 +35,7 @@ from .. import _metrics
 from .._boundary import Client, check_client, text
 from .._errors import ClosedError
 from .._lifecycle import Service, State
-from .._names import validate_duration, validate_name
+from .._names import required_duration, validate_logger, validate_name
 from ._acks import AckBatcher
 from ._dispatch import Dispatcher
 from ._errors import PoolClosedError, PoolError, PoolShuttingDownError
@@ -500,8 +500,7 @@ class Node(Service):
             The ticker owns a task group; leaving its block stops it.
         """
         validate_name("ticker", name)
-        seconds = validate_duration("interval", interval, allow_zero=False)
-        assert seconds is not None
+        seconds = required_duration("interval", interval)
         self._check_usable("open_ticker")
         host: TickerHost = self._side
         return Ticker._create(host, name, seconds)
@@ -517,6 +516,7 @@ class Node(Service):
         tries again. Returns once the schedule runs on this node.
 
         Raises:
+            InvalidNameError / ValueError: Bad producer name or interval (before any I/O).
             PoolClosedError: The node's block is not running.
             PoolError: The node is client-only.
 
@@ -525,9 +525,9 @@ class Node(Service):
             ends as soon as the node starts closing (or the pool shuts down): a tick that
             comes meanwhile is not applied here, and is not logged as a failure.
         """
-        tg = self._check_usable("schedule")
         validate_name("producer", producer.name)
-        validate_duration("interval", interval, allow_zero=False)
+        required_duration("interval", interval)
+        tg = self._check_usable("schedule")
         host: ScheduleHost = self._side
         await tg.start(run_schedule, host, self.open_ticker, producer, interval, self._logger)
 
@@ -606,16 +606,12 @@ def open_node(
         The node owns a task group (see :class:`Node`); leaving the block stops all of it.
     """
     validate_name("pool", name)
-    if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
-        raise TypeError(f"logger must be a logging.Logger, not {type(logger).__name__}")
+    validate_logger(logger)
     log = logger or logging.getLogger("pulse_trio.pool")
     check_client(client)
-    ttl = validate_duration("worker_ttl", worker_ttl, allow_zero=False)
-    shutdown_ttl = validate_duration("worker_shutdown_ttl", worker_shutdown_ttl, allow_zero=False)
-    grace = validate_duration("ack_grace_period", ack_grace_period, allow_zero=False)
-    assert ttl is not None
-    assert shutdown_ttl is not None
-    assert grace is not None
+    ttl = required_duration("worker_ttl", worker_ttl)
+    shutdown_ttl = required_duration("worker_shutdown_ttl", worker_shutdown_ttl)
+    grace = required_duration("ack_grace_period", ack_grace_period)
     if isinstance(max_queued_jobs, bool) or not isinstance(max_queued_jobs, int):
         raise TypeError(f"max_queued_jobs must be an int, not {type(max_queued_jobs).__name__}")
     if max_queued_jobs < 1:

@@ -22,7 +22,7 @@ import attrs
 from .. import _metrics
 from .._boundary import Client
 from .._lifecycle import Service
-from .._names import validate_duration, validate_name
+from .._names import validate_duration, validate_logger, validate_name
 from ._errors import MapClosedError
 from ._ops import MapOps
 from ._protocol import parse_values
@@ -447,6 +447,7 @@ def join(
         block runs; its reads and writes share the client's multiplexed connection.
     """
     validate_name("map", name)
+    validate_logger(logger)
     interval = _positive("ping_interval", ping_interval)
     timeout = _positive("ping_timeout", ping_timeout)
     ops = MapOps.create(client, name, ttl=ttl, sliding_ttl=sliding_ttl)

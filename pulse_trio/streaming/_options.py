@@ -136,7 +136,10 @@ def validate_start(start: object) -> StartPosition:
     """
     if start is NEWEST:
         return NEWEST
-    start_to_id(start)  # type: ignore[arg-type]  # raises ValueError for anything else
+    try:
+        start_to_id(start)  # type: ignore[arg-type]  # raises ValueError for anything else
+    except ValueError as exc:
+        raise ValueError(f"start: {exc}") from None
     return start  # type: ignore[return-value]
 
 

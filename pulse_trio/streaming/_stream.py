@@ -12,7 +12,13 @@ from .. import _metrics
 from .._boundary import Client, check_client, is_no_such_key, text
 from .._errors import InvalidNameError
 from .._lua import bind_script
-from .._names import text_problem, ttl_script_args, validate_duration, validate_name
+from .._names import (
+    text_problem,
+    ttl_script_args,
+    validate_duration,
+    validate_logger,
+    validate_name,
+)
 from ..rmap._ops import MapOps
 from ._event import NEWEST, StartPosition, encode_fields, stream_key, validate_event_id
 from ._io import info_maps, resolve_start, stream_errors, xinfo_stream
@@ -143,6 +149,7 @@ class Stream:
         logger: logging.Logger | None = None,
     ) -> None:
         self._name = validate_name("stream", name)
+        validate_logger(logger)
         if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 0:
             raise ValueError(f"max_len must be an int >= 0 (0 = no trimming), got {max_len!r}")
         ttl = validate_duration("ttl", ttl, allow_zero=False)

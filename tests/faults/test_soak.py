@@ -5,13 +5,17 @@ One deployment on one Redis (AOF, ``appendfsync always``): a stream with a sink 
 and 2 readers (in the test's process), a pool of 4 worker processes sharing a ticker, and
 3 map replicas in separate processes writing and reading. The chaos loop injects, at random:
 SIGKILL (then a restart) and SIGSTOP/SIGCONT past the timeouts of each kind of process,
-``CLIENT KILL`` of each kind of connection (multiplexed, blocking, pub/sub), and SIGKILL +
-restart of Redis. After each fault a probe event measures the time to recover (until both
-readers have it). At the end, from Redis and from the processes' own logs: every event
-acknowledged by the sink group and seen by both readers in order, every job running on exactly
-one live worker and never on two at once (a frozen owner excepted: it is not live), no tick
-handled twice, every replica equal to the Redis hash. A summary is printed (and written as JSON
-to ``PULSE_FAULTS_SOAK_SUMMARY`` when set).
+``CLIENT KILL`` of each kind of connection (multiplexed, blocking, pub/sub), a frozen network
+(one process of each kind talks to Redis through a fault proxy whose traffic stops, connections
+open, past ``worker_ttl``, then resumes), and SIGKILL + restart of Redis. After each fault a
+probe event measures the time to recover (until both readers have it). At the end, from
+Redis and from the processes' own logs: every event acknowledged by the sink group and seen
+by both readers in order, every job running on exactly one live worker and never on two at
+once (a frozen process excepted: it is not live; a process behind a frozen network is live
+and must stop its jobs first), no tick handled twice, every replica equal to the Redis hash.
+A summary is printed (and written as JSON to ``PULSE_FAULTS_SOAK_SUMMARY`` when set), with
+each process's RSS and open TCP connections sampled every few seconds: bounded always, flat
+in the long form (600 s and more).
 
 Bounded for CI (``PULSE_FAULTS_SOAK_SECONDS``, default 20 s of chaos); longer with e.g.
 ``PULSE_FAULTS_SOAK_SECONDS=600``; ``PULSE_FAULTS_SOAK_LOGS=dir`` keeps the processes' logs.
@@ -37,12 +41,14 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import attrs
 import pytest
 
 import pulse_trio
 from pulse_trio import pool, streaming
 from pulse_trio.testing import EmbeddedServer
 
+from .._proxy import FreezingProxy
 from . import soak_process
 from ._load import TRANSIENT, retrying
 
@@ -61,10 +67,23 @@ FREEZE = {
     "worker": soak_process.WORKER_TTL + 1.5,
     "replica": 2.0,
 }
+#: How long the network of the proxied processes stays frozen: past ``worker_ttl``.
+FREEZE_NETWORK = soak_process.WORKER_TTL + 1.5
+#: The processes that talk to Redis through the fault proxy (one of each kind).
+PROXIED = {("sink", 0), ("worker", 0), ("replica", 0)}
+#: Seconds between two samples of each process's RSS and connections.
+SAMPLE_EVERY = 2.0
+#: The most TCP connections a soak process may hold at once: each holds 2 when steady (its
+#: multiplexed connection, and a blocking read's or a subscription's); a connection being
+#: replaced after a fault may briefly overlap its replacement. A leak grows past it.
+MAX_CONNECTIONS = 6
+#: The long form (seconds of chaos) in which RSS and connections must stay flat.
+LONG_FORM = 600.0
 #: The kinds of fault the chaos loop injects (docs/reliability.md lists them).
 FAULTS = [
     *(f"kill-{role}" for role in COUNTS),
     *(f"freeze-{role}" for role in COUNTS),
+    "freeze-network",
     "client-kill-multiplexed",
     "client-kill-blocking",
     "client-kill-pubsub",
@@ -79,6 +98,60 @@ def test_the_reliability_page_lists_every_fault() -> None:
     assert listed == set(FAULTS)
 
 
+@attrs.define
+class HealingProxy(FreezingProxy):
+    """The fault proxy, whose frozen traffic resumes when healed (a partition that ends)."""
+
+    healed: anyio.Event = attrs.field(factory=anyio.Event)
+    frozen_count: int = 0
+
+    def freeze(self) -> None:
+        """Stop all traffic, connections open (also that of connections opened meanwhile)."""
+        self.healed = anyio.Event()
+        self.freeze_all()
+        self.frozen_count += 1
+
+    def heal(self) -> None:
+        """Resume the traffic of every connection: what was held back is delivered now."""
+        self.all_frozen = False
+        for link in self.links:
+            link.frozen = False
+        self.healed.set()
+
+    async def _pump(
+        self, source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream, link: Any, up: bool
+    ) -> None:
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            try:
+                while True:
+                    data = await source.receive()
+                    while link.frozen:
+                        await self.healed.wait()
+                    await sink.send(data)
+            finally:
+                link.frozen = False  # a closed link is never frozen again
+                with contextlib.suppress(ValueError):
+                    self.links.remove(link)
+
+    async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        with contextlib.suppress(OSError):  # Redis is down (being restarted): drop the client
+            await FreezingProxy._handle(self, client)
+
+
+@contextlib.asynccontextmanager
+async def healing_proxy(target_port: int) -> AsyncIterator[HealingProxy]:
+    """Run a :class:`HealingProxy` to ``target_port`` for the duration of the block."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    proxy = HealingProxy(target_port, port=listener.extra(anyio.abc.SocketAttribute.local_port))
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, proxy._handle)
+        try:
+            yield proxy
+        finally:
+            proxy.heal()
+            tg.cancel_scope.cancel()
+
+
 class Child:
     """One soak process (restarted after each SIGKILL), with its log and its chaos history."""
 
@@ -89,6 +162,8 @@ class Child:
         self.kills: list[float] = []
         #: (SIGSTOP time, SIGCONT time) of each freeze.
         self.freezes: list[tuple[float, float]] = []
+        #: (time, pid, RSS in kB, open TCP connections) every SAMPLE_EVERY seconds.
+        self.samples: list[tuple[float, int, int, int]] = []
 
     def __repr__(self) -> str:
         return f"{self.role}{self.index}"
@@ -139,8 +214,14 @@ class Child:
 
 
 @contextlib.asynccontextmanager
-async def children(url: str, name: str, directory: Path) -> AsyncIterator[list[Child]]:
-    started = [Child(role, i, url, name, directory) for role, n in COUNTS.items() for i in range(n)]
+async def children(
+    url: str, proxied_url: str, name: str, directory: Path
+) -> AsyncIterator[list[Child]]:
+    started = [
+        Child(role, i, proxied_url if (role, i) in PROXIED else url, name, directory)
+        for role, n in COUNTS.items()
+        for i in range(n)
+    ]
     try:
         for child in started:
             await child.start()
@@ -187,12 +268,15 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
     added: list[str] = []
     read: list[list[str]] = [[], []]
     seen: list[set[str]] = [set(), set()]
-    async with EmbeddedServer(appendonly=True) as server:
+    network_freezes: list[tuple[float, float]] = []
+    # This process's samples (readers, proxy): recorded, not judged (it keeps every id).
+    me = Child("test", 0, "", name, tmp_path)
+    async with EmbeddedServer(appendonly=True) as server, healing_proxy(server.port) as proxy:
         url = server.url
         async with (
             pulse_trio.connect(url, client_name="chaos") as admin,
             pulse_trio.connect(url, client_name="soak-readers") as readers_client,
-            children(url, name, tmp_path) as procs,
+            children(url, proxy.url, name, tmp_path) as procs,
             pool.open_node(admin, name, client_only=True, ack_grace_period=10.0) as dispatcher,
         ):
             stream = streaming.Stream(admin, name, max_len=0)  # keep every entry to check
@@ -231,9 +315,20 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
                             n += 1
                             await anyio.sleep(0.01)
 
+                async def sampler() -> None:
+                    while True:
+                        tcp = _tcp_inodes()
+                        for child in [*procs, me]:
+                            pid = child.process.pid if child.process else os.getpid()
+                            sample = _sample(pid, tcp)
+                            if sample is not None:
+                                child.samples.append((time.time(), pid, *sample))
+                        await anyio.sleep(SAMPLE_EVERY)
+
                 await tg.start(reader, 0)
                 await tg.start(reader, 1)
                 tg.start_soon(writer)
+                tg.start_soon(sampler)
 
                 async def probe() -> None:
                     began = time.time()
@@ -246,8 +341,12 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
                     recoveries.append(time.time() - began)
 
                 deadline = time.time() + SECONDS
+                first = True
                 while time.time() < deadline:
-                    kind = rng.choice(FAULTS)
+                    # The first fault freezes the network while the proxied worker holds jobs
+                    # (so that every run checks it fences itself); then at random.
+                    kind = "freeze-network" if first else rng.choice(FAULTS)
+                    first = False
                     faults[kind] += 1
                     action, _, what = kind.partition("-")
                     if action in ("kill", "freeze") and what in COUNTS:
@@ -256,6 +355,14 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
                             await victim.kill_and_restart()
                         else:
                             await victim.freeze(FREEZE[what])
+                    elif kind == "freeze-network":
+                        proxy.freeze()
+                        began = time.time()
+                        try:
+                            await anyio.sleep(FREEZE_NETWORK)
+                        finally:
+                            proxy.heal()
+                            network_freezes.append((began, time.time()))
                     elif kind.startswith("client-kill-"):
                         await _client_kill(admin, kind.rsplit("-", 1)[1])
                     else:
@@ -346,8 +453,23 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
         "recover_p50_s": round(statistics.median(recoveries), 3) if recoveries else None,
         "recover_p99_s": round(_percentile(recoveries, 0.99), 3) if recoveries else None,
         "recover_max_s": round(max(recoveries), 3) if recoveries else None,
+        "network_freezes": len(network_freezes),
+        # Jobs the proxied worker stopped itself while its network was frozen (it fenced).
+        "jobs_stopped_behind_a_frozen_network": sum(
+            1
+            for c in workers
+            if (c.role, c.index) in PROXIED
+            for parts in c.lines()
+            if parts[1] == "stop" and any(a <= float(parts[0]) <= b for a, b in network_freezes)
+        ),
+        "resources": {repr(c): _trend(c) for c in [*procs, me]},
+        "resource_samples": {
+            repr(c): [[round(t, 1), pid, rss, conns] for t, pid, rss, conns in c.samples]
+            for c in [*procs, me]
+        },
     }
-    print("soak summary:", json.dumps(summary, indent=1))
+    printed = {k: v for k, v in summary.items() if k != "resource_samples"}
+    print("soak summary:", json.dumps(printed, indent=1))
     if SUMMARY:
         await anyio.Path(SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     assert summary["events_lost"] == 0
@@ -357,6 +479,74 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
     assert duplicates == 0
     assert tick_duplicates == 0
     assert sum(faults.values()) >= 3
+    # The worker behind the frozen network stopped its jobs itself (it held some at the first
+    # fault); had it kept them, their restart elsewhere would count as jobs on two live workers.
+    assert summary["jobs_stopped_behind_a_frozen_network"] > 0
+    # Connections: bounded in every process, at every sample (a leak grows past it).
+    for child in procs:
+        assert child.samples, f"{child}: never sampled"
+        most = max(conns for _, _, _, conns in child.samples)
+        assert most <= MAX_CONNECTIONS, f"{child} held {most} TCP connections"
+    if SECONDS >= LONG_FORM:  # long enough to judge: RSS and connections stay flat
+        for name_, trend in summary["resources"].items():
+            if trend["judged"]:
+                assert trend["rss_kb_q4"] <= 1.25 * trend["rss_kb_q2"], (name_, trend)
+                assert trend["connections_q4"] <= trend["connections_q2"] + 2, (name_, trend)
+
+
+def _tcp_inodes() -> set[str]:
+    """Inodes of this machine's TCP sockets that are not listening (``/proc/net/tcp*``)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[3] != "0A":  # 0A: LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
+def _sample(pid: int, tcp: set[str]) -> tuple[int, int] | None:
+    """(RSS in kB, open TCP connections) of process ``pid``, ``None`` if it is gone."""
+    try:
+        found = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    if found is None:  # a zombie
+        return None
+    connections = 0
+    for fd in descriptors:
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:[") and target[8:-1] in tcp:
+                connections += 1
+    return int(found.group(1)), connections
+
+
+def _trend(child: Child) -> dict[str, Any]:
+    """Medians of RSS and connections over the 2nd and the last quarter of the longest life of
+    the process (a restarted process starts a new series); judged when 30 samples or more."""
+    lives: dict[int, list[tuple[float, int, int, int]]] = collections.defaultdict(list)
+    for sample in child.samples:
+        lives[sample[1]].append(sample)
+    longest = max(lives.values(), key=len, default=[])
+    n = len(longest)
+    second, last = longest[n // 4 : n // 2], longest[3 * n // 4 :]
+    return {
+        "lives": len(lives),
+        "samples_of_longest_life": n,
+        "seconds_of_longest_life": round(longest[-1][0] - longest[0][0], 1) if n else 0,
+        # The test's own process keeps every event id it checks: it grows by design.
+        "judged": n >= 30 and child.role != "test",
+        "rss_kb_first": longest[0][2] if n else None,
+        "rss_kb_q2": statistics.median(s[2] for s in second) if second else None,
+        "rss_kb_q4": statistics.median(s[2] for s in last) if last else None,
+        "rss_kb_max": max((s[2] for s in child.samples), default=None),
+        "connections_q2": statistics.median(s[3] for s in second) if second else None,
+        "connections_q4": statistics.median(s[3] for s in last) if last else None,
+        "connections_max": max((s[3] for s in child.samples), default=None),
+    }
 
 
 def _percentile(values: list[float], q: float) -> float:
