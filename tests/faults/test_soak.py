@@ -41,14 +41,12 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import attrs
 import pytest
 
 import pulse_trio
 from pulse_trio import pool, streaming
-from pulse_trio.testing import EmbeddedServer
+from pulse_trio.testing import EmbeddedServer, FaultProxy
 
-from .._proxy import FreezingProxy
 from . import soak_process
 from ._load import TRANSIENT, retrying
 
@@ -96,60 +94,6 @@ def test_the_reliability_page_lists_every_fault() -> None:
     table = page.split("A chaos loop injects", 1)[1].split("After each fault", 1)[0]
     listed = set(re.findall(r"`([a-z]+(?:-[a-z]+)+)`", table))
     assert listed == set(FAULTS)
-
-
-@attrs.define
-class HealingProxy(FreezingProxy):
-    """The fault proxy, whose frozen traffic resumes when healed (a partition that ends)."""
-
-    healed: anyio.Event = attrs.field(factory=anyio.Event)
-    frozen_count: int = 0
-
-    def freeze(self) -> None:
-        """Stop all traffic, connections open (also that of connections opened meanwhile)."""
-        self.healed = anyio.Event()
-        self.freeze_all()
-        self.frozen_count += 1
-
-    def heal(self) -> None:
-        """Resume the traffic of every connection: what was held back is delivered now."""
-        self.all_frozen = False
-        for link in self.links:
-            link.frozen = False
-        self.healed.set()
-
-    async def _pump(
-        self, source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream, link: Any, up: bool
-    ) -> None:
-        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-            try:
-                while True:
-                    data = await source.receive()
-                    while link.frozen:
-                        await self.healed.wait()
-                    await sink.send(data)
-            finally:
-                link.frozen = False  # a closed link is never frozen again
-                with contextlib.suppress(ValueError):
-                    self.links.remove(link)
-
-    async def _handle(self, client: anyio.abc.SocketStream) -> None:
-        with contextlib.suppress(OSError):  # Redis is down (being restarted): drop the client
-            await FreezingProxy._handle(self, client)
-
-
-@contextlib.asynccontextmanager
-async def healing_proxy(target_port: int) -> AsyncIterator[HealingProxy]:
-    """Run a :class:`HealingProxy` to ``target_port`` for the duration of the block."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    proxy = HealingProxy(target_port, port=listener.extra(anyio.abc.SocketAttribute.local_port))
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, proxy._handle)
-        try:
-            yield proxy
-        finally:
-            proxy.heal()
-            tg.cancel_scope.cancel()
 
 
 class Child:
@@ -271,7 +215,7 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
     network_freezes: list[tuple[float, float]] = []
     # This process's samples (readers, proxy): recorded, not judged (it keeps every id).
     me = Child("test", 0, "", name, tmp_path)
-    async with EmbeddedServer(appendonly=True) as server, healing_proxy(server.port) as proxy:
+    async with EmbeddedServer(appendonly=True) as server, FaultProxy(server.port) as proxy:
         url = server.url
         async with (
             pulse_trio.connect(url, client_name="chaos") as admin,
