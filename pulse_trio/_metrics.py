@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Histogram, Observation
@@ -157,6 +157,9 @@ class _PoolNode(Protocol):
         """The number of jobs each of its workers runs now."""
 
 
+_K = TypeVar("_K")
+_C = TypeVar("_C")
+
 _streams: dict[str, StreamCell] = {}
 _sinks: dict[tuple[str, str], SinkCell] = {}
 _pools: dict[str, PoolCell] = {}
@@ -166,49 +169,38 @@ _transport_nodes: weakref.WeakSet[Any] = weakref.WeakSet()
 _pool_nodes: dict[Any, str] = weakref.WeakKeyDictionary()  # type: ignore[assignment]
 
 
-def stream_cell(name: str) -> StreamCell:
-    """The cell of stream ``name`` (made on first use)."""
-    cell = _streams.get(name)
+def _cell(table: dict[_K, _C], key: _K, make: Callable[[], _C]) -> _C:
+    """The cell of ``key`` in ``table``, made (and the instruments set up) on first use."""
+    cell = table.get(key)
     if cell is None:
-        cell = _streams[name] = StreamCell(name)
+        cell = table[key] = make()
         _setup()
     return cell
+
+
+def stream_cell(name: str) -> StreamCell:
+    """The cell of stream ``name`` (made on first use)."""
+    return _cell(_streams, name, lambda: StreamCell(name))
 
 
 def sink_cell(stream: str, sink: str) -> SinkCell:
     """The cell of the pair (``stream``, ``sink``)."""
-    cell = _sinks.get((stream, sink))
-    if cell is None:
-        cell = _sinks[stream, sink] = SinkCell(stream, sink)
-        _setup()
-    return cell
+    return _cell(_sinks, (stream, sink), lambda: SinkCell(stream, sink))
 
 
 def pool_cell(name: str) -> PoolCell:
     """The cell of pool ``name``."""
-    cell = _pools.get(name)
-    if cell is None:
-        cell = _pools[name] = PoolCell(name)
-        _setup()
-    return cell
+    return _cell(_pools, name, lambda: PoolCell(name))
 
 
 def map_cell(name: str) -> MapCell:
     """The cell of map ``name``."""
-    cell = _maps.get(name)
-    if cell is None:
-        cell = _maps[name] = MapCell(name)
-        _setup()
-    return cell
+    return _cell(_maps, name, lambda: MapCell(name))
 
 
 def server_cell(name: str) -> ServerCell:
     """The transport cell of server ``name``."""
-    cell = _servers.get(name)
-    if cell is None:
-        cell = _servers[name] = ServerCell(name)
-        _setup()
-    return cell
+    return _cell(_servers, name, lambda: ServerCell(name))
 
 
 def track_transport_node(node: _TransportNode) -> None:

@@ -1,21 +1,4 @@
-"""Hypothesis strategies for the values pulse-trio takes: names, keys, values, payloads.
-
-Each ``*s()`` function returns a strategy of values pulse-trio accepts, biased towards the
-boundaries (the longest names, non-ASCII text, characters next to the forbidden ones); each
-``invalid_*()`` function returns a strategy of values it refuses with a clear error before
-any I/O. The rules:
-
-- **names** of maps, streams, sinks and pools (:func:`names`), **event names**
-  (:func:`event_names`) and **topics** (:func:`topics`): strict UTF-8 text (no surrogate);
-  names are 1 to 512 characters, none of space, NUL, ``*``, ``?``, ``[``, ``]``;
-- **map keys** (:func:`map_keys`): non-empty, no ``=``; **map values** (:func:`map_values`)
-  and **job keys** (:func:`job_keys`, 1 to 1024 characters, no NUL): any text that survives
-  ``s.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")``, so also the
-  text Python makes of undecodable bytes (``os.fsdecode`` style);
-- **payloads** (:func:`payloads`): any ``bytes``.
-
-Requires Hypothesis (the ``testing`` extra).
-"""
+"""The implementation of :mod:`pulse_trio.testing.strategies` (see its docstring)."""
 
 from __future__ import annotations
 
