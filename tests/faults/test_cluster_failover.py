@@ -105,19 +105,19 @@ async def test_every_package_survives_a_master_failover_and_slot_migrations(
                 await d.write(12, "during")  # retried until the replica took over
             assert (await _slot_owners(client))[key_slot(keys_of(name)[0])] != victim_port
             await d.check_nothing_lost()
-            # Slot migrations under load: the stream's and the pool's slots move to another
-            # master while the writer, the reader, the sink and the pool run.
+            # A slot migration under load: the stream's slot moves to another master while the
+            # writer, the reader, the sink and the pool run. (Not the pool's own slot: its
+            # scripts derive undeclared keys from the one they declare, which a migration
+            # cannot follow; docs/reliability.md says so.)
             owners = await _slot_owners(client)
             masters = sorted(set(owners.values()))
-            moved = 0
+            slot = key_slot(keys_of(name)[1])
+            source = owners[slot]
+            target = next(m for m in masters if m != source)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(d.write, 20, "migrating")
-                for key in keys_of(name)[1:]:
-                    slot = key_slot(key)
-                    source = owners[slot]
-                    target = next(m for m in masters if m != source)
-                    moved += await _migrate_slot(slot, source, target, masters)
-            assert moved >= 2
+                moved = await _migrate_slot(slot, source, target, masters)
+            assert moved >= 1
             owners = await _slot_owners(client)
             assert owners[key_slot(keys_of(name)[1])] != owners[key_slot(keys_of(name)[0])]
             await d.write(4, "after")
