@@ -5,7 +5,8 @@ in flight (automatic pipelining); one reader task feeds what arrives to the
 :class:`~._requests.RequestLedger`, which wakes the callers whose replies completed, in FIFO
 order. On a plain (not TLS) TCP or Unix socket a lone caller takes a fast path
 (leader/follower): when its requests are the only ones in flight it writes them itself and
-reads the socket itself until its reply arrived, with no task switch; meanwhile the reader
+reads the socket itself until its reply arrived (polling it first for a short while, see
+:mod:`._fast_io`), with no task switch; meanwhile the reader
 task is parked (one reader at a time), and it takes over whatever replies are still due when
 the caller is done or cancelled. As no task reads an idle connection there, a look before the
 next write (:mod:`.fast_io`) finds out whether the server closed it meanwhile (the request
@@ -24,10 +25,11 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import sniffio
 
 from ._direct import NETWORK_ERRORS, RECEIVE_SIZE, DirectConnection, close_stream
-from ._fast_io import FastIO, fast_io
+from ._fast_io import FastIO, Poller, fast_io
 from ._requests import ConnectionLostError, Event, RequestLedger, Waiter
 from ._resp import encode_command
 
@@ -48,6 +50,15 @@ def _event_factory() -> Callable[[], Event]:
 
         return asyncio.Event
     return anyio.Event
+
+
+def _checkpoint_function() -> Callable[[], Awaitable[None]]:
+    """The running backend's own checkpoint (a cancellation and scheduling point)."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.lowlevel.checkpoint
+    return anyio.lowlevel.checkpoint
 
 
 class MultiplexedConnection:
@@ -81,6 +92,8 @@ class MultiplexedConnection:
         # without reading it: the fast path (None elsewhere).
         self._io = fast_io(direct.stream)
         self._new_event = _event_factory()
+        self._checkpoint = _checkpoint_function()
+        self._poller = Poller()
         self.address = direct.address
         self.client_id = direct.client_id
         self._settings = direct._settings
@@ -236,6 +249,18 @@ class MultiplexedConnection:
         core = self._core
         stream = self._stream
         try:
+            io = self._io
+            until = self._poller.deadline() if io is not None else None
+            if until is not None and io is not None:
+                # Let the other tasks run (and be cancelled here) while the request travels,
+                # then poll for the reply before sleeping on the socket.
+                await self._checkpoint()
+                data = io.poll(RECEIVE_SIZE, until)
+                self._poller.record(data is not None)
+                if data is not None:
+                    self._deliver(data)
+                    if self.closed:
+                        return
             while not last.event.is_set():
                 data = await stream.receive(RECEIVE_SIZE)
                 self._deliver(data)
