@@ -29,11 +29,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 import sniffio
+
+#: ``recv`` flags as plain ints (combining the enum members costs more than the syscall).
+_PEEK = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)
+_DONTWAIT = int(socket.MSG_DONTWAIT)
 
 
 class FastIO(Protocol):
@@ -52,11 +57,11 @@ class FastIO(Protocol):
     def watch(self) -> None:
         """Nobody reads now: make sure :meth:`alive` will see the peer closing."""
 
-    def poll(self, size: int, until: float) -> bytes | None:
-        """Read what has arrived, trying until ``time.perf_counter()`` passes ``until``.
+    def poll(self, size: int) -> bytes | None:
+        """Read what has arrived, without waiting.
 
         Returns:
-            Up to ``size`` bytes, or ``None`` if nothing arrived in time, the peer closed the
+            Up to ``size`` bytes, or ``None`` if nothing has arrived, the peer closed the
             connection or polling is not possible here (the caller then waits the ordinary
             way, which sees the end of stream or the error again).
         """
@@ -74,7 +79,7 @@ class _SocketIO:
 
     def alive(self) -> bool:
         try:
-            return self.raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+            return self.raw.recv(1, _PEEK) != b""
         except BlockingIOError:
             return True
         except OSError:
@@ -89,20 +94,11 @@ class _SocketIO:
     def watch(self) -> None:
         pass  # the kernel keeps the end of stream for the peek
 
-    def poll(self, size: int, until: float) -> bytes | None:
-        recv = self.raw.recv
-        flags = socket.MSG_DONTWAIT
-        clock = time.perf_counter
-        while True:
-            try:
-                data = recv(size, flags)
-            except BlockingIOError:
-                if clock() > until:
-                    return None
-                continue
-            except OSError:
-                return None
-            return data or None
+    def poll(self, size: int) -> bytes | None:
+        try:
+            return self.raw.recv(size, _DONTWAIT) or None
+        except OSError:  # BlockingIOError included: nothing yet
+            return None
 
 
 class _TransportIO:
@@ -140,48 +136,88 @@ class _TransportIO:
         if not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def poll(self, size: int, until: float) -> bytes | None:
+    def poll(self, size: int) -> bytes | None:
         return None  # the transport reads the socket, from the event loop
 
 
 class Poller:
-    """Whether a lone caller polls for its reply (:meth:`FastIO.poll`), and for how long.
+    """Polls a lone caller's socket for its reply before it waits the ordinary way.
 
+    Each round yields to the other tasks (a checkpoint: cancellation and scheduling point),
+    then reads what has arrived. The polling stops as soon as another task has work (the
+    event loop is theirs then, and waiting costs nothing), and after :attr:`BUDGET` seconds.
     Polling is worth it while replies come back within the budget (a server on the same
-    machine or a fast network): then it saves the event loop's sleep and wake-up. A reply that
-    does not (a slow command, a distant server) costs the budget in vain, with the event loop
-    blocked meanwhile; after ``MISSES`` such misses in a row the connection stops polling for
-    ``REST`` seconds, then tries again.
+    machine or a fast network). One that does not (a slow command, a distant server) costs
+    the budget in vain: after :attr:`MISSES` such misses in a row the connection stops polling
+    for :attr:`REST` seconds, then tries again.
     """
 
-    #: The longest a caller polls: about five loopback round trips.
+    #: The longest a caller polls: a few loopback round trips.
     BUDGET = 0.0002
     MISSES = 3
     REST = 1.0
 
-    __slots__ = ("_misses", "_resume")
+    __slots__ = ("_busy", "_checkpoint", "_io", "_misses", "_resume")
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        io: FastIO,
+        busy: Callable[[], object],
+        checkpoint: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._io = io
+        self._busy = busy
+        self._checkpoint = checkpoint
         self._misses = 0
         self._resume = 0.0
 
-    def deadline(self) -> float | None:
-        """The ``until`` for :meth:`FastIO.poll`, or ``None`` if not polling now."""
-        now = time.perf_counter()
+    async def receive(self, size: int) -> bytes | None:
+        """Up to ``size`` bytes that arrived while polling, or ``None`` (then wait for them)."""
+        clock = time.perf_counter
+        now = clock()
         if self._misses >= self.MISSES:
             if now < self._resume:
                 return None
             self._misses = 0
-        return now + self.BUDGET
+        until = now + self.BUDGET
+        io = self._io
+        busy = self._busy
+        checkpoint = self._checkpoint
+        while True:
+            await checkpoint()
+            data = io.poll(size)
+            if data is not None:
+                self._misses = 0
+                return data
+            if busy():
+                return None  # not a miss: the other tasks' turn
+            if clock() > until:
+                self._misses += 1
+                if self._misses >= self.MISSES:
+                    self._resume = clock() + self.REST
+                return None
 
-    def record(self, hit: bool) -> None:
-        """Count a poll that got data (``hit``) or not."""
-        if hit:
-            self._misses = 0
-            return
-        self._misses += 1
-        if self._misses >= self.MISSES:
-            self._resume = time.perf_counter() + self.REST
+
+def poller(io: FastIO | None) -> Poller | None:
+    """A :class:`Poller` for ``io`` where polling is possible and safe: on Trio, over a socket
+    the stream reads with plain ``recv``; ``None`` elsewhere."""
+    if not isinstance(io, _SocketIO) or sniffio.current_async_library() != "trio":
+        return None
+    import trio
+
+    try:
+        # Whether other tasks are runnable, read from the run queue itself: the public
+        # statistics build a whole record for it, which costs as much as a poll round.
+        from trio._core._run import GLOBAL_RUN_CONTEXT
+
+        busy: Callable[[], object] = GLOBAL_RUN_CONTEXT.runner.runq.__len__
+    except (ImportError, AttributeError, RuntimeError):
+        statistics = trio.lowlevel.current_statistics
+
+        def busy() -> bool:
+            return statistics().tasks_runnable > 0
+
+    return Poller(io, busy, trio.lowlevel.checkpoint)
 
 
 def fast_io(stream: anyio.abc.ByteStream) -> FastIO | None:

@@ -25,11 +25,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 import sniffio
 
 from ._direct import NETWORK_ERRORS, RECEIVE_SIZE, DirectConnection, close_stream
-from ._fast_io import FastIO, Poller, fast_io
+from ._fast_io import FastIO, fast_io, poller
 from ._requests import ConnectionLostError, Event, RequestLedger, Waiter
 from ._resp import encode_command
 
@@ -50,15 +49,6 @@ def _event_factory() -> Callable[[], Event]:
 
         return asyncio.Event
     return anyio.Event
-
-
-def _checkpoint_function() -> Callable[[], Awaitable[None]]:
-    """The running backend's own checkpoint (a cancellation and scheduling point)."""
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        return trio.lowlevel.checkpoint
-    return anyio.lowlevel.checkpoint
 
 
 class MultiplexedConnection:
@@ -92,8 +82,7 @@ class MultiplexedConnection:
         # without reading it: the fast path (None elsewhere).
         self._io = fast_io(direct.stream)
         self._new_event = _event_factory()
-        self._checkpoint = _checkpoint_function()
-        self._poller = Poller()
+        self._poller = poller(self._io)
         self.address = direct.address
         self.client_id = direct.client_id
         self._settings = direct._settings
@@ -115,6 +104,8 @@ class MultiplexedConnection:
         self.writes = 0
         #: Requests (or pipelines) whose caller read its reply itself (the fast path).
         self.leads = 0
+        #: Leading callers whose reply (or its start) arrived while they polled.
+        self.polled = 0
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -249,18 +240,11 @@ class MultiplexedConnection:
         core = self._core
         stream = self._stream
         try:
-            io = self._io
-            until = self._poller.deadline() if io is not None else None
-            if until is not None and io is not None:
-                # Let the other tasks run (and be cancelled here) while the request travels,
-                # then poll for the reply before sleeping on the socket.
-                await self._checkpoint()
-                data = io.poll(RECEIVE_SIZE, until)
-                self._poller.record(data is not None)
+            if self._poller is not None:
+                data = await self._poller.receive(RECEIVE_SIZE)
                 if data is not None:
+                    self.polled += 1
                     self._deliver(data)
-                    if self.closed:
-                        return
             while not last.event.is_set():
                 data = await stream.receive(RECEIVE_SIZE)
                 self._deliver(data)

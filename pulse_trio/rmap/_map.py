@@ -92,6 +92,9 @@ class Map(Service):
         self._replica = Replica(ops.name, logger)
         # The replica's dict itself (mutated in place, never replaced): a read is one lookup.
         self._content = self._replica.content
+        # Reads are the hot path of a replicated map: ``get`` is the dict's own bound method
+        # on each instance (the method below documents it), which halves its cost.
+        self.get = self._content.get  # type: ignore[method-assign,assignment]
         self._sync = Synchronizer(
             ops.client,
             ops,

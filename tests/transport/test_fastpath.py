@@ -330,3 +330,79 @@ async def test_unix_socket_fast_path(unix_url: str, unique: str) -> None:
         assert mux.closed
         assert node.connects == connects + 1
         assert await client.execute("GET", unique) == b"21"  # executed exactly once
+
+
+# -- polling for the reply -----------------------------------------------------------------
+
+
+class _ScriptedIO:
+    """What the poller reads: nothing until ``answer_after`` polls, then one reply."""
+
+    def __init__(self, answer_after: int | None) -> None:
+        self.answer_after = answer_after
+        self.polls = 0
+
+    def poll(self, size: int) -> bytes | None:
+        self.polls += 1
+        if self.answer_after is not None and self.polls > self.answer_after:
+            return b"+OK\r\n"
+        return None
+
+
+def _poller(io: _ScriptedIO, busy: list[bool]) -> Any:
+    from pulse_trio._redis._fast_io import Poller
+
+    return Poller(io, lambda: busy[0], anyio.lowlevel.checkpoint)  # type: ignore[arg-type]
+
+
+async def test_the_poller_stops_polling_a_connection_that_answers_late() -> None:
+    io = _ScriptedIO(answer_after=None)
+    poller = _poller(io, [False])
+    for _ in range(poller.MISSES):
+        started = anyio.current_time()
+        assert await poller.receive(100) is None
+        assert anyio.current_time() - started >= poller.BUDGET  # it polled the whole budget
+    polls = io.polls
+    assert await poller.receive(100) is None  # resting: no poll at all
+    assert io.polls == polls
+    poller._resume = 0.0  # the rest is over
+    io.answer_after = io.polls  # the next poll has the reply
+    assert await poller.receive(100) == b"+OK\r\n"
+    assert poller._misses == 0
+
+
+async def test_the_poller_gives_way_to_other_tasks_without_counting_a_miss() -> None:
+    io = _ScriptedIO(answer_after=None)
+    poller = _poller(io, [True])
+    for _ in range(poller.MISSES + 2):
+        assert await poller.receive(100) is None
+    assert io.polls == poller.MISSES + 2  # one poll each, then the others' turn
+    assert poller._misses == 0
+
+
+async def test_a_lone_caller_polls_for_its_reply_on_trio(
+    rclient: Client, unique: str, anyio_backend: str
+) -> None:
+    mux = await _node(rclient).multiplexed()
+    polled = mux.polled
+    for i in range(50):
+        assert await rclient.execute("INCR", unique) == i + 1
+    if anyio_backend == "trio":
+        # A loopback reply takes tens of microseconds: most arrive within the budget.
+        assert mux.polled > polled
+    else:
+        assert mux._poller is None  # the asyncio transport reads the socket itself
+        assert mux.polled == polled
+
+
+async def test_a_caller_cancelled_while_polling_leaves_the_connection_consistent(
+    rclient: Client, unique: str
+) -> None:
+    mux = await _node(rclient).multiplexed()
+    for attempt in range(20):
+        with anyio.CancelScope() as scope:
+            scope.deadline = anyio.current_time() + random.uniform(0, 0.002)
+            await rclient.execute("EVAL", _SLOW, 0, 1000, f"slow-{attempt}")
+        assert await rclient.execute("SET", unique, attempt) == b"OK"
+        assert await rclient.execute("GET", unique) == str(attempt).encode()
+    assert not mux.closed
