@@ -25,6 +25,7 @@ import anyio
 import anyio.abc
 
 from .._errors import RedisUnavailableError
+from ._fast_io import fast_io, poller
 from ._requests import ConnectionLostError, auto_timeout, command_name
 from ._resp import Arg, ProtocolError, ResponseError, RespState, encode_command
 from ._settings import Address, ConnectionSettings
@@ -122,6 +123,7 @@ class DirectConnection:
         on_error: Callable[[ResponseError], None] | None = None,
     ) -> None:
         self._stream = stream
+        self._poller = poller(fast_io(stream))
         self._on_error = on_error
         self.address = address
         self._settings = settings
@@ -176,7 +178,12 @@ class DirectConnection:
 
     async def _read_reply(self) -> Any:
         while not self._replies:
-            data = await self._stream.receive(RECEIVE_SIZE)
+            # A reply that comes quickly (a non-blocking read, a blocking one with entries
+            # waiting) is polled for; a blocking read that waits costs a few polls, then
+            # its connection rests (see Poller).
+            data = None if self._poller is None else await self._poller.receive(RECEIVE_SIZE)
+            if data is None:
+                data = await self._stream.receive(RECEIVE_SIZE)
             self._replies.extend(reply for _, reply in self._core.receive_data(data))
         return self._replies.popleft()
 

@@ -337,6 +337,7 @@ class MultiplexedConnection:
         core = self._core
         stream = self._stream
         io = self._io
+        poller = self._poller
         while True:
             if io is not None and (self._leading or not core.waiting):
                 parked = self._read_wanted = self._new_event()
@@ -344,7 +345,11 @@ class MultiplexedConnection:
                     io.watch()
                 await parked.wait()
                 continue
-            data = await stream.receive(RECEIVE_SIZE)
+            # Replies are due: poll for them while no other task has work (the callers
+            # waiting for them have none), then wait the ordinary way.
+            data = None if poller is None else await poller.receive(RECEIVE_SIZE)
+            if data is None:
+                data = await stream.receive(RECEIVE_SIZE)
             self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:

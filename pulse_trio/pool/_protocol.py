@@ -213,7 +213,44 @@ def decode_message(entry_id: str, raw: Mapping[Any, Any]) -> Message:
     missing = [f for f in _REQUIRED[kind] if f not in fields]
     if missing:
         raise MalformedMessageError(f"entry {entry_id} ({kind}) lacks fields {missing}")
+    problem = _field_problem(kind, fields)
+    if problem is not None:
+        raise MalformedMessageError(f"entry {entry_id} ({kind}): {problem}")
     return Message(entry_id, kind, fields, payload)
+
+
+#: The latest millisecond timestamp a datetime can hold (the end of year 9999).
+_MAX_MS = 253_402_300_799_999
+_FLAGS = ("0", "1")
+
+
+def _field_problem(kind: str, fields: Mapping[str, str]) -> str | None:
+    """What is wrong with the values of a message's fields (written by another tool: every
+    value the node acts on is checked here, so that acting on it cannot fail)."""
+    if kind in ("s", "x", "n"):
+        try:
+            validate_key(fields["k"])
+        except ValueError as exc:
+            return f"bad job key: {exc}"
+    if kind == "s":
+        created = fields["c"]
+        if (
+            not (created.isascii() and created.isdigit() and len(created) <= 15)
+            or int(created) > _MAX_MS
+        ):
+            return f"bad creation time {created[:30]!r}"
+        if fields["q"] not in _FLAGS:
+            return f"bad requeued flag {fields['q'][:30]!r}"
+    elif kind == "r" and fields["o"] not in _FLAGS:
+        return f"bad outcome flag {fields['o'][:30]!r}"
+    elif kind == "m":
+        flat = fields["M"].split("\n")
+        epoch = flat[0]
+        if not (epoch.lstrip("-").isascii() and epoch.lstrip("-").isdigit()):
+            return f"bad membership epoch {epoch[:30]!r}"
+        if len(flat) % 2 != 1:
+            return "a worker without its node in the membership"
+    return None
 
 
 def reply_spec(token: str, node_id: str) -> str:

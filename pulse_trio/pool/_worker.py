@@ -281,17 +281,37 @@ async def stop_all_locally(workers: list[Worker]) -> None:
     fencing, shutting down: Redis is told by the caller)."""
     async with anyio.create_task_group() as tg:
         for worker in workers:
+            if worker._jobs:
+                tg.start_soon(_stop_jobs_locally, worker)
+
+
+async def _stop_jobs_locally(worker: Worker) -> None:
+    """Stop ``worker``'s jobs, or stop waiting once its task group ended: its queues and its
+    jobs' tasks ended with it (a background task of the node failed), and an operation queued
+    now would never run."""
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                await worker._done.wait()
+                scope.cancel()
+
+            tg.start_soon(watch)
+            stopped = []
             for key in list(worker._jobs):
                 done = anyio.Event()
 
-                async def op(w: Worker = worker, k: str = key, d: anyio.Event = done) -> None:
+                async def op(k: str = key, d: anyio.Event = done) -> None:
                     try:
-                        await w._stop_locally(k)
+                        await worker._stop_locally(k)
                     finally:
                         d.set()
 
                 worker._enqueue(key, op)
-                tg.start_soon(done.wait)
+                stopped.append(done)
+            for done in stopped:
+                await done.wait()
+            scope.cancel()
 
 
 def _message(exc: BaseException) -> str:

@@ -369,3 +369,39 @@ async def test_g9_close_is_bounded_by_worker_shutdown_ttl(client: Any, unique: s
         assert anyio.current_time() - left_at < 0.5 + 3.0  # the stuck stop did not hold it
         assert stuck.stops[key] == 1
         await wait_until(lambda: key in staying.running, what="handed over")
+
+
+async def test_g9_a_failed_background_task_does_not_hold_the_close(
+    client: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug in a background task (simulated: the node stream's reader raises) ends the node's
+    # task groups, its workers' included: closing must not wait worker_shutdown_ttl for key
+    # queues that no task drains any more.
+    from pulse_trio.pool import _intake, _protocol
+
+    handler = Recorder()
+    decode = _protocol.decode_message
+
+    def failing(entry_id: str, raw: Any) -> Any:
+        message = decode(entry_id, raw)
+        if message.type == "n":
+            raise RuntimeError("a bug in the intake")
+        return message
+
+    monkeypatch.setattr(_intake, "decode_message", failing)
+    left_at = 0.0
+
+    async def run() -> None:
+        nonlocal left_at
+        async with node(client, unique, worker_shutdown_ttl=30.0) as n:
+            await n.add_worker(handler)
+            await n.dispatch_job("j", b"")
+            assert "j" in handler.running
+            left_at = anyio.current_time()
+            await n.notify_worker("j", b"note")  # the intake fails on it
+            await anyio.sleep_forever()
+
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await run()
+    assert caught.group_contains(RuntimeError, match="a bug in the intake")
+    assert anyio.current_time() - left_at < 5.0  # not worker_shutdown_ttl (30 s)
