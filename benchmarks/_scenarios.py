@@ -15,6 +15,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import attrs
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 import pulse_trio
 from pulse_trio import pool, rmap, streaming
@@ -34,6 +36,7 @@ from . import rmap as rmap_scenario
 from . import streaming as streaming_scenario
 from ._common import percentile, unique_name
 from ._runner import Case, Env, Measurement
+from ._systems import REPO
 
 PAYLOAD = b"x" * 64
 #: Workers of the pool node (and concurrency of every queue's worker).
@@ -195,15 +198,69 @@ async def _pulse_jobs(
     return Measurement({"jobs/s": jobs / elapsed})
 
 
+@contextlib.asynccontextmanager
+async def _queue_child(system: str, url: str, name: str, concurrency: int) -> AsyncIterator[None]:
+    """A ``benchmarks._queue_worker`` child running ``system``'s worker on queue ``name``; the
+    jobs it executes are added to :data:`_queues.TRACKER` as it reports them."""
+    command = [sys.executable, "-m", "benchmarks._queue_worker", system, url, name]
+    with tempfile.TemporaryFile() as errors:
+        process = await anyio.open_process([*command, str(concurrency)], stderr=errors, cwd=REPO)
+        try:
+            assert process.stdout is not None
+            lines = BufferedByteReceiveStream(process.stdout)
+            try:
+                with anyio.fail_after(60):
+                    line = await lines.receive_until(b"\n", 4096)
+            except (anyio.EndOfStream, anyio.IncompleteRead, TimeoutError):
+                line = b""
+            if line != b"ready":
+                errors.seek(0)
+                said = errors.read().decode(errors="replace").strip()[-500:]
+                raise RuntimeError(f"{system} worker process did not start: {line!r} {said}")
+
+            async def count() -> None:
+                with contextlib.suppress(anyio.EndOfStream, anyio.IncompleteRead):
+                    while True:
+                        executed = await lines.receive_until(b"\n", 4096)
+                        if executed.isdigit():
+                            _queues.TRACKER.executed_elsewhere(int(executed))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(count)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            # Killed, not stopped: the measurement is over, and the runner deletes its keys.
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.aclose()
+
+
 def _queue_jobs(
-    system: str, env: Env, jobs: int, warmup: int, producers: int, rate: float
+    system: str,
+    env: Env,
+    jobs: int,
+    warmup: int,
+    producers: int,
+    rate: float,
+    processes: int = 1,
 ) -> Measurement:
     result: list[Measurement] = []
     name = unique_name(system)
+    # Split like pulse-trio's workers: half (rounded down) in the child, the rest here.
+    elsewhere = _queues.CONCURRENCY // 2 if processes == 2 else 0
 
     async def main() -> None:
         tracker = _queues.TRACKER
-        async with _queues.open_queue(system, env.url, name) as queue:
+        async with contextlib.AsyncExitStack() as stack:
+            if elsewhere:
+                await stack.enter_async_context(_queue_child(system, env.url, name, elsewhere))
+            queue = await stack.enter_async_context(
+                _queues.open_queue(system, env.url, name, _queues.CONCURRENCY - elsewhere)
+            )
             with anyio.fail_after(TIMEOUT):
                 tracker.expect(warmup)
                 for _ in range(warmup):
@@ -232,7 +289,8 @@ def _queue_jobs(
             if rate:
                 result.append(_latency({}, tracker.latencies))
             else:
-                result.append(Measurement({"jobs/s": jobs / elapsed}))
+                extra = {"child_jobs": tracker.remote_count} if elsewhere else {}
+                result.append(Measurement({"jobs/s": jobs / elapsed}, extra=extra))
 
     # The queues log their own shutdown at WARNING/ERROR (saq: "Some tasks did not finish",
     # then asyncio: "exception was never retrieved"); a benchmark's output has no use for it.
@@ -277,14 +335,8 @@ def _jobs_cases(env: Env) -> list[Case]:
                         "--workers", WORKERS, "--producers", producers,
                         "--processes", processes, "--addr", _addr(env.url),
                     )  # fmt: skip
-                return _queue_jobs(system, env, jobs, warmup, producers, 0)
+                return _queue_jobs(system, env, jobs, warmup, producers, 0, processes)
 
-            unsupported = {}
-            if processes == 2:
-                unsupported = {
-                    s: "the 2-process case is built for pulse-trio and go-pulse only so far"
-                    for s in _queues.QUEUES
-                }
             cases.append(
                 Case(
                     "jobs.throughput",
@@ -293,7 +345,6 @@ def _jobs_cases(env: Env) -> list[Case]:
                     (("jobs/s", "jobs/s"),),
                     measure,
                     rounds=env.n(3, 2, 1),
-                    unsupported=unsupported,
                 )
             )
     return cases
