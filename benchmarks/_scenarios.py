@@ -101,8 +101,10 @@ def _run_go(env: Env, command: str, *args: object) -> Measurement:
     }
     values = {k.removesuffix("_ms"): v for k, v in values.items()}
     extra: dict[str, Any] = {}
-    if command == "jobs":
+    if command in ("jobs", "failover"):
         extra["stalls"] = report.get("stalls", 0)
+    if "moved_jobs" in values:
+        extra["moved_jobs"] = int(values.pop("moved_jobs"))
     return Measurement(values, samples_ms=report.get("samples_ms") or [], extra=extra)
 
 
@@ -117,14 +119,18 @@ async def _delete_keys_with(client: pulse_trio.Client, name: str) -> None:
 
 
 async def _delete_matching(client: pulse_trio.Client, pattern: str) -> None:
-    cursor = b"0"
-    while True:
-        reply = await client.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-        cursor, keys = bytes(reply[0]), list(reply[1])
-        if keys:
-            await client.execute("DEL", *keys)
-        if cursor == b"0":
-            return
+    # Every primary's keys (a cluster's too), deleted one by one: in a cluster the keys of a
+    # run hash to different slots, and one DEL of several would fail with CROSSSLOT.
+    # Sixty-four deleting tasks: their DELs share the connection's writes.
+    keys = await client.scan_keys(pattern)
+
+    async def delete(share: list[bytes]) -> None:
+        for key in share:
+            await client.execute("DEL", key)
+
+    async with anyio.create_task_group() as tg:
+        for first in range(min(64, len(keys))):
+            tg.start_soon(delete, keys[first::64])
 
 
 # ---------------------------------------------------------------- jobs
@@ -523,7 +529,9 @@ async def _pulse_sink(
     return Measurement({"events/s": events / elapsed}, extra={"duplicates": duplicates})
 
 
-def _sink_cases(env: Env, scenario: str, instance_counts: tuple[int, ...]) -> list[Case]:
+def _sink_cases(
+    env: Env, scenario: str, instance_counts: tuple[int, ...], cluster: bool = False
+) -> list[Case]:
     events = env.n(10_000, 3_000, 200)
     cases = []
     for instances in instance_counts:
@@ -533,22 +541,24 @@ def _sink_cases(env: Env, scenario: str, instance_counts: tuple[int, ...]) -> li
                 system: str, env: Env, instances: int = instances, ack: str = ack
             ) -> Measurement:
                 if system == "pulse-trio":
-                    return _run_pulse(env, _pulse_sink, events, instances, ack == "nowait")
+                    on = _on_cluster(env) if cluster else env
+                    return _run_pulse(on, _pulse_sink, events, instances, ack == "nowait")
                 return _run_go(env, "sink", "--events", events, "--instances", instances)
 
+            unsupported = {}
+            if cluster:
+                unsupported["go-pulse"] = NO_GO_CLUSTER
+            elif ack == "nowait":
+                unsupported["go-pulse"] = "goa.design/pulse has no ack_nowait (Sink.Ack only)"
             cases.append(
                 Case(
                     scenario,
-                    {"instances": instances, "ack": ack},
+                    {"instances": instances, "ack": ack, **({"masters": 3} if cluster else {})},
                     ("pulse-trio", "go-pulse"),
                     (("events/s", "events/s"),),
                     measure,
                     rounds=env.n(3, 2, 1),
-                    unsupported=(
-                        {"go-pulse": "goa.design/pulse has no ack_nowait (Sink.Ack only)"}
-                        if ack == "nowait"
-                        else {}
-                    ),
+                    unsupported=unsupported,
                 )
             )
     return cases
@@ -707,13 +717,15 @@ def _rmap_cases(env: Env) -> list[Case]:
     for keys in (1_000, 10_000, 100_000)[: env.n(3, 2, 1)]:
 
         def measure_join(system: str, env: Env, keys: int = keys) -> Measurement:
+            if system == "go-pulse":
+                return _run_go(env, "rmap-join", "--keys", keys)
             return _run_pulse(env, _pulse_join, keys)
 
         cases.append(
             Case(
                 "rmap.join",
                 {"keys": keys},
-                ("pulse-trio",),
+                ("pulse-trio", "go-pulse"),
                 (("join", "ms"), ("memory", "MB")),
                 measure_join,
                 rounds=env.n(3, 1, 1),
@@ -734,13 +746,18 @@ async def _pulse_failover(client: pulse_trio.Client) -> Measurement:
 
 def _failover_cases(env: Env) -> list[Case]:
     def measure(system: str, env: Env) -> Measurement:
+        if system == "go-pulse":
+            return _run_go(
+                env, "failover", "--jobs", pool_scenario.FAILOVER_JOBS,
+                "--ttl", pool_scenario.FAILOVER_TTL, "--addr", _addr(env.url),
+            )  # fmt: skip
         return _run_pulse(env, _pulse_failover)
 
     return [
         Case(
             "pool.failover",
             {"worker_ttl": pool_scenario.FAILOVER_TTL},
-            ("pulse-trio",),
+            ("pulse-trio", "go-pulse"),
             (("failover", "ms"),),
             measure,
             rounds=env.n(3, 1, 1),
@@ -797,8 +814,26 @@ async def _pulse_rebalance(client: pulse_trio.Client, jobs: int, quiet: float) -
     return Measurement({"rebalance": elapsed * 1000}, extra={"moved": moved})
 
 
-def _scale_cases(env: Env) -> list[Case]:
+#: Why go-pulse is not in the cluster cases.
+NO_GO_CLUSTER = "goa.design/pulse v1.6.5 takes a *redis.Client: no Redis Cluster"
+
+
+def _on_cluster(env: Env) -> Env:
+    """``env`` pointed at the embedded 3-master cluster of ``scale.cluster``."""
+    if env.cluster_url is None:
+        raise RuntimeError("no cluster was started")
+    return attrs.evolve(env, url=env.cluster_url)
+
+
+def _scale_cases(env: Env, cluster: bool = False) -> list[Case]:
+    """``scale``: jobs/s for 1-16 workers over 1 and 2 processes, rebalance after a join,
+    sink events/s for 1, 2, 4 instances; with ``cluster``, the same cases on the embedded
+    3-master Redis Cluster (``scale.cluster.*``, pulse-trio only)."""
     jobs = env.n(2_000, 600, 40)
+    prefix = "scale.cluster" if cluster else "scale"
+    where: dict[str, Any] = {"masters": 3} if cluster else {}
+    target = _on_cluster if cluster else (lambda env: env)
+    unsupported = {"go-pulse": NO_GO_CLUSTER} if cluster else {}
     cases = []
     for processes in (1, 2):
         for workers in (1, 2, 4, 8, 16)[: env.n(5, 5, 2)]:
@@ -808,29 +843,36 @@ def _scale_cases(env: Env) -> list[Case]:
             def measure(
                 system: str, env: Env, workers: int = workers, processes: int = processes
             ) -> Measurement:
+                if system == "go-pulse":
+                    return _run_go(
+                        env, "jobs", "--jobs", jobs, "--warmup", jobs // 10,
+                        "--workers", workers, "--producers", PRODUCERS,
+                        "--processes", processes, "--addr", _addr(env.url),
+                    )  # fmt: skip
                 return _run_pulse(
-                    env, _pulse_jobs, jobs, jobs // 10, PRODUCERS, processes, workers, 0
+                    target(env), _pulse_jobs, jobs, jobs // 10, PRODUCERS, processes, workers, 0
                 )
 
             cases.append(
                 Case(
-                    "scale.jobs",
-                    {"workers": workers, "processes": processes, "producers": PRODUCERS},
-                    ("pulse-trio",),
+                    f"{prefix}.jobs",
+                    {"workers": workers, "processes": processes, "producers": PRODUCERS, **where},
+                    ("pulse-trio", "go-pulse"),
                     (("jobs/s", "jobs/s"),),
                     measure,
                     rounds=env.n(3, 1, 1),
+                    unsupported=unsupported,
                 )
             )
     for jobs_in_pool in (env.n(10_000, 2_000, 50), env.n(100_000, 10_000, 100)):
 
         def measure_rebalance(system: str, env: Env, n: int = jobs_in_pool) -> Measurement:
-            return _run_pulse(env, _pulse_rebalance, n, 0.5 if n < 50_000 else 1.0)
+            return _run_pulse(target(env), _pulse_rebalance, n, 0.5 if n < 50_000 else 1.0)
 
         cases.append(
             Case(
-                "scale.rebalance",
-                {"jobs": jobs_in_pool, "workers_before": WORKERS},
+                f"{prefix}.rebalance",
+                {"jobs": jobs_in_pool, "workers_before": WORKERS, **where},
                 ("pulse-trio",),
                 (("rebalance", "ms"),),
                 measure_rebalance,
@@ -838,53 +880,7 @@ def _scale_cases(env: Env) -> list[Case]:
                 warmup=False,
             )
         )
-    cases += _sink_cases(env, "scale.sink", (1, 2, 4))
-    return cases
-
-
-def _cluster_cases(env: Env) -> list[Case]:
-    """``scale`` on a 3-master Redis Cluster: jobs/s (4 workers, 64 producers) and sink
-    events/s for 1, 2, 4 instances, pulse-trio only (goa.design/pulse takes a single-node
-    ``*redis.Client``)."""
-    jobs = env.n(2_000, 600, 40)
-    events = env.n(10_000, 3_000, 200)
-    no_go = {"go-pulse": "goa.design/pulse v1.6.5 takes a *redis.Client: no Redis Cluster"}
-
-    def on_cluster(env: Env) -> Env:
-        if env.cluster_url is None:
-            raise RuntimeError("no cluster was started")
-        return attrs.evolve(env, url=env.cluster_url)
-
-    def measure_jobs(system: str, env: Env) -> Measurement:
-        return _run_pulse(on_cluster(env), _pulse_jobs, jobs, jobs // 10, PRODUCERS, 1, WORKERS, 0)
-
-    cases = [
-        Case(
-            "scale.cluster",
-            {"what": "jobs", "workers": WORKERS, "producers": PRODUCERS, "masters": 3},
-            ("pulse-trio", "go-pulse"),
-            (("jobs/s", "jobs/s"),),
-            measure_jobs,
-            rounds=env.n(3, 1, 1),
-            unsupported=no_go,
-        )
-    ]
-    for instances in (1, 2, 4):
-
-        def measure_sink(system: str, env: Env, instances: int = instances) -> Measurement:
-            return _run_pulse(on_cluster(env), _pulse_sink, events, instances, False)
-
-        cases.append(
-            Case(
-                "scale.cluster",
-                {"what": "sink", "instances": instances, "ack": "await", "masters": 3},
-                ("pulse-trio", "go-pulse"),
-                (("events/s", "events/s"),),
-                measure_sink,
-                rounds=env.n(3, 1, 1),
-                unsupported=no_go,
-            )
-        )
+    cases += _sink_cases(env, f"{prefix}.sink", (1, 2, 4), cluster)
     return cases
 
 
@@ -901,5 +897,5 @@ BUILDERS: dict[str, Callable[[Env], list[Case]]] = {
     "rmap.join": lambda env: _rmap_cases(env)[2:],
     "pool.failover": _failover_cases,
     "scale": _scale_cases,
-    "scale.cluster": _cluster_cases,
+    "scale.cluster": lambda env: _scale_cases(env, cluster=True),
 }
