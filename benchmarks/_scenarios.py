@@ -219,17 +219,23 @@ async def _queue_child(system: str, url: str, name: str, concurrency: int) -> As
                     line = await lines.receive_until(b"\n", 4096)
             except (anyio.EndOfStream, anyio.IncompleteRead, TimeoutError):
                 line = b""
-            if line != b"ready":
+
+            def said() -> str:
                 errors.seek(0)
-                said = errors.read().decode(errors="replace").strip()[-500:]
-                raise RuntimeError(f"{system} worker process did not start: {line!r} {said}")
+                return errors.read().decode(errors="replace").strip()[-500:]
+
+            if line != b"ready":
+                raise RuntimeError(f"{system} worker process did not start: {line!r} {said()}")
 
             async def count() -> None:
-                with contextlib.suppress(anyio.EndOfStream, anyio.IncompleteRead):
+                try:
                     while True:
                         executed = await lines.receive_until(b"\n", 4096)
                         if executed.isdigit():
                             _queues.TRACKER.executed_elsewhere(int(executed))
+                except (anyio.EndOfStream, anyio.IncompleteRead):
+                    # Not killed by us (that happens after this task is cancelled): it died.
+                    raise RuntimeError(f"{system} worker process exited: {said()}") from None
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(count)
