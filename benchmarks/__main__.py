@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nskipped:")
         lines = {f"  {e['scenario']}: {e['system']}: {e['reason']}" for e in report.skipped}
         print("\n".join(sorted(lines)))
-    print(f"\n({elapsed:.1f} s; server {version}; {size} size)")
+    durations = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in report.elapsed.items())
+    print(f"\n({elapsed:.1f} s: {durations}; server {version}; {size} size)")
     document = {
         "redis": {"version": version, "server": server_description},
         "machine": _machine(args.backend),
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": report.results,
         "skipped": report.skipped,
         "elapsed_s": round(elapsed, 1),
+        "elapsed_by_scenario_s": report.elapsed,
     }
     if args.json is not None:
         args.json.write_text(json.dumps(document, indent=2) + "\n")

@@ -84,11 +84,13 @@ def write_plots(report: Report, directory: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    # Scaling curves: jobs/s against workers (a line per process count), sink events/s
-    # against instances (a line per system).
+    # Scaling curves: jobs/s against workers (a line per system and process count), sink
+    # events/s against instances (a line per system); on one server and on the cluster.
     curves: list[tuple[str, str, str]] = [
         ("scale.jobs", "workers", "processes"),
         ("scale.sink", "instances", "system"),
+        ("scale.cluster.jobs", "workers", "processes"),
+        ("scale.cluster.sink", "instances", "system"),
     ]
     for scenario, x_key, line_key in curves:
         rows = [r for r in report.results if r["scenario"] == scenario]
@@ -97,7 +99,9 @@ def write_plots(report: Report, directory: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         lines: dict[str, list[tuple[float, float]]] = {}
         for r in rows:
-            key = r["system"] if line_key == "system" else f"{line_key}={r['params'][line_key]}"
+            key = r["system"]
+            if line_key != "system":
+                key += f" {line_key}={r['params'][line_key]}"
             lines.setdefault(key, []).append((r["params"][x_key], r["value"]))
         for key, points in lines.items():
             points.sort()

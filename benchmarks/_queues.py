@@ -1,11 +1,13 @@
 """The Python job queues, each in its documented idiomatic configuration (asyncio).
 
-Every queue gets :data:`CONCURRENCY` concurrent jobs in one worker that runs in this process
-beside the producer (the queue's own worker loop, started the way its docs show for running
-a worker from code), and a no-op task that records ``perf_counter() - stamp`` (enqueue ->
-executed; producer and worker share the clock). :func:`open_queue` yields a :class:`Queue`.
-The configuration of each is in benchmarks/README.md; imports happen only when a queue is
-opened, so a missing package never breaks the runner.
+Every queue gets :data:`CONCURRENCY` concurrent jobs: one worker with that concurrency in this
+process beside the producer, or (the 2-process cases) half of it here and half in a
+``benchmarks._queue_worker`` child running the same worker; each worker is the queue's own
+worker loop, started the way its docs show for running a worker from code. The task is a
+no-op that records ``perf_counter() - stamp`` (enqueue -> executed; producer and worker share
+the clock). :func:`open_queue` yields a :class:`Queue`. The configuration of each is in
+benchmarks/README.md; imports happen only when a queue is opened, so a missing package never
+breaks the runner.
 """
 
 from __future__ import annotations
@@ -29,12 +31,17 @@ class Tracker:
     def __init__(self) -> None:
         self.count = 0
         self.target = 0
+        #: Jobs executed by a child process's worker (counted in :attr:`count` too).
+        self.remote_count = 0
         self.latencies: list[float] = []
         self.reached = anyio.Event()
+        #: Called after every job executed here (a child process reports its count with it).
+        self.listener: Callable[[], None] | None = None
 
     def expect(self, jobs: int) -> None:
         """Start a measurement: ``reached`` is set once ``jobs`` more jobs executed."""
         self.count = 0
+        self.remote_count = 0
         self.target = jobs
         self.latencies = []
         self.reached = anyio.Event()
@@ -42,7 +49,17 @@ class Tracker:
     def executed(self, stamp: float) -> None:
         """Record one executed job enqueued at ``stamp`` (``perf_counter``)."""
         self.latencies.append(time.perf_counter() - stamp)
-        self.count += 1
+        self._add(1)
+        if self.listener is not None:
+            self.listener()
+
+    def executed_elsewhere(self, jobs: int) -> None:
+        """Record ``jobs`` jobs that a child process's worker executed (no latencies)."""
+        self.remote_count += jobs
+        self._add(jobs)
+
+    def _add(self, jobs: int) -> None:
+        self.count += jobs
         if self.count >= self.target:
             self.reached.set()
 
@@ -74,25 +91,43 @@ async def saq_noop(ctx: Any, *, stamp: float) -> None:
     TRACKER.executed(stamp)
 
 
-async def plain_noop(stamp: float) -> None:
-    """The streaq and taskiq task."""
+# streaq and taskiq each get a function of their own: taskiq renames the function it
+# registers (``__name__`` and ``__qualname__`` get a ``__taskiq_original`` suffix), and streaq
+# names a task after its function's ``__qualname__``, so a shared function would make this
+# process's streaq enqueue a task name that a fresh worker process does not know.
+async def streaq_noop(stamp: float) -> None:
+    """The streaq task."""
+    TRACKER.executed(stamp)
+
+
+async def taskiq_noop(stamp: float) -> None:
+    """The taskiq task."""
     TRACKER.executed(stamp)
 
 
 @contextlib.asynccontextmanager
-async def open_queue(system: str, url: str, name: str) -> AsyncIterator[Queue]:
-    """Start ``system``'s worker on queue ``name`` and yield a producer (asyncio only)."""
+async def open_queue(
+    system: str, url: str, name: str, concurrency: int = CONCURRENCY
+) -> AsyncIterator[Queue]:
+    """Start ``system``'s worker on queue ``name`` and yield a producer (asyncio only).
+
+    Args:
+        system: One of :data:`QUEUES`.
+        url: The Redis server.
+        name: The queue's name (unique per measurement).
+        concurrency: The worker's concurrent jobs.
+    """
     opener = {"streaq": _streaq, "taskiq": _taskiq, "saq": _saq, "arq": _arq}[system]
-    async with opener(url, name) as queue:
+    async with opener(url, name, concurrency) as queue:
         yield queue
 
 
 @contextlib.asynccontextmanager
-async def _streaq(url: str, name: str) -> AsyncIterator[Queue]:
+async def _streaq(url: str, name: str, concurrency: int) -> AsyncIterator[Queue]:
     from streaq import Worker
 
-    worker = Worker(redis_url=url, queue_name=name, concurrency=CONCURRENCY, handle_signals=False)
-    task = worker.task(plain_noop)
+    worker = Worker(redis_url=url, queue_name=name, concurrency=concurrency, handle_signals=False)
+    task = worker.task(streaq_noop)
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run_async)
         try:
@@ -102,17 +137,17 @@ async def _streaq(url: str, name: str) -> AsyncIterator[Queue]:
 
 
 @contextlib.asynccontextmanager
-async def _taskiq(url: str, name: str) -> AsyncIterator[Queue]:
+async def _taskiq(url: str, name: str, concurrency: int) -> AsyncIterator[Queue]:
     import asyncio
 
     from taskiq.api import run_receiver_task
     from taskiq_redis import RedisStreamBroker
 
     broker = RedisStreamBroker(url=url, queue_name=name, consumer_group_name=name)
-    task = broker.register_task(plain_noop, task_name="bench_noop")
+    task = broker.register_task(taskiq_noop, task_name="bench_noop")
     await broker.startup()
     # taskiq's documented way to run a worker from code: an asyncio task, cancelled to stop.
-    receiver = asyncio.create_task(run_receiver_task(broker, max_async_tasks=CONCURRENCY))
+    receiver = asyncio.create_task(run_receiver_task(broker, max_async_tasks=concurrency))
     try:
         yield Queue("taskiq", lambda stamp: task.kiq(stamp))
     finally:
@@ -126,12 +161,12 @@ async def _taskiq(url: str, name: str) -> AsyncIterator[Queue]:
 
 
 @contextlib.asynccontextmanager
-async def _saq(url: str, name: str) -> AsyncIterator[Queue]:
+async def _saq(url: str, name: str, concurrency: int) -> AsyncIterator[Queue]:
     from saq import Queue as SaqQueue
     from saq import Worker
 
     queue = SaqQueue.from_url(url, name=name)
-    worker = Worker(queue, functions=[("bench_noop", saq_noop)], concurrency=CONCURRENCY)
+    worker = Worker(queue, functions=[("bench_noop", saq_noop)], concurrency=concurrency)
     await queue.connect()
     try:
         async with anyio.create_task_group() as tg:
@@ -147,7 +182,7 @@ async def _saq(url: str, name: str) -> AsyncIterator[Queue]:
 
 
 @contextlib.asynccontextmanager
-async def _arq(url: str, name: str) -> AsyncIterator[Queue]:
+async def _arq(url: str, name: str, concurrency: int) -> AsyncIterator[Queue]:
     from arq import create_pool
     from arq.connections import RedisSettings
     from arq.worker import Worker, func
@@ -157,7 +192,7 @@ async def _arq(url: str, name: str) -> AsyncIterator[Queue]:
         functions=[func(arq_noop, name="bench_noop")],
         redis_settings=settings,
         queue_name=name,
-        max_jobs=CONCURRENCY,
+        max_jobs=concurrency,
         handle_signals=False,
     )
     redis = await create_pool(settings, default_queue_name=name)

@@ -91,6 +91,8 @@ class Report:
     skipped: list[dict[str, Any]] = attrs.field(factory=list)
     #: (scenario, params label, system) -> samples of the last round, for CDFs.
     samples: dict[tuple[str, str, str], list[float]] = attrs.field(factory=dict)
+    #: Scenario -> seconds it took (every round and system, set-up included).
+    elapsed: dict[str, float] = attrs.field(factory=dict)
 
     def skip(self, scenario: str, system: str, reason: str, params: dict[str, Any]) -> None:
         """Record (and print) that ``system`` was not measured in ``scenario``."""
@@ -219,9 +221,11 @@ def run_scenarios(
         total = sum(
             (c.rounds + (1 if c.warmup else 0)) * len(c.systems) for c in cases if c.systems
         )
+        started = time.perf_counter()
         with progress.scenario(name, total) as step:
             for case in cases:
                 run_case(case, env, report, step)
+        report.elapsed[name] = round(time.perf_counter() - started, 1)
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:

@@ -15,6 +15,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import attrs
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 import pulse_trio
 from pulse_trio import pool, rmap, streaming
@@ -34,6 +36,7 @@ from . import rmap as rmap_scenario
 from . import streaming as streaming_scenario
 from ._common import percentile, unique_name
 from ._runner import Case, Env, Measurement
+from ._systems import REPO
 
 PAYLOAD = b"x" * 64
 #: Workers of the pool node (and concurrency of every queue's worker).
@@ -98,8 +101,10 @@ def _run_go(env: Env, command: str, *args: object) -> Measurement:
     }
     values = {k.removesuffix("_ms"): v for k, v in values.items()}
     extra: dict[str, Any] = {}
-    if command == "jobs":
+    if command in ("jobs", "failover"):
         extra["stalls"] = report.get("stalls", 0)
+    if "moved_jobs" in values:
+        extra["moved_jobs"] = int(values.pop("moved_jobs"))
     return Measurement(values, samples_ms=report.get("samples_ms") or [], extra=extra)
 
 
@@ -114,14 +119,18 @@ async def _delete_keys_with(client: pulse_trio.Client, name: str) -> None:
 
 
 async def _delete_matching(client: pulse_trio.Client, pattern: str) -> None:
-    cursor = b"0"
-    while True:
-        reply = await client.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-        cursor, keys = bytes(reply[0]), list(reply[1])
-        if keys:
-            await client.execute("DEL", *keys)
-        if cursor == b"0":
-            return
+    # Every primary's keys (a cluster's too), deleted one by one: in a cluster the keys of a
+    # run hash to different slots, and one DEL of several would fail with CROSSSLOT.
+    # Sixty-four deleting tasks: their DELs share the connection's writes.
+    keys = await client.scan_keys(pattern)
+
+    async def delete(share: list[bytes]) -> None:
+        for key in share:
+            await client.execute("DEL", key)
+
+    async with anyio.create_task_group() as tg:
+        for first in range(min(64, len(keys))):
+            tg.start_soon(delete, keys[first::64])
 
 
 # ---------------------------------------------------------------- jobs
@@ -195,15 +204,75 @@ async def _pulse_jobs(
     return Measurement({"jobs/s": jobs / elapsed})
 
 
+@contextlib.asynccontextmanager
+async def _queue_child(system: str, url: str, name: str, concurrency: int) -> AsyncIterator[None]:
+    """A ``benchmarks._queue_worker`` child running ``system``'s worker on queue ``name``; the
+    jobs it executes are added to :data:`_queues.TRACKER` as it reports them."""
+    command = [sys.executable, "-m", "benchmarks._queue_worker", system, url, name]
+    with tempfile.TemporaryFile() as errors:
+        process = await anyio.open_process([*command, str(concurrency)], stderr=errors, cwd=REPO)
+        try:
+            assert process.stdout is not None
+            lines = BufferedByteReceiveStream(process.stdout)
+            try:
+                with anyio.fail_after(60):
+                    line = await lines.receive_until(b"\n", 4096)
+            except (anyio.EndOfStream, anyio.IncompleteRead, TimeoutError):
+                line = b""
+
+            def said() -> str:
+                errors.seek(0)
+                return errors.read().decode(errors="replace").strip()[-500:]
+
+            if line != b"ready":
+                raise RuntimeError(f"{system} worker process did not start: {line!r} {said()}")
+
+            async def count() -> None:
+                try:
+                    while True:
+                        executed = await lines.receive_until(b"\n", 4096)
+                        if executed.isdigit():
+                            _queues.TRACKER.executed_elsewhere(int(executed))
+                except (anyio.EndOfStream, anyio.IncompleteRead):
+                    # Not killed by us (that happens after this task is cancelled): it died.
+                    raise RuntimeError(f"{system} worker process exited: {said()}") from None
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(count)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            # Killed, not stopped: the measurement is over, and the runner deletes its keys.
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.aclose()
+
+
 def _queue_jobs(
-    system: str, env: Env, jobs: int, warmup: int, producers: int, rate: float
+    system: str,
+    env: Env,
+    jobs: int,
+    warmup: int,
+    producers: int,
+    rate: float,
+    processes: int = 1,
 ) -> Measurement:
     result: list[Measurement] = []
     name = unique_name(system)
+    # Split like pulse-trio's workers: half (rounded down) in the child, the rest here.
+    elsewhere = _queues.CONCURRENCY // 2 if processes == 2 else 0
 
     async def main() -> None:
         tracker = _queues.TRACKER
-        async with _queues.open_queue(system, env.url, name) as queue:
+        async with contextlib.AsyncExitStack() as stack:
+            if elsewhere:
+                await stack.enter_async_context(_queue_child(system, env.url, name, elsewhere))
+            queue = await stack.enter_async_context(
+                _queues.open_queue(system, env.url, name, _queues.CONCURRENCY - elsewhere)
+            )
             with anyio.fail_after(TIMEOUT):
                 tracker.expect(warmup)
                 for _ in range(warmup):
@@ -232,7 +301,8 @@ def _queue_jobs(
             if rate:
                 result.append(_latency({}, tracker.latencies))
             else:
-                result.append(Measurement({"jobs/s": jobs / elapsed}))
+                extra = {"child_jobs": tracker.remote_count} if elsewhere else {}
+                result.append(Measurement({"jobs/s": jobs / elapsed}, extra=extra))
 
     # The queues log their own shutdown at WARNING/ERROR (saq: "Some tasks did not finish",
     # then asyncio: "exception was never retrieved"); a benchmark's output has no use for it.
@@ -257,15 +327,23 @@ def _queue_jobs(
 
 
 def _jobs_cases(env: Env) -> list[Case]:
-    jobs = env.n(2_000, 400, 60)
-    warmup = env.n(200, 50, 10)
     cases = []
     for processes in (1, 2):
         for producers in (1, PRODUCERS):
             params = {"producers": producers, "processes": processes, "workers": WORKERS}
+            # The full run's sequential cases take 1,000 jobs, not 2,000: one at a time they
+            # last 0.5-5 s per system already (arq's 0.5 s polling: 5 s), and the full run
+            # must stay under 20 minutes on 2 cores (benchmarks/README.md, "Duration").
+            jobs = env.n(2_000 if producers > 1 else 1_000, 400, 60)
+            warmup = env.n(200 if producers > 1 else 100, 50, 10)
 
             def measure(
-                system: str, env: Env, producers: int = producers, processes: int = processes
+                system: str,
+                env: Env,
+                producers: int = producers,
+                processes: int = processes,
+                jobs: int = jobs,
+                warmup: int = warmup,
             ) -> Measurement:
                 if system == "pulse-trio":
                     return _run_pulse(
@@ -277,14 +355,8 @@ def _jobs_cases(env: Env) -> list[Case]:
                         "--workers", WORKERS, "--producers", producers,
                         "--processes", processes, "--addr", _addr(env.url),
                     )  # fmt: skip
-                return _queue_jobs(system, env, jobs, warmup, producers, 0)
+                return _queue_jobs(system, env, jobs, warmup, producers, 0, processes)
 
-            unsupported = {}
-            if processes == 2:
-                unsupported = {
-                    s: "the 2-process case is built for pulse-trio and go-pulse only so far"
-                    for s in _queues.QUEUES
-                }
             cases.append(
                 Case(
                     "jobs.throughput",
@@ -292,15 +364,16 @@ def _jobs_cases(env: Env) -> list[Case]:
                     _job_systems(),
                     (("jobs/s", "jobs/s"),),
                     measure,
-                    rounds=env.n(3, 2, 1),
-                    unsupported=unsupported,
+                    # --quick measures the 2-process cases once (after the warm-up round)
+                    # to stay under 3 minutes with every queue in them.
+                    rounds=env.n(3, 2 if processes == 1 else 1, 1),
                 )
             )
     return cases
 
 
 def _jobs_latency_cases(env: Env) -> list[Case]:
-    jobs = env.n(2_500, 400, 40)
+    jobs = env.n(2_000, 400, 40)
     warmup = env.n(200, 50, 5)
 
     def measure(system: str, env: Env) -> Measurement:
@@ -472,7 +545,9 @@ async def _pulse_sink(
     return Measurement({"events/s": events / elapsed}, extra={"duplicates": duplicates})
 
 
-def _sink_cases(env: Env, scenario: str, instance_counts: tuple[int, ...]) -> list[Case]:
+def _sink_cases(
+    env: Env, scenario: str, instance_counts: tuple[int, ...], cluster: bool = False
+) -> list[Case]:
     events = env.n(10_000, 3_000, 200)
     cases = []
     for instances in instance_counts:
@@ -482,22 +557,24 @@ def _sink_cases(env: Env, scenario: str, instance_counts: tuple[int, ...]) -> li
                 system: str, env: Env, instances: int = instances, ack: str = ack
             ) -> Measurement:
                 if system == "pulse-trio":
-                    return _run_pulse(env, _pulse_sink, events, instances, ack == "nowait")
+                    on = _on_cluster(env) if cluster else env
+                    return _run_pulse(on, _pulse_sink, events, instances, ack == "nowait")
                 return _run_go(env, "sink", "--events", events, "--instances", instances)
 
+            unsupported = {}
+            if cluster:
+                unsupported["go-pulse"] = NO_GO_CLUSTER
+            elif ack == "nowait":
+                unsupported["go-pulse"] = "goa.design/pulse has no ack_nowait (Sink.Ack only)"
             cases.append(
                 Case(
                     scenario,
-                    {"instances": instances, "ack": ack},
+                    {"instances": instances, "ack": ack, **({"masters": 3} if cluster else {})},
                     ("pulse-trio", "go-pulse"),
                     (("events/s", "events/s"),),
                     measure,
                     rounds=env.n(3, 2, 1),
-                    unsupported=(
-                        {"go-pulse": "goa.design/pulse has no ack_nowait (Sink.Ack only)"}
-                        if ack == "nowait"
-                        else {}
-                    ),
+                    unsupported=unsupported,
                 )
             )
     return cases
@@ -656,13 +733,15 @@ def _rmap_cases(env: Env) -> list[Case]:
     for keys in (1_000, 10_000, 100_000)[: env.n(3, 2, 1)]:
 
         def measure_join(system: str, env: Env, keys: int = keys) -> Measurement:
+            if system == "go-pulse":
+                return _run_go(env, "rmap-join", "--keys", keys)
             return _run_pulse(env, _pulse_join, keys)
 
         cases.append(
             Case(
                 "rmap.join",
                 {"keys": keys},
-                ("pulse-trio",),
+                ("pulse-trio", "go-pulse"),
                 (("join", "ms"), ("memory", "MB")),
                 measure_join,
                 rounds=env.n(3, 1, 1),
@@ -683,13 +762,18 @@ async def _pulse_failover(client: pulse_trio.Client) -> Measurement:
 
 def _failover_cases(env: Env) -> list[Case]:
     def measure(system: str, env: Env) -> Measurement:
+        if system == "go-pulse":
+            return _run_go(
+                env, "failover", "--jobs", pool_scenario.FAILOVER_JOBS,
+                "--ttl", pool_scenario.FAILOVER_TTL, "--addr", _addr(env.url),
+            )  # fmt: skip
         return _run_pulse(env, _pulse_failover)
 
     return [
         Case(
             "pool.failover",
             {"worker_ttl": pool_scenario.FAILOVER_TTL},
-            ("pulse-trio",),
+            ("pulse-trio", "go-pulse"),
             (("failover", "ms"),),
             measure,
             rounds=env.n(3, 1, 1),
@@ -746,8 +830,26 @@ async def _pulse_rebalance(client: pulse_trio.Client, jobs: int, quiet: float) -
     return Measurement({"rebalance": elapsed * 1000}, extra={"moved": moved})
 
 
-def _scale_cases(env: Env) -> list[Case]:
+#: Why go-pulse is not in the cluster cases.
+NO_GO_CLUSTER = "goa.design/pulse v1.6.5 takes a *redis.Client: no Redis Cluster"
+
+
+def _on_cluster(env: Env) -> Env:
+    """``env`` pointed at the embedded 3-master cluster of ``scale.cluster``."""
+    if env.cluster_url is None:
+        raise RuntimeError("no cluster was started")
+    return attrs.evolve(env, url=env.cluster_url)
+
+
+def _scale_cases(env: Env, cluster: bool = False) -> list[Case]:
+    """``scale``: jobs/s for 1-16 workers over 1 and 2 processes, rebalance after a join,
+    sink events/s for 1, 2, 4 instances; with ``cluster``, the same cases on the embedded
+    3-master Redis Cluster (``scale.cluster.*``, pulse-trio only)."""
     jobs = env.n(2_000, 600, 40)
+    prefix = "scale.cluster" if cluster else "scale"
+    where: dict[str, Any] = {"masters": 3} if cluster else {}
+    target = _on_cluster if cluster else (lambda env: env)
+    unsupported = {"go-pulse": NO_GO_CLUSTER} if cluster else {}
     cases = []
     for processes in (1, 2):
         for workers in (1, 2, 4, 8, 16)[: env.n(5, 5, 2)]:
@@ -757,29 +859,36 @@ def _scale_cases(env: Env) -> list[Case]:
             def measure(
                 system: str, env: Env, workers: int = workers, processes: int = processes
             ) -> Measurement:
+                if system == "go-pulse":
+                    return _run_go(
+                        env, "jobs", "--jobs", jobs, "--warmup", jobs // 10,
+                        "--workers", workers, "--producers", PRODUCERS,
+                        "--processes", processes, "--addr", _addr(env.url),
+                    )  # fmt: skip
                 return _run_pulse(
-                    env, _pulse_jobs, jobs, jobs // 10, PRODUCERS, processes, workers, 0
+                    target(env), _pulse_jobs, jobs, jobs // 10, PRODUCERS, processes, workers, 0
                 )
 
             cases.append(
                 Case(
-                    "scale.jobs",
-                    {"workers": workers, "processes": processes, "producers": PRODUCERS},
-                    ("pulse-trio",),
+                    f"{prefix}.jobs",
+                    {"workers": workers, "processes": processes, "producers": PRODUCERS, **where},
+                    ("pulse-trio", "go-pulse"),
                     (("jobs/s", "jobs/s"),),
                     measure,
-                    rounds=env.n(3, 1, 1),
+                    rounds=env.n(2, 1, 1),
+                    unsupported=unsupported,
                 )
             )
     for jobs_in_pool in (env.n(10_000, 2_000, 50), env.n(100_000, 10_000, 100)):
 
         def measure_rebalance(system: str, env: Env, n: int = jobs_in_pool) -> Measurement:
-            return _run_pulse(env, _pulse_rebalance, n, 0.5 if n < 50_000 else 1.0)
+            return _run_pulse(target(env), _pulse_rebalance, n, 0.5 if n < 50_000 else 1.0)
 
         cases.append(
             Case(
-                "scale.rebalance",
-                {"jobs": jobs_in_pool, "workers_before": WORKERS},
+                f"{prefix}.rebalance",
+                {"jobs": jobs_in_pool, "workers_before": WORKERS, **where},
                 ("pulse-trio",),
                 (("rebalance", "ms"),),
                 measure_rebalance,
@@ -787,53 +896,7 @@ def _scale_cases(env: Env) -> list[Case]:
                 warmup=False,
             )
         )
-    cases += _sink_cases(env, "scale.sink", (1, 2, 4))
-    return cases
-
-
-def _cluster_cases(env: Env) -> list[Case]:
-    """``scale`` on a 3-master Redis Cluster: jobs/s (4 workers, 64 producers) and sink
-    events/s for 1, 2, 4 instances, pulse-trio only (goa.design/pulse takes a single-node
-    ``*redis.Client``)."""
-    jobs = env.n(2_000, 600, 40)
-    events = env.n(10_000, 3_000, 200)
-    no_go = {"go-pulse": "goa.design/pulse v1.6.5 takes a *redis.Client: no Redis Cluster"}
-
-    def on_cluster(env: Env) -> Env:
-        if env.cluster_url is None:
-            raise RuntimeError("no cluster was started")
-        return attrs.evolve(env, url=env.cluster_url)
-
-    def measure_jobs(system: str, env: Env) -> Measurement:
-        return _run_pulse(on_cluster(env), _pulse_jobs, jobs, jobs // 10, PRODUCERS, 1, WORKERS, 0)
-
-    cases = [
-        Case(
-            "scale.cluster",
-            {"what": "jobs", "workers": WORKERS, "producers": PRODUCERS, "masters": 3},
-            ("pulse-trio", "go-pulse"),
-            (("jobs/s", "jobs/s"),),
-            measure_jobs,
-            rounds=env.n(3, 1, 1),
-            unsupported=no_go,
-        )
-    ]
-    for instances in (1, 2, 4):
-
-        def measure_sink(system: str, env: Env, instances: int = instances) -> Measurement:
-            return _run_pulse(on_cluster(env), _pulse_sink, events, instances, False)
-
-        cases.append(
-            Case(
-                "scale.cluster",
-                {"what": "sink", "instances": instances, "ack": "await", "masters": 3},
-                ("pulse-trio", "go-pulse"),
-                (("events/s", "events/s"),),
-                measure_sink,
-                rounds=env.n(3, 1, 1),
-                unsupported=no_go,
-            )
-        )
+    cases += _sink_cases(env, f"{prefix}.sink", (1, 2, 4), cluster)
     return cases
 
 
@@ -850,5 +913,5 @@ BUILDERS: dict[str, Callable[[Env], list[Case]]] = {
     "rmap.join": lambda env: _rmap_cases(env)[2:],
     "pool.failover": _failover_cases,
     "scale": _scale_cases,
-    "scale.cluster": _cluster_cases,
+    "scale.cluster": lambda env: _scale_cases(env, cluster=True),
 }

@@ -12,12 +12,14 @@
 // Subcommands (all take --redis host:port and --name <unique key name>):
 //
 //	jobs      --jobs N --warmup W --workers K --producers P [--rate R] [--processes 2 --addr A]
-//	pool-worker --workers K   (the second process of "jobs --processes 2")
+//	pool-worker --workers K [--ttl S --print]   (the second process of "jobs --processes 2", "failover")
+//	failover  --jobs N --ttl S --addr A
 //	add       --events N --warmup W
 //	sink      --events N --instances K
 //	latency   --events N --warmup W --rate R
 //	rmap-get  --keys K --calls N
 //	rmap-propagation --samples N --warmup W
+//	rmap-join --keys K
 package main
 
 import (
@@ -29,6 +31,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -205,20 +208,176 @@ func runJobs(ctx context.Context, rdb *redis.Client, name string, args []string)
 	return withLatency(r, samples)
 }
 
-// runPoolWorker is the child of "jobs --processes 2": a node with --workers no-op workers,
-// "ready" on stdout once they are added, then it runs until killed.
+// runPoolWorker is the child of "jobs --processes 2" and of "failover": a node with --workers
+// no-op workers, "ready" on stdout once they are added, then it runs until killed. With
+// --print it prints "start <key>" for every job it starts (failover tracks them).
 func runPoolWorker(ctx context.Context, rdb *redis.Client, name string, args []string) report {
 	fs := flag.NewFlagSet("pool-worker", flag.ExitOnError)
 	workers := fs.Int("workers", 2, "workers on the node")
+	ttl := fs.Float64("ttl", 0, "worker TTL in seconds (0: the library's default)")
+	printStarts := fs.Bool("print", false, "print \"start <key>\" for every job started")
 	check(fs.Parse(args), "flags")
-	node, err := pool.AddNode(ctx, name, rdb)
+	var opts []pool.NodeOption
+	if *ttl > 0 {
+		opts = append(opts, pool.WithWorkerTTL(time.Duration(*ttl*float64(time.Second))))
+	}
+	node, err := pool.AddNode(ctx, name, rdb, opts...)
 	check(err, "pool.AddNode")
+	var handler pool.JobHandler = noop{}
+	if *printStarts {
+		handler = &printer{}
+	}
 	for i := 0; i < *workers; i++ {
-		_, err := node.AddWorker(ctx, noop{})
+		_, err := node.AddWorker(ctx, handler)
 		check(err, "AddWorker")
 	}
 	fmt.Println("ready")
 	select {}
+}
+
+// printer prints "start <key>" for every job it starts.
+type printer struct{ mu sync.Mutex }
+
+func (p *printer) Start(job *pool.Job) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Println("start", job.Key)
+	return nil
+}
+
+func (p *printer) Stop(string) error { return nil }
+
+// tracker is the survivor's handler in "failover": it keeps the keys of its running jobs.
+type tracker struct {
+	mu      sync.Mutex
+	running map[string]bool
+	changed chan struct{}
+}
+
+func (t *tracker) Start(job *pool.Job) error {
+	t.mu.Lock()
+	t.running[job.Key] = true
+	t.mu.Unlock()
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (t *tracker) Stop(key string) error {
+	t.mu.Lock()
+	delete(t.running, key)
+	t.mu.Unlock()
+	return nil
+}
+
+// runFailover mirrors pulse-trio's pool.failover: a second node in a child process
+// (pool-worker --print) runs part of --jobs jobs and is killed with SIGKILL; the time from
+// the kill until every job it ran has started on the surviving node's worker. Both nodes use
+// --ttl as their worker TTL.
+func runFailover(ctx context.Context, rdb *redis.Client, name string, args []string) report {
+	fs := flag.NewFlagSet("failover", flag.ExitOnError)
+	jobs := fs.Int("jobs", 200, "jobs dispatched")
+	ttl := fs.Float64("ttl", 2, "worker TTL in seconds")
+	addr := fs.String("addr", "", "the server, for the child process")
+	check(fs.Parse(args), "flags")
+	child := exec.Command(os.Args[0], "pool-worker", "--redis", *addr, "--name", name,
+		"--workers", "1", "--ttl", strconv.FormatFloat(*ttl, 'f', -1, 64), "--print")
+	child.Stderr = os.Stderr
+	stdout, err := child.StdoutPipe()
+	check(err, "pool-worker pipe")
+	check(child.Start(), "pool-worker start")
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	lines := bufio.NewReader(stdout)
+	line, err := lines.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ready") {
+		fail("pool-worker: %q %v", line, err)
+	}
+	var mu sync.Mutex
+	remote := map[string]bool{}
+	go func() {
+		for {
+			line, err := lines.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if key, ok := strings.CutPrefix(strings.TrimSpace(line), "start "); ok {
+				mu.Lock()
+				remote[key] = true
+				mu.Unlock()
+			}
+		}
+	}()
+	node, err := pool.AddNode(ctx, name, rdb,
+		pool.WithWorkerTTL(time.Duration(*ttl*float64(time.Second))), pool.WithMaxQueuedJobs(*jobs+1))
+	check(err, "pool.AddNode")
+	survivor := &tracker{running: map[string]bool{}, changed: make(chan struct{}, 1)}
+	_, err = node.AddWorker(ctx, survivor)
+	check(err, "AddWorker")
+	stalls := 0
+	for i := 0; i < *jobs; i++ {
+		started := time.Now()
+		dctx, cancel := context.WithTimeout(ctx, dispatchTimeout)
+		err := node.DispatchJob(dctx, "f"+strconv.Itoa(i), payload)
+		cancel()
+		if err != nil && dctx.Err() == nil {
+			fail("DispatchJob: %v", err)
+		}
+		if time.Since(started) >= stallThreshold {
+			stalls++
+		}
+	}
+	counts := func() (int, int, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		survivor.mu.Lock()
+		defer survivor.mu.Unlock()
+		moved := true
+		for key := range remote {
+			if !survivor.running[key] {
+				moved = false
+			}
+		}
+		return len(remote), len(survivor.running), moved
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, s, _ := counts()
+		if r+s >= *jobs {
+			break
+		}
+		if time.Now().After(deadline) {
+			fail("failover: only %d + %d of %d jobs started", r, s, *jobs)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	moved, _, _ := counts()
+	if moved == 0 {
+		fail("failover: the child node ran none of the %d jobs", *jobs)
+	}
+	check(child.Process.Kill(), "kill pool-worker")
+	killed := time.Now()
+	limit := time.After(time.Duration(*ttl * 10 * float64(time.Second)))
+	for {
+		if _, _, done := counts(); done {
+			break
+		}
+		select {
+		case <-survivor.changed:
+		case <-time.After(10 * time.Millisecond):
+		case <-limit:
+			fail("failover: the killed node's jobs did not all restart within %.0f s", *ttl*10)
+		}
+	}
+	r := report{Values: map[string]float64{
+		"failover_ms": ms(time.Since(killed)),
+		"moved_jobs":  float64(moved),
+	}, Stalls: stalls}
+	for _, w := range node.PoolWorkers() {
+		r.Cleanup = append(r.Cleanup, w.ID)
+	}
+	return r
 }
 
 func openStream(rdb *redis.Client, name string, maxLen int) *streaming.Stream {
@@ -271,11 +430,9 @@ func runSink(ctx context.Context, rdb *redis.Client, name string, args []string)
 	done := make(chan struct{})
 	var once sync.Once
 	started := time.Now()
-	var sinks []*streaming.Sink
 	for i := 0; i < *instances; i++ {
 		sink, err := s.NewSink(ctx, name, options.WithSinkStartAtOldest())
 		check(err, "NewSink")
-		sinks = append(sinks, sink)
 		go func(sink *streaming.Sink) {
 			for ev := range sink.Subscribe() {
 				check(sink.Ack(ctx, ev), "Ack")
@@ -291,9 +448,9 @@ func runSink(ctx context.Context, rdb *redis.Client, name string, args []string)
 		fail("sink: only %d of %d events acked in 120 s", acked.Load(), *events)
 	}
 	elapsed := time.Since(started)
-	for _, sink := range sinks {
-		sink.Close(context.Background())
-	}
+	// No sink.Close(): it waits for the sink's blocked XREADGROUP (5 s, the library's
+	// default block duration), which cost every measurement 5 s of wall time. The process
+	// exits instead, and the runner deletes the sink's keys (they hold the stream's name).
 	return report{Values: map[string]float64{"events_per_s": float64(*events) / elapsed.Seconds()}}
 }
 
@@ -418,9 +575,49 @@ func runRmapPropagation(ctx context.Context, rdb *redis.Client, name string, arg
 	return withLatency(report{Values: map[string]float64{}}, samples)
 }
 
+// runRmapJoin times rmap.Join of a map whose content hash already holds --keys keys (written
+// with HSET, as the Python side does), then measures the heap a second replica holds: the
+// live heap after a GC, before and after a second Join (not timed).
+func runRmapJoin(ctx context.Context, rdb *redis.Client, name string, args []string) report {
+	fs := flag.NewFlagSet("rmap-join", flag.ExitOnError)
+	keys := fs.Int("keys", 1000, "keys in the map")
+	check(fs.Parse(args), "flags")
+	content := "map:" + name + ":content" // the library's hash key (rmap/map.go)
+	defer rdb.Del(context.Background(), content)
+	for first := 0; first < *keys; first += 1000 {
+		pairs := make([]any, 0, 2000)
+		for i := first; i < *keys && i < first+1000; i++ {
+			k := "key-" + strconv.Itoa(i)
+			pairs = append(pairs, k, "value of "+k)
+		}
+		check(rdb.HSet(ctx, content, pairs...).Err(), "HSET")
+	}
+	started := time.Now()
+	m, err := rmap.Join(ctx, name, rdb)
+	elapsed := time.Since(started)
+	check(err, "rmap.Join")
+	defer m.Close()
+	if n := m.Len(); n != *keys {
+		fail("rmap-join: the replica holds %d keys, not %d", n, *keys)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	second, err := rmap.Join(ctx, name, rdb)
+	check(err, "rmap.Join (second)")
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	held := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / 1e6
+	if second.Len() != *keys {
+		fail("rmap-join: the second replica holds %d keys, not %d", second.Len(), *keys)
+	}
+	second.Close()
+	return report{Values: map[string]float64{"join_ms": ms(elapsed), "memory": held}}
+}
+
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: pulse-bench <jobs|add|sink|latency|rmap-get|rmap-propagation> --redis host:port --name NAME [flags]")
+		fail("usage: pulse-bench <jobs|failover|add|sink|latency|rmap-get|rmap-propagation|rmap-join> --redis host:port --name NAME [flags]")
 	}
 	sub := os.Args[1]
 	addr, name := "", ""
@@ -447,8 +644,8 @@ func main() {
 	check(rdb.Ping(ctx).Err(), "PING "+addr)
 	commands := map[string]func(context.Context, *redis.Client, string, []string) report{
 		"jobs": runJobs, "add": runAdd, "sink": runSink, "latency": runLatency,
-		"rmap-get": runRmapGet, "rmap-propagation": runRmapPropagation,
-		"pool-worker": runPoolWorker,
+		"rmap-get": runRmapGet, "rmap-propagation": runRmapPropagation, "rmap-join": runRmapJoin,
+		"pool-worker": runPoolWorker, "failover": runFailover,
 	}
 	run, ok := commands[sub]
 	if !ok {
