@@ -6,28 +6,55 @@ here turn the ``XINFO`` maps into ``dict``\\ s with text keys.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any
 
-from .._boundary import Client, as_dict, error_reply, is_no_such_key, map_redis_errors, text
+from .._boundary import Client, as_dict, error_reply, is_no_such_key, text, to_pulse_error
 from ._event import NEWEST, StartPosition, start_to_id, wrong_type_error
 
 
-@contextlib.contextmanager
-def stream_errors(stream: str, operation: str) -> Iterator[None]:
+def stream_errors(stream: str, operation: str) -> AbstractContextManager[None]:
     """Translate the client's errors of ``operation`` on ``stream`` into pulse-trio's.
 
+    A plain object, not a generator: it is on every stream call's path, and builds the
+    error's text only when there is an error.
 
     Raises:
         StreamError: The stream's key holds a value that is not a stream.
         pulse_trio.RedisUnavailableError: A transient error.
         pulse_trio.RedisCommandError: Any other error reply.
     """
-    with map_redis_errors(
-        f"stream {stream!r}: {operation}", wrong_type=lambda: wrong_type_error(stream)
-    ):
-        yield
+    return _StreamErrors(stream, operation)
+
+
+class _StreamErrors:
+    __slots__ = ("_operation", "_stream")
+
+    def __init__(self, stream: str, operation: str) -> None:
+        self._stream = stream
+        self._operation = operation
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if not isinstance(exc, Exception):
+            return False  # no error, or a cancellation and its kin: unchanged
+        stream = self._stream
+        translated = to_pulse_error(
+            exc,
+            f"stream {stream!r}: {self._operation}",
+            wrong_type=lambda: wrong_type_error(stream),
+        )
+        if translated is exc:
+            return False
+        raise translated from exc
 
 
 def info_map(reply: Any) -> dict[str, Any]:
