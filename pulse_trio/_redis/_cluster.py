@@ -28,7 +28,7 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 
-from .._errors import RedisUnavailableError
+from .._errors import ClosedError, RedisUnavailableError
 from .._retry import backoff_delay
 from ._direct import DirectConnection
 from ._node import Node
@@ -337,10 +337,14 @@ class Cluster:
             self._tg.start_soon(self._refresh_quietly)
 
     async def _refresh_quietly(self, avoid: Address | None = None) -> None:
+        """A refresh in the background: a failure is logged, the client's closing (a refresh
+        scheduled by a ``MOVED`` just before the block exited) ends it silently."""
         try:
             await self.refresh(avoid=avoid)
         except RedisUnavailableError as exc:
             logger.warning("cluster slot map refresh failed: %s", exc)
+        except ClosedError:
+            pass
 
     async def open_subscriber(self) -> DirectConnection:
         """A direct connection to the first primary that accepts one (for subscriptions)."""

@@ -9,7 +9,7 @@ import pytest
 
 from pulse_trio import EmbeddedCluster, RedisUnavailableError
 from pulse_trio._redis import Client, ResponseError, open_client
-from pulse_trio._redis._cluster import Cluster, command_key, key_slot
+from pulse_trio._redis._cluster import REFRESH_INTERVAL, Cluster, command_key, key_slot
 from pulse_trio._redis._settings import Address
 
 from .._util import wait_until
@@ -210,6 +210,17 @@ async def test_tryagain_is_retried_until_the_migration_ends(
     assert await cclient.execute("GET", here) == b"v"
     assert cluster._slots[slot] == source
     await cclient.execute("DEL", here)
+
+
+async def test_a_refresh_scheduled_as_the_client_closes_ends_quietly(cluster_url: str) -> None:
+    """A MOVED just before the block exits schedules a refresh that finds the nodes closed:
+    it ends without an error (the client's tasks never raise)."""
+    async with open_client(cluster_url) as client:
+        cluster = _cluster(client)
+        await cluster.aclose()  # what the block's exit does before the task runs
+        cluster._last_refresh -= REFRESH_INTERVAL  # not skipped as too soon after the start
+        await cluster._refresh_quietly()
+        assert cluster.refreshes == 1
 
 
 async def test_master_failover_is_followed(unique: str) -> None:
