@@ -12,11 +12,11 @@ import pytest
 import pulse_trio
 from pulse_trio import pool
 from pulse_trio._redis._cluster import Cluster
-from pulse_trio._redis._settings import Address
 from pulse_trio.pool import _routing
 from pulse_trio.pool._protocol import jobs_key
 from pulse_trio.streaming._options import key_slot
 
+from .._slots import end_migration, move_keys, move_slot, start_migration, url
 from .._util import wait_until
 from ._helpers import Recorder, node
 
@@ -75,41 +75,6 @@ async def test_ticker_on_a_cluster(cluster_client: Any, unique: str) -> None:
         assert second.at > first.at
 
 
-def _url(address: Address) -> str:
-    return f"redis://{address.host}:{address.port}"
-
-
-async def _setslot_everywhere(masters: list[Address], slot: int, owner: Address) -> None:
-    """``CLUSTER SETSLOT slot NODE owner`` on ``owner`` first, then on the other masters."""
-    async with pulse_trio.connect(_url(owner)) as direct:
-        owner_id = await direct.execute("CLUSTER", "MYID")
-    for address in sorted(masters, key=lambda a: a != owner):
-        async with pulse_trio.connect(_url(address)) as direct:
-            await direct.execute("CLUSTER", "SETSLOT", slot, "NODE", owner_id)
-
-
-async def _start_migration(slot: int, source: Address, target: Address) -> None:
-    """Mark ``slot`` IMPORTING on ``target``, then MIGRATING on ``source``."""
-    async with (
-        pulse_trio.connect(_url(source)) as src,
-        pulse_trio.connect(_url(target)) as dst,
-    ):
-        await dst.execute(
-            "CLUSTER", "SETSLOT", slot, "IMPORTING", await src.execute("CLUSTER", "MYID")
-        )
-        await src.execute(
-            "CLUSTER", "SETSLOT", slot, "MIGRATING", await dst.execute("CLUSTER", "MYID")
-        )
-
-
-async def _move_keys(slot: int, source: Address, target: Address, keys: list[Any]) -> None:
-    """MIGRATE ``keys`` (all the slot's keys left on ``source`` when empty) in one command."""
-    async with pulse_trio.connect(_url(source)) as src:
-        keys = keys or await src.execute("CLUSTER", "GETKEYSINSLOT", slot, 10_000)
-        if keys:
-            await src.execute("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
-
-
 async def test_no_pool_script_runs_while_its_slot_migrates(
     cluster_client: Any, unique: str
 ) -> None:
@@ -129,23 +94,23 @@ async def test_no_pool_script_runs_while_its_slot_migrates(
     async with node(cluster_client, unique) as n:
         await n.add_worker(handler)
         await n.dispatch_job("before", b"")
-        await _start_migration(slot, source, target)
+        await start_migration(slot, source, target)
         try:
-            await _move_keys(slot, source, target, [jobs])
+            await move_keys(slot, source, target, [jobs])
             refused = topology.tryagains
             async with anyio.create_task_group() as tg:
                 tg.start_soon(n.dispatch_job, "during", b"")
                 await wait_until(lambda: topology.tryagains >= refused + 5, within=10)
                 assert handler.starts["during"] == 0
-                async with pulse_trio.connect(_url(source)) as src:
+                async with pulse_trio.connect(url(source)) as src:
                     # payloads, nodes, workers, the node's stream... (BUSYKEY if a script had
                     # re-created one of them on the target)
                     assert await src.execute("CLUSTER", "COUNTKEYSINSLOT", slot) >= 3
-                    await _move_keys(slot, source, target, [])
+                    await move_keys(slot, source, target, [])
                     assert await src.execute("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
-                await _setslot_everywhere(masters, slot, target)
+                await end_migration(masters, slot, target)
         except BaseException:
-            await _setslot_everywhere(masters, slot, source)  # give the session its slot back
+            await end_migration(masters, slot, source)  # give the session its slot back
             raise
         assert set(handler.running) == {"before", "during"}
         assert handler.starts == {"before": 1, "during": 1}
@@ -153,7 +118,5 @@ async def test_no_pool_script_runs_while_its_slot_migrates(
         await n.stop_job("before")
         assert set(handler.running) == {"during"}
     # Give the slot back to its first owner for the other tests of the session.
-    await _start_migration(slot, target, source)
-    await _move_keys(slot, target, source, [])
-    await _setslot_everywhere(masters, slot, source)
+    await move_slot(masters, slot, target, source)
     assert await cluster_client.execute("HGET", jobs, "during") is not None

@@ -1,0 +1,48 @@
+"""Moving a Redis Cluster slot by hand, step by step, as ``redis-cli --cluster reshard`` does
+(``SETSLOT IMPORTING``/``MIGRATING``, ``MIGRATE``, ``SETSLOT NODE``), so that a test can act
+between the steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulse_trio
+from pulse_trio._redis._settings import Address
+
+
+def url(address: Address) -> str:
+    """``redis://`` URL of one cluster node."""
+    return f"redis://{address.host}:{address.port}"
+
+
+async def start_migration(slot: int, source: Address, target: Address) -> None:
+    """Mark ``slot`` IMPORTING on ``target``, then MIGRATING on ``source``."""
+    async with pulse_trio.connect(url(source)) as src, pulse_trio.connect(url(target)) as dst:
+        source_id = await src.execute("CLUSTER", "MYID")
+        target_id = await dst.execute("CLUSTER", "MYID")
+        await dst.execute("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        await src.execute("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+
+
+async def move_keys(slot: int, source: Address, target: Address, keys: list[Any]) -> None:
+    """MIGRATE ``keys`` (every key of the slot left on ``source`` when empty) in one command."""
+    async with pulse_trio.connect(url(source)) as src:
+        keys = keys or await src.execute("CLUSTER", "GETKEYSINSLOT", slot, 10_000)
+        if keys:
+            await src.execute("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+
+
+async def end_migration(masters: list[Address], slot: int, owner: Address) -> None:
+    """``CLUSTER SETSLOT slot NODE owner`` on ``owner`` first, then on the other masters."""
+    async with pulse_trio.connect(url(owner)) as direct:
+        owner_id = await direct.execute("CLUSTER", "MYID")
+    for address in sorted(masters, key=lambda a: a != owner):
+        async with pulse_trio.connect(url(address)) as direct:
+            await direct.execute("CLUSTER", "SETSLOT", slot, "NODE", owner_id)
+
+
+async def move_slot(masters: list[Address], slot: int, source: Address, target: Address) -> None:
+    """Move ``slot`` and all its keys from ``source`` to ``target``."""
+    await start_migration(slot, source, target)
+    await move_keys(slot, source, target, [])
+    await end_migration(masters, slot, target)
