@@ -4,9 +4,12 @@ between the steps."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pulse_trio
+from pulse_trio._redis._cluster import Cluster, key_slot
 from pulse_trio._redis._settings import Address
 
 
@@ -46,3 +49,26 @@ async def move_slot(masters: list[Address], slot: int, source: Address, target: 
     await start_migration(slot, source, target)
     await move_keys(slot, source, target, [])
     await end_migration(masters, slot, target)
+
+
+@contextlib.asynccontextmanager
+async def migrating(client: Any, key: str) -> AsyncIterator[Address]:
+    """Hold ``key``'s slot MIGRATING to another master for the block, its keys still on the
+    source (yielded); then move them and the slot over, and back again for the other tests of
+    the session (on an error, the slot is given back to the source at once)."""
+    topology = client._topology
+    assert isinstance(topology, Cluster)
+    slot = key_slot(key)
+    source = topology.node_for(key).address
+    assert source is not None
+    masters = sorted({a for a in topology._slots if a is not None}, key=str)
+    target = next(a for a in masters if a != source)
+    await start_migration(slot, source, target)
+    try:
+        yield source
+        await move_keys(slot, source, target, [])
+        await end_migration(masters, slot, target)
+    except BaseException:
+        await end_migration(masters, slot, source)
+        raise
+    await move_slot(masters, slot, target, source)
