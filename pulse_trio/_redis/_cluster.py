@@ -12,7 +12,9 @@
   other request can come between them: both are queued in the same synchronous step).
   A node that cannot be reached triggers a refresh (after a failover the promoted replica
   owns its slots); the request is retried on the new owner when that is safe (not written,
-  or idempotent).
+  or idempotent). A ``TRYAGAIN`` reply (a command declaring several keys of a slot that is
+  migrating, when some are missing: Redis did not run it) is retried from the slot's owner
+  with a growing pause until the migration ends, for at most ``command_timeout``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 
-from .._errors import RedisUnavailableError
+from .._errors import ClosedError, RedisUnavailableError
+from .._retry import backoff_delay
 from ._direct import DirectConnection
 from ._node import Node
 from ._requests import IDEMPOTENT_COMMANDS, safe_to_retry
@@ -37,12 +40,17 @@ logger = logging.getLogger("pulse_trio.redis")
 
 #: Hash slots of a Redis Cluster.
 SLOTS: Final = 16384
-#: Redirections (MOVED/ASK/TRYAGAIN) followed for one command before giving up.
+#: Redirections (MOVED/ASK) and CLUSTERDOWN retries for one command before giving up.
 MAX_REDIRECTS: Final = 5
 #: Least time between two slot map refreshes, in seconds.
 REFRESH_INTERVAL: Final = 0.1
-#: Pause before retrying a command answered TRYAGAIN/CLUSTERDOWN, in seconds.
+#: Pause before retrying a command answered CLUSTERDOWN, in seconds.
 RETRY_PAUSE: Final = 0.05
+#: First and longest pause before retrying a command answered TRYAGAIN (a multi-key command
+#: on a slot that is migrating), in seconds: the pause doubles (jittered) between tries,
+#: for at most the client's ``command_timeout`` in all.
+TRYAGAIN_PAUSE: Final = 0.01
+TRYAGAIN_PAUSE_MAX: Final = 0.2
 
 _NO_KEY = frozenset(
     {"PING", "ECHO", "TIME", "INFO", "CLUSTER", "SCRIPT", "CLIENT", "CONFIG", "DBSIZE",
@@ -130,6 +138,8 @@ class Cluster:
         self._refresh_lock = anyio.Lock()
         self._last_refresh = -REFRESH_INTERVAL
         self.refreshes = 0
+        #: Commands sent again after a TRYAGAIN reply (a slot migrating).
+        self.tryagains = 0
 
     def __repr__(self) -> str:
         return f"<Cluster nodes={sorted(map(str, self._nodes))} refreshes={self.refreshes}>"
@@ -223,7 +233,11 @@ class Cluster:
         node = self.node_for(key)
         asking = False
         reply: Any = None
-        for _ in range(MAX_REDIRECTS + 1):
+        redirects = 0
+        tries_again = 0
+        give_up_at = 0.0
+        while redirects <= MAX_REDIRECTS:
+            redirects += 1
             try:
                 if asking:
                     mux = await node.multiplexed()
@@ -251,7 +265,21 @@ class Cluster:
             elif reply.code == "ASK":
                 _, address = _redirect_target(reply.message)
                 node, asking = self.node_at(address), True
-            elif reply.code in ("TRYAGAIN", "CLUSTERDOWN"):
+            elif reply.code == "TRYAGAIN":
+                # The slot is migrating and the command's keys are split or partly missing:
+                # Redis ran nothing. Start over from the slot's owner once the pause is over,
+                # until the migration ends (not counted as redirections: time bounds it).
+                now = anyio.current_time()
+                if tries_again == 0:
+                    give_up_at = now + self._settings.command_timeout
+                if now >= give_up_at:
+                    return reply
+                pause = backoff_delay(tries_again, base=TRYAGAIN_PAUSE, cap=TRYAGAIN_PAUSE_MAX)
+                tries_again += 1
+                self.tryagains += 1
+                await anyio.sleep(min(pause, give_up_at - now))
+                node, redirects = self.node_for(key), 0
+            elif reply.code == "CLUSTERDOWN":
                 await anyio.sleep(RETRY_PAUSE)
             else:
                 return reply
@@ -309,10 +337,14 @@ class Cluster:
             self._tg.start_soon(self._refresh_quietly)
 
     async def _refresh_quietly(self, avoid: Address | None = None) -> None:
+        """A refresh in the background: a failure is logged, the client's closing (a refresh
+        scheduled by a ``MOVED`` just before the block exited) ends it silently."""
         try:
             await self.refresh(avoid=avoid)
         except RedisUnavailableError as exc:
             logger.warning("cluster slot map refresh failed: %s", exc)
+        except ClosedError:
+            pass
 
     async def open_subscriber(self) -> DirectConnection:
         """A direct connection to the first primary that accepts one (for subscriptions)."""

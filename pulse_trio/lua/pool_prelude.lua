@@ -2,6 +2,10 @@
 -- KEYS[1]: the pool's jobs hash, pulse-trio:pool:{<pool>}:jobs. Every other key of the pool
 --          is derived from it and carries the same hash tag, so it lives in the same Redis
 --          Cluster slot: each pool script touches one slot only.
+-- KEYS[2]: pulse-trio:pool:{<pool>}:guard, a key that never exists and that no script touches.
+--          Declaring it makes Redis refuse the script (TRYAGAIN) for as long as the slot is
+--          MIGRATING or IMPORTING: the keys a script derives are then never read or written on
+--          a node that holds only part of them (the client retries until the migration ends).
 -- Job records (jobs hash, job key -> JSON): s state (pending|starting|running|stopping|
 -- unassigned|retry|failed), w worker, n the worker's node, g assignment token, t taken (0/1),
 -- d dispatch token and r dispatcher node of a dispatch still waiting ('' once answered),

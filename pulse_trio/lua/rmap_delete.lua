@@ -5,8 +5,9 @@
 local key, conditional, test = ARGV[4], ARGV[5] == '1', ARGV[6]
 local current = redis.call('HGET', hash, key)
 if current and (not conditional or current == test) then
-  redis.call('HDEL', hash, key)
+  -- commit() first: =rev keeps the hash from vanishing inside the script (see rmap_reset.lua)
   commit('del', key)
+  redis.call('HDEL', hash, key)
 end
 apply_ttl()
 return current

@@ -21,8 +21,9 @@ if #kept == #list then
   return {current, 0}
 end
 if #kept == 0 then
-  redis.call('HDEL', hash, key)
+  -- commit() first: =rev keeps the hash from vanishing inside the script (see rmap_reset.lua)
   commit('del', key)
+  redis.call('HDEL', hash, key)
   apply_ttl()
   return {false, 1}
 end

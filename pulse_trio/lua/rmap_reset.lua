@@ -13,8 +13,25 @@ for i = 1, n do
   end
 end
 local rev = tostring(redis.call('HINCRBY', hash, '=rev', 1))
-redis.call('DEL', hash)
-redis.call('HSET', hash, '=rev', rev, '=kind', kind)
+-- Every field but =rev goes, then =kind is written: the same hash as a DEL and a new HSET,
+-- but the key never stops existing inside the script. (On the source of a Redis Cluster slot
+-- migration, Redis refuses a script's command on a key missing there: after a DEL, the HSET
+-- would fail, leaving the map deleted without its tombstone or its message.)
+local batch = {}
+for _, field in ipairs(redis.call('HKEYS', hash)) do
+  if field ~= '=rev' then
+    batch[#batch + 1] = field
+    if #batch == 1000 then
+      redis.call('HDEL', hash, unpack(batch))
+      batch = {}
+    end
+  end
+end
+if #batch > 0 then
+  redis.call('HDEL', hash, unpack(batch))
+end
+redis.call('HSET', hash, '=kind', kind)
+redis.call('PERSIST', hash) -- as a new hash: apply_ttl() sets an absolute TTL afresh
 redis.call('PUBLISH', channel, kind .. ':' .. rev)
 apply_ttl()
 return 1

@@ -58,8 +58,19 @@ def validate_payload(payload: object) -> bytes:
 
 
 def jobs_key(pool: str) -> str:
-    """The pool's jobs hash, the one KEY every pool script takes."""
+    """The pool's jobs hash, KEYS[1] of every pool script (the others derive from it)."""
     return f"{KEY_PREFIX}{{{pool}}}:jobs"
+
+
+def guard_key(pool: str) -> str:
+    """KEYS[2] of every pool script: a key of the pool's slot that never exists.
+
+    Declared so that Redis refuses every pool script with ``TRYAGAIN`` while the pool's slot
+    migrates between Redis Cluster masters (a script declaring a missing key is not run on
+    a ``MIGRATING`` or ``IMPORTING`` slot), instead of running it on a node that holds only
+    part of the pool's keys. Nothing ever writes it.
+    """
+    return f"{KEY_PREFIX}{{{pool}}}:guard"
 
 
 def node_stream_key(pool: str, node_id: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from .._boundary import Client, as_dict, map_redis_errors, read_reply, text
 from .._errors import RedisUnavailableError
 from .._lua import bind_script
-from ._protocol import jobs_key, node_stream_key
+from ._protocol import guard_key, jobs_key, node_stream_key
 
 _SCRIPTS = (
     "register",
@@ -43,14 +43,17 @@ class PoolRedis:
         self.client = client
         self.pool = pool
         self.jobs = jobs_key(pool)
+        self._keys = [self.jobs, guard_key(pool)]
         self._scripts = {
             name: bind_script(client, f"pool_{name}", prelude="pool_prelude") for name in _SCRIPTS
         }
 
     async def run(self, name: str, *args: str | bytes | int) -> Any:
-        """Run the pool script ``pool_<name>.lua`` with the pool's jobs hash as KEYS[1]."""
+        """Run the pool script ``pool_<name>.lua``: KEYS are the pool's jobs hash and its
+        guard key (:func:`~._protocol.guard_key`: while the pool's slot migrates, Redis
+        answers ``TRYAGAIN``, which the transport retries)."""
         with map_redis_errors(f"pool {self.pool!r}: {name}"):
-            return await self._scripts[name](keys=[self.jobs], args=list(args))
+            return await self._scripts[name](keys=self._keys, args=list(args))
 
     async def read(
         self, node_id: str, last_id: str, *, count: int, block_ms: int

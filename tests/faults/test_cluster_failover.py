@@ -1,9 +1,12 @@
 """The three packages on a Redis Cluster of 3 masters + 3 replicas: a master is SIGKILLed and
-its replica takes over; then slots move under load (MOVED/ASK). Nothing acknowledged is lost.
-And what a failover can lose: a write the master acknowledged before its replica got it."""
+its replica takes over; then slots move under load (MOVED/ASK/TRYAGAIN), the pool's own slot
+among them. Nothing acknowledged is lost. And what a failover can lose: a write the master
+acknowledged before its replica got it."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 from typing import Any
@@ -12,10 +15,12 @@ import anyio
 import pytest
 
 import pulse_trio
-from pulse_trio import EmbeddedCluster, EmbeddedServer, rmap, streaming
+from pulse_trio import EmbeddedCluster, EmbeddedServer, pool, rmap, streaming
 from pulse_trio._redis._cluster import key_slot
 
-from ._load import TRANSIENT, deployment, keys_of, retrying
+from .._util import wait_until
+from ..pool._helpers import Recorder
+from ._load import TRANSIENT, WORKER_TTL, deployment, keys_of, retrying
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -105,23 +110,106 @@ async def test_every_package_survives_a_master_failover_and_slot_migrations(
                 await d.write(12, "during")  # retried until the replica took over
             assert (await _slot_owners(client))[key_slot(keys_of(name)[0])] != victim_port
             await d.check_nothing_lost()
-            # A slot migration under load: the stream's slot moves to another master while the
-            # writer, the reader, the sink and the pool run. (Not the pool's own slot: its
-            # scripts derive undeclared keys from the one they declare, which a migration
-            # cannot follow; docs/reliability.md says so.)
-            owners = await _slot_owners(client)
-            masters = sorted(set(owners.values()))
-            slot = key_slot(keys_of(name)[1])
-            source = owners[slot]
-            target = next(m for m in masters if m != source)
+            # Slot migrations under load: the stream's and the pool's slots move to another
+            # master while the writer, the reader, the sink and the pool run.
+            masters = sorted(set((await _slot_owners(client)).values()))
+            moved = 0
             async with anyio.create_task_group() as tg:
                 tg.start_soon(d.write, 20, "migrating")
-                moved = await _migrate_slot(slot, source, target, masters)
-            assert moved >= 1
+                for key in keys_of(name)[1:]:
+                    owners = await _slot_owners(client)
+                    slot = key_slot(key)
+                    source = owners[slot]
+                    target = next(m for m in masters if m != source)
+                    moved += await _migrate_slot(slot, source, target, masters)
+            assert moved >= 2
             owners = await _slot_owners(client)
-            assert owners[key_slot(keys_of(name)[1])] != owners[key_slot(keys_of(name)[0])]
+            for key in keys_of(name)[1:]:
+                assert owners[key_slot(key)] != owners[key_slot(keys_of(name)[0])]
             await d.write(4, "after")
             await d.check_nothing_lost()
+
+
+async def test_a_pools_slot_migrates_under_load(unique: str) -> None:
+    """The pool's own slot moves to another master, then to the third, two keys at a time,
+    while three nodes run jobs and dispatch and stop others: every acknowledged dispatch
+    runs once, on one worker at a time, no node fences or re-registers, no key is left on a
+    former owner, and the pool works on its new master."""
+    async with (
+        EmbeddedCluster(masters=3, replicas=1) as cluster,
+        pulse_trio.connect(cluster.url, command_timeout=2.0, connect_timeout=1.0) as client,
+    ):
+        slot = key_slot(keys_of(unique)[2])
+        handler = Recorder()  # every worker's: a start of a job running elsewhere is an overlap
+        options: dict[str, Any] = {
+            "worker_ttl": WORKER_TTL,
+            "ack_grace_period": 5.0,
+            "worker_shutdown_ttl": 5.0,
+        }
+        async with (
+            pool.open_node(client, unique, **options) as a,
+            pool.open_node(client, unique, **options) as b,
+            pool.open_node(client, unique, **options) as c,
+        ):
+            nodes = (a, b, c)
+            for n in nodes:
+                await n.add_worker(handler)
+            workers = await a.workers()
+            dispatched: set[str] = set()
+            stopped: set[str] = set()
+
+            async def load(
+                tag: str,
+                until: anyio.Event | None = None,
+                running: anyio.Event | None = None,
+                count: int = 10,
+            ) -> None:
+                i = 0
+                while i < count or (until is not None and not until.is_set()):
+                    if i == 1 and running is not None:
+                        running.set()
+                    n, key = nodes[i % 3], f"{tag}-{i}"
+                    with contextlib.suppress(pool.JobExistsError):  # a retried dispatch that ran
+                        await retrying(functools.partial(n.dispatch_job, key, b""))
+                    dispatched.add(key)
+                    if i % 4 == 3:
+                        victim = f"{tag}-{i - 2}"
+                        with contextlib.suppress(pool.JobNotFoundError):  # a retried stop
+                            await retrying(functools.partial(n.stop_job, victim))
+                        stopped.add(victim)
+                    i += 1
+
+            await load("before")
+            visited = [(await _slot_owners(client))[slot]]
+            for hop in range(2):
+                owners = await _slot_owners(client)
+                masters = sorted(set(owners.values()))
+                source = owners[slot]
+                target = next(m for m in masters if m not in visited)
+                visited.append(target)
+                running, migrated = anyio.Event(), anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(load, f"migrating{hop}", migrated, running)
+                    await running.wait()
+                    moved = await _migrate_slot(slot, source, target, masters)
+                    migrated.set()
+                assert moved >= 4  # the pool's hashes and sets, and its node streams
+                assert (await _slot_owners(client))[slot] == target
+                async with pulse_trio.connect(f"redis://127.0.0.1:{source}") as former:
+                    assert await former.execute("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+            await load("after")
+            expected = dispatched - stopped
+            await wait_until(
+                lambda: set(handler.running) == expected,
+                within=30,
+                what=f"jobs: {sorted(expected ^ set(handler.running))}",
+            )
+            assert handler.overlaps == []
+            assert set(handler.starts) == dispatched
+            assert max(handler.starts.values()) == 1  # nothing restarted: no node fenced
+            assert [n.statistics().fenced for n in nodes] == [0, 0, 0]
+            assert await a.workers() == workers
+            assert set(handler.stops) == stopped
 
 
 async def test_a_failover_can_lose_an_acknowledged_write(unique: str) -> None:

@@ -1,5 +1,6 @@
 """The pool's core on a real 3-master Redis Cluster: every script touches one slot (the
-pool's hash tag), reads of node streams follow it."""
+pool's hash tag), reads of node streams follow it, and no script runs while the slot
+migrates."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from typing import Any
 import anyio
 import pytest
 
+import pulse_trio
 from pulse_trio import pool
+from pulse_trio._redis._cluster import Cluster
 from pulse_trio.pool import _routing
+from pulse_trio.pool._protocol import jobs_key
 from pulse_trio.streaming._options import key_slot
 
+from .._slots import end_migration, move_keys, move_slot, start_migration, url
 from .._util import wait_until
 from ._helpers import Recorder, node
 
@@ -68,3 +73,50 @@ async def test_ticker_on_a_cluster(cluster_client: Any, unique: str) -> None:
             first = await ticker.__anext__()
             second = await ticker.__anext__()
         assert second.at > first.at
+
+
+async def test_no_pool_script_runs_while_its_slot_migrates(
+    cluster_client: Any, unique: str
+) -> None:
+    """Half of the pool's keys moved (the jobs hash on the target, the others on the source):
+    every pool script is refused with TRYAGAIN (its guard key is missing) and retried until
+    the migration ends, so none reads or re-creates a key on the wrong node: the other keys
+    then move without BUSYKEY, and a dispatch sent meanwhile runs once, after the move."""
+    topology = cluster_client._topology
+    assert isinstance(topology, Cluster)
+    handler = Recorder()
+    jobs = jobs_key(unique)
+    slot = key_slot(jobs)
+    source = topology.node_for(jobs).address
+    assert source is not None
+    masters = sorted({a for a in topology._slots if a is not None}, key=str)
+    target = next(a for a in masters if a != source)
+    async with node(cluster_client, unique) as n:
+        await n.add_worker(handler)
+        await n.dispatch_job("before", b"")
+        await start_migration(slot, source, target)
+        try:
+            await move_keys(slot, source, target, [jobs])
+            refused = topology.tryagains
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(n.dispatch_job, "during", b"")
+                await wait_until(lambda: topology.tryagains >= refused + 5, within=10)
+                assert handler.starts["during"] == 0
+                async with pulse_trio.connect(url(source)) as src:
+                    # payloads, nodes, workers, the node's stream... (BUSYKEY if a script had
+                    # re-created one of them on the target)
+                    assert await src.execute("CLUSTER", "COUNTKEYSINSLOT", slot) >= 3
+                    await move_keys(slot, source, target, [])
+                    assert await src.execute("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+                await end_migration(masters, slot, target)
+        except BaseException:
+            await end_migration(masters, slot, source)  # give the session its slot back
+            raise
+        assert set(handler.running) == {"before", "during"}
+        assert handler.starts == {"before": 1, "during": 1}
+        assert n.statistics().fenced == 0
+        await n.stop_job("before")
+        assert set(handler.running) == {"during"}
+    # Give the slot back to its first owner for the other tests of the session.
+    await move_slot(masters, slot, target, source)
+    assert await cluster_client.execute("HGET", jobs, "during") is not None

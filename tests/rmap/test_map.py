@@ -14,6 +14,7 @@ from pulse_trio import rmap
 from pulse_trio.rmap import EventKind
 from pulse_trio.testing import EmbeddedServer
 
+from .._slots import migrating, url
 from .._util import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -238,6 +239,59 @@ async def test_reset_keeps_a_tombstone_and_revisions_increase(redis: Any) -> Non
         await m.set_and_wait("b", "2")
         assert m.map() == {"b": "2"}
         assert m.revision == 3
+
+
+async def test_reset_of_a_large_map_with_an_absolute_ttl(redis: Any) -> None:
+    """A reset leaves only the tombstone, however many fields (they are deleted in batches),
+    and an absolute TTL starts again, as for a new hash."""
+    fields = [x for i in range(2500) for x in (f"k{i}", "v")]
+    await redis.execute("HSET", "map:big:content", *fields)
+    async with rmap.join(redis, "big", ttl=60.0) as m:
+        assert len(m) == 2500
+        await m.set("a", "1")
+        await redis.execute("PEXPIRE", "map:big:content", 5000)
+        await m.reset()
+        assert await redis.hgetall("map:big:content") == {b"=rev": b"2", b"=kind": b"reset"}
+        assert 5000 < await redis.pttl("map:big:content") <= 60_000
+        await wait_until(lambda: len(m) == 0)
+
+
+@pytest.mark.cluster
+async def test_reset_while_the_maps_slot_migrates(cluster_client: Any, unique: str) -> None:
+    """The slot is MIGRATING, the hash still on the source: Redis refuses there a script's
+    command on a key it lacks, so a reset that deleted the hash and wrote it again stopped
+    halfway (the map gone, no tombstone, no message). It completes, and the hash then moves."""
+    key = f"map:{unique}:content"
+    async with rmap.join(cluster_client, unique) as m, rmap.join(cluster_client, unique) as other:
+        await m.set("a", "1")
+        await m.set_and_wait("b", "2")
+        async with migrating(cluster_client, key) as source:
+            await m.reset()
+            async with pulse_trio.connect(url(source)) as src:
+                assert await src.execute("HGETALL", key) == {b"=rev": b"3", b"=kind": b"reset"}
+            await wait_until(lambda: len(other) == 0 and other.revision == 3)
+        await m.set_and_wait("c", "3")
+        await wait_until(lambda: other.map() == {"c": "3"})
+
+
+@pytest.mark.cluster
+async def test_deleting_the_last_field_while_the_maps_slot_migrates(
+    cluster_client: Any, unique: str
+) -> None:
+    """A hash another tool wrote (no ``=rev``) with one field: deleting it while the slot is
+    MIGRATING bumps the revision before the field goes, so the hash never vanishes inside
+    the script (which Redis would stop halfway on the source)."""
+    key = f"map:{unique}:content"
+    await cluster_client.execute("HSET", key, "solo", "v")
+    async with rmap.join(cluster_client, unique) as m:
+        assert m.map() == {"solo": "v"}
+        async with migrating(cluster_client, key) as source:
+            assert await m.delete("solo") == "v"
+            async with pulse_trio.connect(url(source)) as src:
+                assert await src.execute("HGETALL", key) == {b"=rev": b"1", b"=kind": b"del"}
+            await wait_until(lambda: len(m) == 0)
+        await m.set_and_wait("c", "3")
+        assert m.map() == {"c": "3"}
 
 
 async def test_destroy_then_reuse(redis: Any) -> None:

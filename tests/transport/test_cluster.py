@@ -9,8 +9,10 @@ import pytest
 
 from pulse_trio import EmbeddedCluster, RedisUnavailableError
 from pulse_trio._redis import Client, ResponseError, open_client
-from pulse_trio._redis._cluster import Cluster, command_key, key_slot
+from pulse_trio._redis._cluster import REFRESH_INTERVAL, Cluster, command_key, key_slot
 from pulse_trio._redis._settings import Address
+
+from .._util import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -152,6 +154,73 @@ async def test_moved_and_ask_during_a_slot_migration(cclient: Client, unique: st
     assert await cclient.execute("GET", old_key) == b"v1"
     assert cluster._slots[slot] == source
     await cclient.execute("DEL", old_key, new_key)
+
+
+async def test_tryagain_is_retried_until_the_migration_ends(
+    cclient: Client, cluster_url: str, unique: str
+) -> None:
+    """A multi-key command on a migrating slot whose keys are partly missing gets TRYAGAIN
+    (Redis ran nothing): the client sends it again, with growing pauses, until the migration
+    ends, then returns its reply; for at most ``command_timeout``, then TRYAGAIN is raised."""
+    cluster = _cluster(cclient)
+    here, missing = f"{{{unique}}}:here", f"{{{unique}}}:missing"
+    slot = key_slot(here)
+    source = cluster.node_for(here).address
+    assert source is not None
+    masters = sorted({a for a in cluster._slots if a is not None}, key=str)
+    target = next(a for a in masters if a != source)
+    others = [a for a in masters if a not in (source, target)]
+    await cclient.execute("SET", here, "v")
+    source_id, target_id = await _node_id(source), await _node_id(target)
+    replies: list[Any] = []
+    async with (
+        open_client(f"redis://{source.host}:{source.port}") as src,
+        open_client(f"redis://{target.host}:{target.port}") as dst,
+        open_client(cluster_url, command_timeout=0.3) as impatient,
+    ):
+        await dst.execute("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        await src.execute("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        migrated = False
+        try:
+            started = anyio.current_time()
+            with pytest.raises(ResponseError) as info:
+                await impatient.execute("MGET", here, missing)
+            assert info.value.code == "TRYAGAIN"
+            assert anyio.current_time() - started >= 0.3
+            assert _cluster(impatient).tryagains >= 2
+
+            async def mget() -> None:
+                replies.append(await cclient.execute("MGET", here, missing))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(mget)
+                # More tries than the redirections a command may follow: the migration, not
+                # a count, ends the retries.
+                await wait_until(lambda: cluster.tryagains >= 7, within=10)
+                assert replies == []
+                await src.execute("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", here)
+                await _setslot_everywhere([target, source, *others], slot, target_id)
+                migrated = True
+        finally:
+            if not migrated:
+                await _setslot_everywhere([target, source, *others], slot, target_id)
+    assert replies == [[b"v", None]]
+    # Put the slot back for the other tests of the session.
+    await _migrate(target, source, slot, [here], others)
+    assert await cclient.execute("GET", here) == b"v"
+    assert cluster._slots[slot] == source
+    await cclient.execute("DEL", here)
+
+
+async def test_a_refresh_scheduled_as_the_client_closes_ends_quietly(cluster_url: str) -> None:
+    """A MOVED just before the block exits schedules a refresh that finds the nodes closed:
+    it ends without an error (the client's tasks never raise)."""
+    async with open_client(cluster_url) as client:
+        cluster = _cluster(client)
+        await cluster.aclose()  # what the block's exit does before the task runs
+        cluster._last_refresh -= REFRESH_INTERVAL  # not skipped as too soon after the start
+        await cluster._refresh_quietly()
+        assert cluster.refreshes == 1
 
 
 async def test_master_failover_is_followed(unique: str) -> None:
