@@ -59,7 +59,10 @@ _BAD_COUNT = st.one_of(
 )
 _BAD_FLAG = st.one_of(st.integers(), st.text(max_size=5), st.none(), st.floats())
 _BAD_START = st.one_of(
-    st.text(max_size=12).filter(lambda s: s not in ("$", "0", "0-0") and "-" not in s),
+    st.text(max_size=12).filter(
+        # Not a stream id: "1" is one (1-0), like "$", "0" and "0-0".
+        lambda s: s not in ("$", "0", "0-0") and "-" not in s and not (s.isascii() and s.isdigit())
+    ),
     st.integers(max_value=-1),
     st.floats(),
     st.booleans(),
