@@ -334,15 +334,19 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
             # between its ack and its log line acknowledged an event it did not log as acked,
             # so acks are counted by Redis, deliveries by the logs).
             pending: Any = None
+            group: dict[bytes, Any] = {}
+            unread = -1  # not looked at yet
             with anyio.move_on_after(60):
                 while True:
                     pending = await retrying(lambda: admin.execute("XPENDING", key, "soak"))
-                    unread = _lag(await retrying(lambda: admin.execute("XINFO", "GROUPS", key)))
+                    group = _group(await retrying(lambda: admin.execute("XINFO", "GROUPS", key)))
+                    unread = _unread(stored, group)
                     undelivered = set(stored) - _delivered(procs)
                     if pending[0] == 0 and unread == 0 and not undelivered:
                         break
                     await anyio.sleep(0.2)
             print("pending:", pending, "unread:", unread, "undelivered:", sorted(undelivered)[:20])
+            print("group:", {k.decode(): v for k, v in group.items() if k != b"name"})
             for ids in read:
                 # Each reader saw exactly the stream, in order (read after the writer stopped).
                 assert ids == stored[: len(ids)]
@@ -388,6 +392,10 @@ async def test_mixed_soak_under_chaos(unique: str, tmp_path: Path) -> None:
         "events_added": len(stored),
         "events_pending_at_the_end": pending[0],
         "events_unread_by_the_group": unread,
+        # Redis's own count of the same (XINFO GROUPS "lag"), for information: after a restart
+        # it rests on an estimate of the entries read (7.0 does not persist that counter
+        # exactly), and was seen 171,030 above the truth after an hour of restarts.
+        "group_lag_reported_by_redis": _int_or_none(group.get(b"lag")),
         "events_lost": len(set(added) - set(stored)) + len(undelivered),
         "events_delivered_again_by_the_sink": sum(n - 1 for n in deliveries.values()),
         "reader_events_missing_at_the_end": missing_reads,
@@ -504,15 +512,34 @@ def _delivered(procs: list[Child]) -> set[str]:
     }
 
 
-def _lag(groups: Any) -> int:
-    """Entries of the stream the ``soak`` group has not read yet (``XINFO GROUPS``)."""
+def _group(groups: Any) -> dict[bytes, Any]:
+    """The ``soak`` group's fields in an ``XINFO GROUPS`` reply."""
     for group in groups:
         fields = (
             group if isinstance(group, dict) else dict(zip(group[::2], group[1::2], strict=True))
         )
         if fields[b"name"] == b"soak":
-            return int(fields[b"lag"] or 0)
+            return dict(fields)
     raise AssertionError("no soak group")
+
+
+def _unread(stored: list[str], group: dict[bytes, Any]) -> int:
+    """Entries of the stream after the group's last delivered id: never read by the group.
+
+    Counted from the entries, not from the group's ``lag``: Redis 7.0 does not persist the
+    group's count of entries read exactly, and after restarts its ``lag`` is an estimate.
+    """
+    last = _entry_id(group[b"last-delivered-id"].decode())
+    return sum(1 for entry in stored if _entry_id(entry) > last)
+
+
+def _entry_id(raw: str) -> tuple[int, int]:
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _last_map(child: Child) -> dict[str, str] | None:
