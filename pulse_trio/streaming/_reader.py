@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -373,6 +374,9 @@ class Reader(Service):
             failures = 0
             if reply:
                 await self._deliver(group, snapshot, read_reply(reply), send)
+                # The consumer, woken by the events, runs now, before the next read is
+                # written (a send syscall it would otherwise wait behind).
+                await anyio.lowlevel.checkpoint()
 
     async def _deliver(
         self,
@@ -403,7 +407,12 @@ class Reader(Service):
                     )
                 else:
                     if self._filter.matches(event.topic):
-                        await send.send(event)
+                        try:
+                            # No checkpoint per event when the buffer has room (a scheduler
+                            # pass each): one follows the batch.
+                            send.send_nowait(event)
+                        except anyio.WouldBlock:
+                            await send.send(event)
                         self._delivered += 1
                     else:
                         self._skipped += 1

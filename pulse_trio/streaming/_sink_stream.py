@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .._boundary import (
     as_dict,
@@ -349,7 +350,12 @@ class StreamConsumer:
             if key in core.in_buffer:
                 continue  # claimed back while still waiting here: queued once is enough
             core.in_buffer.add(key)
-            await core.send.send(event)
+            try:
+                core.send.send_nowait(event)  # no scheduler pass per event when there is room
+            except anyio.WouldBlock:
+                await core.send.send(event)
+        # The consumer, woken by the events, runs now, before the next read is written.
+        await anyio.lowlevel.checkpoint()
 
     async def _give_up(self, event: Event) -> None:
         """Move an event delivered ``max_deliveries`` times to the dead-letter stream."""
