@@ -59,10 +59,12 @@ from ._worker import Worker
 class _Admission:
     """A dispatch queued for the admission task (which sends queued ones in one batch).
 
-    The caller waits on its waiter's event alone, in one cancel scope: the admission sets
-    the event when the dispatch failed (``error``, or a ``status`` other than ``sent`` and
+    The caller waits on its waiter's event, in one cancel scope: the admission sets the
+    event when the dispatch failed (``error``, or a ``status`` other than ``sent`` and
     ``local``); otherwise it moves the scope's deadline to ``ack_grace_period`` after the
-    admission, and the worker's answer sets the event.
+    admission, and the worker's answer sets the event. The answer may come before the
+    admission recorded its outcome (they are read by different tasks): the caller then waits
+    for the record too (``recorded``).
     """
 
     key: str
@@ -77,6 +79,16 @@ class _Admission:
     admitted_at: float = 0.0
     #: The caller gave up (timeout, cancellation) before the batch was sent.
     abandoned: bool = False
+    #: Made by a caller that the worker's answer woke before the admission recorded its
+    #: outcome (the answer came through the node's stream first); set once it is recorded.
+    recorded: anyio.Event | None = None
+
+    def record(self, status: str = "", error: Exception | None = None) -> None:
+        """Record the admission's outcome (and wake a caller waiting for it)."""
+        self.status = status
+        self.error = error
+        if self.recorded is not None:
+            self.recorded.set()
 
 
 class Dispatcher:
@@ -139,6 +151,12 @@ class Dispatcher:
                     await self._admit_queued()
                 if not waiter.event.is_set():
                     await waiter.event.wait()
+                if waiter.answered and not item.status and item.error is None:
+                    # The worker's answer overtook the admission's own reply (it came on the
+                    # node's stream, read by another task): the job was admitted; let the
+                    # admission record it before going on.
+                    item.recorded = anyio.Event()
+                    await item.recorded.wait()
             if not item.status and item.error is None:
                 item.abandoned = True
                 if waiter.event.is_set():  # woken by the node's closing
@@ -200,7 +218,7 @@ class Dispatcher:
         # A part the transport cannot send fails its own caller, never the batch.
         batch, refused = split_sendable(batch, lambda item: (item.key, item.payload))
         for item, error in refused:
-            item.error = error
+            item.record(error=error)
             item.waiter.event.set()
         if not batch:
             return
@@ -243,7 +261,7 @@ class Dispatcher:
                     f"{self._options.ack_grace_period}s"
                 )
             for item in batch:
-                item.error = exc
+                item.record(error=exc)
                 item.waiter.event.set()
             return
         admitted_at = anyio.current_time()
@@ -260,7 +278,7 @@ class Dispatcher:
                     item.key, functools.partial(local._start_job, job, token, members.epoch)
                 )
                 result = "local"
-            item.status = result
+            item.record(result)
             if result in ("sent", "local"):
                 item.admitted_at = admitted_at
                 if not item.abandoned:

@@ -119,12 +119,14 @@ class Waiter:
     """A caller waiting for a reply on this node's stream. Registered before the request is
     sent, so a reply can never arrive before its waiter (reference §12 #9)."""
 
-    __slots__ = ("error", "event", "ok")
+    __slots__ = ("answered", "error", "event", "ok")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.ok = False
         self.error = ""
+        #: Set by a reply (not by the node's closing, which only sets the event).
+        self.answered = False
 
 
 class Waiters:
@@ -148,6 +150,7 @@ class Waiters:
         if waiter is not None and not waiter.event.is_set():
             waiter.ok = ok
             waiter.error = error
+            waiter.answered = True
             waiter.event.set()
 
     def release_all(self) -> None:

@@ -361,3 +361,34 @@ async def test_starts_of_other_keys_never_wait_for_a_blocked_start(
             assert sorted(started) == sorted(f"fast-{i}" for i in range(40))
             release.set()
         assert len(started) == 43
+
+
+async def test_a_start_answered_before_its_admission_was_recorded_is_a_success(
+    client: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's answer comes on the dispatching node's stream, read by the node's intake
+    # task; the admission's reply is handled by the admission task. Delay the admission after
+    # its reply (as a busy event loop may): the answer is there first, and the dispatch must
+    # still succeed (it raised "no answer from Redis" when both raced).
+    from pulse_trio.pool._redis import PoolRedis
+
+    run = PoolRedis.run
+
+    async def late_admission(self: PoolRedis, name: str, *args: Any) -> Any:
+        reply = await run(self, name, *args)
+        if name == "dispatch":
+            await anyio.sleep(0.3)
+        return reply
+
+    handler = Recorder()
+    async with node(client, unique) as worker_node, node(client, unique, client_only=True) as c:
+        await worker_node.add_worker(handler)
+        monkeypatch.setattr(PoolRedis, "run", late_admission)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                # The first caller admits its job itself; the second one's batch goes to the
+                # node's admission task, which the answer overtakes.
+                for key in ("first", "raced"):
+                    tg.start_soon(c.dispatch_job, key, b"p")
+                    await anyio.sleep(0.05)
+        assert set(handler.running) == {"first", "raced"}
