@@ -366,7 +366,7 @@ def _jobs_cases(env: Env) -> list[Case]:
                     measure,
                     # --quick measures the 2-process cases once (after the warm-up round)
                     # to stay under 3 minutes with every queue in them.
-                    rounds=env.n(3, 2 if processes == 1 else 1, 1),
+                    rounds=env.n(2, 2 if processes == 1 else 1, 1),
                 )
             )
     return cases
@@ -393,7 +393,7 @@ def _jobs_latency_cases(env: Env) -> list[Case]:
             _job_systems(),
             (("p50", "ms"), ("p99", "ms")),
             measure,
-            rounds=env.n(3, 1, 1),
+            rounds=env.n(2, 1, 1),
         )
     ]
 
