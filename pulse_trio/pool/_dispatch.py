@@ -251,7 +251,7 @@ class Dispatcher:
                 status = text(reply[0])
                 if status != "stale":
                     break
-                self._view.update(Membership.from_flat(reply[1:]))
+                self._view.update(Membership.from_flat(reply[1:]), from_redis=True)
             else:  # pragma: no cover - needs 20 membership changes during one batch
                 raise PoolError(f"pool {self._pool!r}: membership changes too fast to route")
         except Exception as exc:

@@ -108,7 +108,7 @@ class Liveness:
         if text(reply[0]) == "shutdown":
             raise PoolShuttingDownError(f"pool {self._pool!r} is shutting down: cannot join")
         self._lease_until = sent + FENCE_FRACTION * self._options.worker_ttl
-        self._view.update(Membership.from_flat(reply[1:]))
+        self._view.update(Membership.from_flat(reply[1:]), from_redis=True)
 
     async def run_heartbeat(self) -> None:
         """Renew liveness every ``worker_ttl/5`` (sooner when woken); placement is handed to
@@ -162,7 +162,7 @@ class Liveness:
             self._lease_until = sent + FENCE_FRACTION * ttl
             unassigned, members = reply[1], reply[2]
             if members:
-                self._view.update(Membership.from_flat(members))
+                self._view.update(Membership.from_flat(members), from_redis=True)
             if unassigned and not self._options.client_only:
                 self._place(text(k) for k in unassigned)
 

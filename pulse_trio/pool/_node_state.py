@@ -82,7 +82,7 @@ class Phase:
 
 
 class MembershipView:
-    """The pool membership this node knows: replaced only by a newer epoch.
+    """The pool membership this node knows: replaced by a newer epoch, or by Redis's answer.
 
     A newer membership wakes :meth:`wait_changed` (the rebalance task).
     """
@@ -91,9 +91,20 @@ class MembershipView:
         self.current = Membership()
         self._changed = anyio.Event()
 
-    def update(self, membership: Membership) -> None:
-        """Keep ``membership`` if its epoch is newer than the one known."""
-        if int(membership.epoch) > int(self.current.epoch):
+    def update(self, membership: Membership, *, from_redis: bool = False) -> None:
+        """Keep ``membership`` if its epoch is newer than the one known.
+
+        Args:
+            membership: A membership message's, or one a script read from Redis.
+            from_redis: It is what a script just read (it answered that the node's epoch is
+                not the current one): kept whenever it differs. Messages, which may arrive
+                late, only move the view forward; Redis's answer also moves it back, from an
+                epoch Redis never reached (written by another program, or lost by Redis in
+                a failover), which would otherwise stick.
+        """
+        if int(membership.epoch) > int(self.current.epoch) or (
+            from_redis and membership != self.current
+        ):
             self.current = membership
             self._changed.set()
 

@@ -79,7 +79,7 @@ class Placement:
             )
             if text(reply[0]) == "ok":
                 return
-            self._view.update(Membership.from_flat(reply[1:]))
+            self._view.update(Membership.from_flat(reply[1:]), from_redis=True)
 
     def check_placement(self, worker_id: str, key: str, epoch: str) -> None:
         """After a start: move the job if the membership changed while it started (``epoch``:
