@@ -13,6 +13,16 @@ from pulse_trio._redis._cluster import Cluster, key_slot
 from pulse_trio._redis._settings import Address
 
 
+def migration_of(cluster: Cluster, key: Any) -> tuple[int, Address, Address, list[Address]]:
+    """The slot of ``key``, the master holding it, another master to move it to, the rest."""
+    slot = key_slot(key)
+    source = cluster.node_for(key).address
+    assert source is not None
+    masters = sorted({a for a in cluster._slots if a is not None}, key=str)
+    target = next(a for a in masters if a != source)
+    return slot, source, target, [a for a in masters if a not in (source, target)]
+
+
 def url(address: Address) -> str:
     """``redis://`` URL of one cluster node."""
     return f"redis://{address.host}:{address.port}"

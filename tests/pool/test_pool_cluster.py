@@ -16,7 +16,7 @@ from pulse_trio.pool import _routing
 from pulse_trio.pool._protocol import jobs_key
 from pulse_trio.streaming._options import key_slot
 
-from .._slots import end_migration, move_keys, move_slot, start_migration, url
+from .._slots import end_migration, migration_of, move_keys, move_slot, start_migration, url
 from .._util import wait_until
 from ._helpers import Recorder, node
 
@@ -86,11 +86,8 @@ async def test_no_pool_script_runs_while_its_slot_migrates(
     assert isinstance(topology, Cluster)
     handler = Recorder()
     jobs = jobs_key(unique)
-    slot = key_slot(jobs)
-    source = topology.node_for(jobs).address
-    assert source is not None
-    masters = sorted({a for a in topology._slots if a is not None}, key=str)
-    target = next(a for a in masters if a != source)
+    slot, source, target, others = migration_of(topology, jobs)
+    masters = sorted([source, target, *others], key=str)
     async with node(cluster_client, unique) as n:
         await n.add_worker(handler)
         await n.dispatch_job("before", b"")

@@ -12,6 +12,7 @@ from pulse_trio._redis import Client, ResponseError, open_client
 from pulse_trio._redis._cluster import REFRESH_INTERVAL, Cluster, command_key, key_slot
 from pulse_trio._redis._settings import Address
 
+from .._slots import migration_of
 from .._util import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
@@ -103,21 +104,10 @@ async def _migrate(
     await _setslot_everywhere([target, source, *others], slot, target_id)
 
 
-def _migration_of(cclient: Client, key: str) -> tuple[int, Address, Address, list[Address]]:
-    """The slot of ``key``, the master holding it, another master to move it to, the rest."""
-    cluster = _cluster(cclient)
-    slot = key_slot(key)
-    source = cluster.node_for(key).address
-    assert source is not None
-    masters = sorted({a for a in cluster._slots if a is not None}, key=str)
-    target = next(a for a in masters if a != source)
-    return slot, source, target, [a for a in masters if a not in (source, target)]
-
-
 async def test_moved_and_ask_during_a_slot_migration(cclient: Client, unique: str) -> None:
     cluster = _cluster(cclient)
     old_key, new_key = f"{{{unique}}}:old", f"{{{unique}}}:new"
-    slot, source, target, others = _migration_of(cclient, old_key)
+    slot, source, target, others = migration_of(cluster, old_key)
     await cclient.execute("SET", old_key, "v1")
     source_id, target_id = await _node_id(source), await _node_id(target)
     async with (
@@ -170,7 +160,7 @@ async def test_tryagain_is_retried_until_the_migration_ends(
     ends, then returns its reply; for at most ``command_timeout``, then TRYAGAIN is raised."""
     cluster = _cluster(cclient)
     here, missing = f"{{{unique}}}:here", f"{{{unique}}}:missing"
-    slot, source, target, others = _migration_of(cclient, here)
+    slot, source, target, others = migration_of(cluster, here)
     await cclient.execute("SET", here, "v")
     source_id, target_id = await _node_id(source), await _node_id(target)
     replies: list[Any] = []
