@@ -36,7 +36,7 @@ from ._event import (
     decode_entry,
     wrong_type_error,
 )
-from ._io import is_redirect, resolve_start
+from ._io import hand_over, is_redirect, resolve_start
 from ._options import ReadOptions, StreamLike, StreamRef, key_slot, validate_start
 
 
@@ -407,12 +407,7 @@ class Reader(Service):
                     )
                 else:
                     if self._filter.matches(event.topic):
-                        try:
-                            # No checkpoint per event when the buffer has room (a scheduler
-                            # pass each): one follows the batch.
-                            send.send_nowait(event)
-                        except anyio.WouldBlock:
-                            await send.send(event)
+                        await hand_over(send, event)  # the checkpoint follows the batch
                         self._delivered += 1
                     else:
                         self._skipped += 1
