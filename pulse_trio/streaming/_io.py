@@ -10,11 +10,8 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
 
-import anyio
-from anyio.streams.memory import MemoryObjectSendStream
-
 from .._boundary import Client, as_dict, error_reply, is_no_such_key, text, to_pulse_error
-from ._event import NEWEST, Event, StartPosition, start_to_id, wrong_type_error
+from ._event import NEWEST, StartPosition, start_to_id, wrong_type_error
 
 
 def stream_errors(stream: str, operation: str) -> AbstractContextManager[None]:
@@ -58,16 +55,6 @@ class _StreamErrors:
         if translated is exc:
             return False
         raise translated from exc
-
-
-async def hand_over(send: MemoryObjectSendStream[Event], event: Event) -> None:
-    """Put ``event`` in the consumer's buffer: without a checkpoint when it has room (a
-    scheduler pass per event otherwise; the caller yields once after its batch), waiting
-    for room when it is full."""
-    try:
-        send.send_nowait(event)
-    except anyio.WouldBlock:
-        await send.send(event)
 
 
 def info_map(reply: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._boundary import (
     is_cluster,
@@ -28,6 +27,7 @@ from .._boundary import (
 from .._errors import ClosedError
 from .._lifecycle import Service, State
 from .._retry import backoff_delay
+from ._buffer import EventBuffer
 from ._event import (
     STREAM_KEY_PREFIX,
     Event,
@@ -36,7 +36,7 @@ from ._event import (
     decode_entry,
     wrong_type_error,
 )
-from ._io import hand_over, is_redirect, resolve_start
+from ._io import is_redirect, resolve_start
 from ._options import ReadOptions, StreamLike, StreamRef, key_slot, validate_start
 
 
@@ -147,8 +147,7 @@ class Reader(Service):
         self._cluster = is_cluster(self._client)
         self._block_ms = options.block_ms
         self._groups: dict[int | None, _ReadGroup] = {}
-        self._send: MemoryObjectSendStream[Event] | None = None
-        self._receive: MemoryObjectReceiveStream[Event] | None = None
+        self._buffer: EventBuffer | None = None
         self._delivered = 0
         self._skipped = 0
         self._retries = 0
@@ -176,8 +175,8 @@ class Reader(Service):
     def statistics(self) -> ReaderStatistics:
         """Return a snapshot of the reader's progress."""
         buffered = 0
-        if self._receive is not None and self._state is State.OPEN:
-            buffered = self._receive.statistics().current_buffer_used
+        if self._buffer is not None and self._state is State.OPEN:
+            buffered = len(self._buffer)
         return ReaderStatistics(
             cursors=self.cursors(),
             delivered=self._delivered,
@@ -198,15 +197,19 @@ class Reader(Service):
     async def __anext__(self) -> Event:
         """Wait for the next event.
 
+        An event already buffered is returned at once: without a checkpoint (a scheduling
+        point, where a cancellation is delivered), except for every 16th in a row, so a loop
+        that awaits nothing else per event still lets other tasks run.
+
         Raises:
             StopAsyncIteration: The reader's block has exited.
             ClosedError: The reader was never entered.
         """
-        if self._receive is None:
+        if self._buffer is None:
             raise ClosedError("the reader is not open: use it inside `async with`")
         try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return await self._buffer.take()
+        except anyio.EndOfStream:
             raise StopAsyncIteration from None
 
     async def add_stream(self, stream: object, start: StartPosition | None = None) -> None:
@@ -289,9 +292,7 @@ class Reader(Service):
         self._first_id = await resolve_start(
             self._client, first.name, first.key, self._start_position
         )
-        self._send, self._receive = anyio.create_memory_object_stream[Event](
-            self._options.buffer_size
-        )
+        self._buffer = EventBuffer(self._options.buffer_size)
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         first = self._first
@@ -305,9 +306,8 @@ class Reader(Service):
         )
 
     def _finish(self) -> None:
-        for channel in (self._send, self._receive):
-            if channel is not None:
-                channel.close()
+        if self._buffer is not None:
+            self._buffer.close()
 
     # -- the read loop ------------------------------------------------------------------
 
@@ -317,8 +317,8 @@ class Reader(Service):
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        assert self._send is not None
-        send = self._send
+        assert self._buffer is not None
+        buffer = self._buffer
         failures = 0  # transient failures in a row, for the backoff
         task_status.started()
         while True:
@@ -373,7 +373,7 @@ class Reader(Service):
                 continue
             failures = 0
             if reply:
-                await self._deliver(group, snapshot, read_reply(reply), send)
+                await self._deliver(group, snapshot, read_reply(reply), buffer)
                 # The consumer, woken by the events, runs now, before the next read is
                 # written (a send syscall it would otherwise wait behind).
                 await anyio.lowlevel.checkpoint()
@@ -383,7 +383,7 @@ class Reader(Service):
         group: _ReadGroup,
         snapshot: dict[str, _Cursor],
         reply: dict[bytes, list[tuple[bytes, dict[bytes, bytes]]]],
-        send: MemoryObjectSendStream[Event],
+        buffer: EventBuffer,
     ) -> None:
         for raw_key, entries in reply.items():
             name = text(raw_key).removeprefix(STREAM_KEY_PREFIX)
@@ -407,7 +407,7 @@ class Reader(Service):
                     )
                 else:
                     if self._filter.matches(event.topic):
-                        await hand_over(send, event)  # the checkpoint follows the batch
+                        await buffer.put(event)  # the checkpoint follows the batch
                         self._delivered += 1
                     else:
                         self._skipped += 1

@@ -15,13 +15,13 @@ from typing import Any, Final, cast
 
 import anyio
 import attrs
-from anyio.streams.memory import MemoryObjectSendStream
 
 from .. import _metrics
 from .._boundary import Client, is_cluster, map_redis_errors
 from .._lua import BoundScript
 from ..rmap._ops import MapOps
-from ._event import Event, id_key
+from ._buffer import EventBuffer
+from ._event import id_key
 from ._options import SinkOptions
 
 #: Longest time the cleanup on leaving (consumer deletion, membership) may take, in seconds.
@@ -59,9 +59,9 @@ class SinkCore:
     options: SinkOptions
     logger: logging.Logger
     keepalive: MapOps
-    #: The buffer's sending side, made when the sink is entered (a sink never entered
-    #: holds no stream to close).
-    send: MemoryObjectSendStream[Event] = attrs.field(init=False)
+    #: The events read and not taken yet, made when the sink is entered (a sink never
+    #: entered holds none).
+    buffer: EventBuffer = attrs.field(init=False)
     scripts: Mapping[str, BoundScript]
     #: (stream, id) of the events waiting in the buffer: a reclaim round that claims one of
     #: them back (this instance is slow) does not queue it a second time.
@@ -95,8 +95,7 @@ class SinkCore:
 
     def free_buffer(self) -> int:
         """How many more events the buffer takes before it is full."""
-        used = self.send.statistics().current_buffer_used
-        return self.options.read.buffer_size - used
+        return self.buffer.free
 
     async def redis_time_ns(self) -> int:
         """The Redis server's clock in Unix nanoseconds (one clock for every instance)."""

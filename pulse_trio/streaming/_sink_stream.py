@@ -36,7 +36,7 @@ from .._boundary import (
 from .._retry import backoff_delay
 from ..rmap._ops import MapOps
 from ._event import Event, MalformedEntryError, decode_entry, stream_key, wrong_type_error
-from ._io import hand_over, info_maps, is_redirect, stream_errors
+from ._io import info_maps, is_redirect, stream_errors
 from ._options import StreamRef, lease_key, membership_map_name
 from ._sink_core import CLEANUP_TIMEOUT, MAX_RETRY_DELAY, SinkCore, later_id, uninterrupted
 from ._sink_policy import ConsumerInfo, dead_letter_fields, stale_consumers
@@ -350,7 +350,7 @@ class StreamConsumer:
             if key in core.in_buffer:
                 continue  # claimed back while still waiting here: queued once is enough
             core.in_buffer.add(key)
-            await hand_over(core.send, event)
+            await core.buffer.put(event)
         # The consumer, woken by the events, runs now, before the next read is written.
         await anyio.lowlevel.checkpoint()
 
