@@ -5,7 +5,8 @@ writes them itself, synchronously, and reads its reply itself (see
 :class:`~._multiplexed.MultiplexedConnection`). As no task reads an idle connection then, a
 look before the next write finds out whether the server closed it meanwhile, so that the
 request goes to a new connection unwritten: **a request is never written to a connection
-the server already closed while it was idle** (when the close could be seen). :func:`fast_io`
+the server already closed while it was idle** (when the close could be seen; a connection
+that answered within the last millisecond is not idle, see ``_multiplexed.FRESH``). :func:`fast_io`
 gives that access for the streams where it exists:
 
 - :class:`_SocketIO`: a socket the stream reads with plain ``recv`` (AnyIO's streams on Trio,

@@ -1,27 +1,28 @@
 """The multiplexed connection: every task's ordinary commands on one connection to a server.
 
-One writer task sends, in a single ``send``, every request queued while the previous send was
-in flight (automatic pipelining); one reader task feeds what arrives to the
+One writer task sends, in a single ``send``, every request queued while the previous send was in
+flight (automatic pipelining); one reader task feeds what arrives to the
 :class:`~._requests.RequestLedger`, which wakes the callers whose replies completed, in FIFO
 order. On a plain (not TLS) TCP or Unix socket a lone caller takes a fast path
-(leader/follower): when its requests are the only ones in flight it writes them itself and
-reads the socket itself until its reply arrived (polling it first for a short while, see
-:mod:`._fast_io`), with no task switch; meanwhile the reader
-task is parked (one reader at a time), and it takes over whatever replies are still due when
-the caller is done or cancelled. As no task reads an idle connection there, a look before the
-next write (:mod:`.fast_io`) finds out whether the server closed it meanwhile (the request
-then goes to a new connection, unwritten). At most ``max_pending`` requests are outstanding;
-further callers wait (back-pressure). A cancelled caller leaves its slot in the FIFO: its
-reply is read and dropped, so no other caller ever gets it. A watchdog replaces a connection
-that has not answered for ``command_timeout`` seconds (a frozen server, a half-open socket)
-and PINGs an idle one: **a caller waits for a silent connection at most about
-``command_timeout``**.
+(leader/follower): when its requests are the only ones in flight it writes them itself and reads
+the socket itself until its reply arrived (polling it first for a short while, see
+:mod:`._fast_io`), with no task switch; meanwhile the reader task is parked (one reader at a
+time), and it takes over whatever replies are still due when the caller is done or cancelled. As
+no task reads an idle connection there, a look before the next write (:mod:`.fast_io`) finds out
+whether the server closed it meanwhile (the request then goes to a new connection, unwritten); a
+connection whose last reply arrived less than :data:`FRESH` seconds ago is not idle, and is not
+looked at. At most ``max_pending`` requests are outstanding; further callers wait
+(back-pressure). A cancelled caller leaves its slot in the FIFO: its reply is read and dropped,
+so no other caller ever gets it. A watchdog replaces a connection that has not answered for
+``command_timeout`` seconds (a frozen server, a half-open socket) and PINGs an idle one: **a
+caller waits for a silent connection at most about ``command_timeout``**.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from time import perf_counter
+from typing import Any, Final
 
 import anyio
 import anyio.abc
@@ -31,6 +32,12 @@ from ._direct import NETWORK_ERRORS, RECEIVE_SIZE, DirectConnection, close_strea
 from ._fast_io import FastIO, fast_io, poller
 from ._requests import ConnectionLostError, Event, RequestLedger, Waiter
 from ._resp import encode_command
+
+#: Seconds after a reply during which the connection counts as in use, not idle: the next
+#: lone request is written without the look for a close (a syscall that cost 10-20 % of a
+#: sequential round trip here). A close in that instant is the same race as a close just
+#: after the write, which no look can see either.
+FRESH: Final = 0.001
 
 
 def _event_factory() -> Callable[[], Event]:
@@ -95,7 +102,8 @@ class MultiplexedConnection:
         self._leading = False
         self._space: anyio.Event | None = None
         self._replies_received = 0
-        self._last_activity = anyio.current_time()
+        #: ``perf_counter()`` when a reply last arrived (see :data:`FRESH`).
+        self._last_reply = 0.0
         self._scope = anyio.CancelScope()
         self._reason = "closed"
         self.closed = False
@@ -207,8 +215,10 @@ class MultiplexedConnection:
         parked = self._read_wanted
         if io is not None and parked is not None and not self._leading:
             # Nobody reads the socket: nobody noticed if the server closed it meanwhile, and a
-            # request written to it now would count as written (not retried). Look first.
-            if not io.alive():
+            # request written to it now would count as written (not retried). Look first,
+            # unless a reply came in an instant ago (a close since then is the same race as
+            # one just after the write, and the look is a syscall per request).
+            if perf_counter() - self._last_reply > FRESH and not io.alive():
                 self.abort("the server closed the idle connection")
                 return False
             if count and core.waiting == count and self._write_wanted is not None:
@@ -355,6 +365,7 @@ class MultiplexedConnection:
     def _deliver(self, data: bytes) -> None:
         """Hand the replies ``data`` completes to their waiters; wake a caller waiting for room."""
         self._replies_received += self._core.deliver(data)
+        self._last_reply = perf_counter()
         if self._core.closing is not None:
             self.abort(f"the server closes it after {self._core.closing!r}")
         space = self._space

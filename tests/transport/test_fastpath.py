@@ -17,6 +17,7 @@ import pytest
 
 from pulse_trio._redis import Client, ConnectionLostError, open_client
 from pulse_trio._redis._client import Standalone
+from pulse_trio._redis._multiplexed import FRESH
 from pulse_trio.testing import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
@@ -282,6 +283,37 @@ async def test_idle_connection_closed_by_the_server_is_seen_without_a_request(
     assert await rclient.execute("PING") == b"PONG"
     assert mux.closed
     assert await node.multiplexed() is not mux
+
+
+async def test_the_look_before_a_write_is_skipped_right_after_a_reply(rclient: Client) -> None:
+    """A connection that answered an instant ago is in use, not idle: sequential requests do
+    not pay a peek syscall each; one idle for longer than FRESH is looked at again."""
+    node = _node(rclient)
+    mux = await node.multiplexed()
+    if mux._io is None:
+        pytest.skip("no fast path on this stream (TLS): nothing is looked at")
+    io = mux._io
+
+    class Counting:
+        looks = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(io, name)
+
+        def alive(self) -> bool:
+            Counting.looks += 1
+            return bool(io.alive())
+
+    mux._io = Counting()
+    for _ in range(100):
+        await rclient.execute("PING")
+    # Back to back, nearly every request follows a reply by less than FRESH (a scheduling
+    # hiccup of the machine may make a few gaps longer).
+    assert Counting.looks < 50, Counting.looks
+    before = Counting.looks
+    await anyio.sleep(FRESH * 20)
+    await rclient.execute("PING")
+    assert Counting.looks == before + 1  # idle for a while: looked at before the write
 
 
 @pytest.fixture
