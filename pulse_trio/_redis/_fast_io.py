@@ -144,33 +144,53 @@ class _TransportIO:
 class Poller:
     """Polls a lone caller's socket for its reply before it waits the ordinary way.
 
-    Each round yields to the other tasks (a checkpoint: cancellation and scheduling point),
-    then reads what has arrived. The polling stops as soon as another task has work (the
-    event loop is theirs then, and waiting costs nothing), and after :attr:`BUDGET` seconds.
-    Polling is worth it while replies come back within the budget (a server on the same
-    machine or a fast network). One that does not (a slow command, a distant server) costs
-    the budget in vain: after :attr:`MISSES` such misses in a row the connection stops polling
-    for :attr:`REST` seconds, then tries again.
+    When no other task is runnable, it first spins for up to :attr:`SPIN` seconds without
+    yielding (a loopback reply often arrives within it, and a scheduler pass costs as much
+    as the wait): a pending cancellation is still raised first, but a reply caught by the
+    spin returns without a scheduling point. So that back-to-back requests never hold the
+    event loop, the spin is skipped when the poller has not yielded for
+    :attr:`MAX_UNYIELDED` seconds. Then each round yields to the other tasks (a checkpoint:
+    cancellation and scheduling point), and reads what has arrived. The polling stops as
+    soon as another task has work (the event loop is theirs then, and waiting costs
+    nothing), and after :attr:`BUDGET` seconds. Polling is worth it while replies come back
+    within the budget (a server on the same machine or a fast network). One that does not (a
+    slow command, a distant server) costs the budget in vain: after :attr:`MISSES` such
+    misses in a row the connection stops polling for :attr:`REST` seconds, then tries again.
     """
 
     #: The longest a caller polls: a few loopback round trips.
     BUDGET = 0.0002
+    #: The longest it spins first, without yielding (part of the budget).
+    SPIN = 0.00005
+    #: The longest the event loop may go without this poller yielding before a spin.
+    MAX_UNYIELDED = 0.001
     MISSES = 3
     REST = 1.0
 
-    __slots__ = ("_busy", "_checkpoint", "_io", "_misses", "_resume")
+    __slots__ = (
+        "_busy",
+        "_check_cancelled",
+        "_checkpoint",
+        "_io",
+        "_misses",
+        "_resume",
+        "_yielded",
+    )
 
     def __init__(
         self,
         io: FastIO,
         busy: Callable[[], object],
         checkpoint: Callable[[], Awaitable[None]],
+        check_cancelled: Callable[[], Awaitable[None]],
     ) -> None:
         self._io = io
         self._busy = busy
         self._checkpoint = checkpoint
+        self._check_cancelled = check_cancelled
         self._misses = 0
         self._resume = 0.0
+        self._yielded = 0.0
 
     async def receive(self, size: int) -> bytes | None:
         """Up to ``size`` bytes that arrived while polling, or ``None`` (then wait for them)."""
@@ -183,9 +203,20 @@ class Poller:
         until = now + self.BUDGET
         io = self._io
         busy = self._busy
+        if now - self._yielded < self.MAX_UNYIELDED and not busy():
+            await self._check_cancelled()
+            spin_until = now + self.SPIN
+            while True:
+                data = io.poll(size)
+                if data is not None:
+                    self._misses = 0
+                    return data
+                if clock() > spin_until:
+                    break
         checkpoint = self._checkpoint
         while True:
             await checkpoint()
+            self._yielded = clock()
             data = io.poll(size)
             if data is not None:
                 self._misses = 0
@@ -218,7 +249,7 @@ def poller(io: FastIO | None) -> Poller | None:
         def busy() -> bool:
             return statistics().tasks_runnable > 0
 
-    return Poller(io, busy, trio.lowlevel.checkpoint)
+    return Poller(io, busy, trio.lowlevel.checkpoint, trio.lowlevel.checkpoint_if_cancelled)
 
 
 def fast_io(stream: anyio.abc.ByteStream) -> FastIO | None:

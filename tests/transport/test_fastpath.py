@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -384,7 +385,12 @@ class _ScriptedIO:
 def _poller(io: _ScriptedIO, busy: list[bool]) -> Any:
     from pulse_trio._redis._fast_io import Poller
 
-    return Poller(io, lambda: busy[0], anyio.lowlevel.checkpoint)  # type: ignore[arg-type]
+    return Poller(
+        io,  # type: ignore[arg-type]
+        lambda: busy[0],
+        anyio.lowlevel.checkpoint,
+        anyio.lowlevel.checkpoint_if_cancelled,
+    )
 
 
 async def test_the_poller_stops_polling_a_connection_that_answers_late() -> None:
@@ -410,6 +416,40 @@ async def test_the_poller_gives_way_to_other_tasks_without_counting_a_miss() -> 
         assert await poller.receive(100) is None
     assert io.polls == poller.MISSES + 2  # one poll each, then the others' turn
     assert poller._misses == 0
+
+
+async def test_the_poller_spins_first_and_still_yields_every_millisecond() -> None:
+    io = _ScriptedIO(answer_after=None)
+    poller = _poller(io, [False])
+    other_ran = 0
+
+    async def other() -> None:
+        nonlocal other_ran
+        while True:
+            other_ran += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        assert await poller.receive(100) is None  # yields: the spin needs a recent yield
+        tg.start_soon(other)
+        while not other_ran:
+            await anyio.lowlevel.checkpoint()
+        io.answer_after = io.polls + 1  # the reply arrives during the spin
+        ran = other_ran
+        poller._yielded = time.perf_counter()  # as if it had just yielded
+        assert await poller.receive(100) == b"+OK\r\n"
+        assert other_ran == ran  # caught by the spin: no scheduling point
+        poller._yielded -= poller.MAX_UNYIELDED  # ... but not for longer than this
+        io.answer_after = io.polls + 1
+        assert await poller.receive(100) == b"+OK\r\n"
+        assert other_ran > ran  # the loop had its turn first
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            poller._yielded = time.perf_counter()
+            io.answer_after = io.polls
+            await poller.receive(100)  # a pending cancellation is raised before the spin
+        assert scope.cancelled_caught
+        tg.cancel_scope.cancel()
 
 
 async def test_a_lone_caller_polls_for_its_reply_on_trio(
