@@ -9,8 +9,9 @@ logs and messages). Other modules never import the client's exception classes.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any, TypeAlias
 
 from ._errors import RedisCommandError, RedisUnavailableError
@@ -111,14 +112,13 @@ def error_reply(exc: BaseException) -> str | None:
     return None
 
 
-@contextlib.contextmanager
 def map_redis_errors(
     operation: str,
     *,
     wrong_type: Callable[[], Exception] | None = None,
     reply: Callable[[str], Exception | None] | None = None,
     hint: str = "retry later",
-) -> Iterator[None]:
+) -> AbstractContextManager[None]:
     """Translate the Redis client's errors raised in the block into pulse-trio's.
 
     Args:
@@ -134,14 +134,43 @@ def map_redis_errors(
         RedisCommandError: Redis rejected a command (an error reply not handled above).
 
     Errors that are not the client's pass unchanged; the client's error is always chained
-    as the ``__cause__``.
+    as the ``__cause__``. A plain object, not a generator: it is on the path of most calls
+    of the packages.
     """
-    try:
-        yield
-    except Exception as exc:
-        translated = to_pulse_error(exc, operation, wrong_type=wrong_type, reply=reply, hint=hint)
+    return _RedisErrors(operation, wrong_type, reply, hint)
+
+
+class _RedisErrors:
+    __slots__ = ("_hint", "_operation", "_reply", "_wrong_type")
+
+    def __init__(
+        self,
+        operation: str,
+        wrong_type: Callable[[], Exception] | None,
+        reply: Callable[[str], Exception | None] | None,
+        hint: str,
+    ) -> None:
+        self._operation = operation
+        self._wrong_type = wrong_type
+        self._reply = reply
+        self._hint = hint
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, Exception):
+            return  # no error, or a cancellation and its kin: unchanged
+        translated = to_pulse_error(
+            exc, self._operation, wrong_type=self._wrong_type, reply=self._reply, hint=self._hint
+        )
         if translated is exc:
-            raise
+            return
         raise translated from exc
 
 

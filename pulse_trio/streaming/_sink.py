@@ -27,7 +27,7 @@ import anyio.abc
 import attrs
 
 from .. import _metrics
-from .._boundary import Client, as_dict, is_transient, map_redis_errors, text
+from .._boundary import Client, as_dict, is_transient, text, to_pulse_error
 from .._lifecycle import Service, State
 from .._lua import bind_script
 from .._retry import backoff_delay
@@ -221,8 +221,7 @@ class Sink(Service):
 
     async def _xack(self, by_key: dict[str, list[str]]) -> int:
         """One round trip: XACK per stream, pipelined when there are several."""
-        count = sum(len(ids) for ids in by_key.values())
-        with map_redis_errors(f"sink {self._name!r}: ack of {count} event(s)"):
+        try:
             if len(by_key) == 1:
                 ((key, ids),) = by_key.items()
                 acked = int(await self._client.execute("XACK", key, self._name, *ids))
@@ -235,6 +234,12 @@ class Sink(Service):
                 for key, result in zip(by_key, replies, strict=True):
                     acked += int(result)
                     self._core.cell(key.removeprefix(STREAM_KEY_PREFIX)).acked += int(result)
+        except Exception as exc:  # map_redis_errors, with the message built only on failure
+            count = sum(len(ids) for ids in by_key.values())
+            translated = to_pulse_error(exc, f"sink {self._name!r}: ack of {count} event(s)")
+            if translated is exc:
+                raise
+            raise translated from exc
         self._core.counts["acked"] += acked
         return acked
 
