@@ -134,13 +134,41 @@ def map_redis_errors(
         RedisCommandError: Redis rejected a command (an error reply not handled above).
 
     Errors that are not the client's pass unchanged; the client's error is always chained
-    as the ``__cause__``. A plain object, not a generator: it is on the path of most calls
-    of the packages.
+    as the ``__cause__``.
     """
     return _RedisErrors(operation, wrong_type, reply, hint)
 
 
-class _RedisErrors:
+class ErrorMapping:
+    """A context manager translating the Redis client's errors raised in its block into
+    pulse-trio's (:meth:`translate`); cancellations and other ``BaseException`` pass. A plain
+    object, not a generator: one is on the path of most calls of the packages, and a
+    subclass builds its message only when there is an error."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, Exception):
+            return  # no error, or a cancellation and its kin: unchanged
+        translated = self.translate(exc)
+        if translated is exc:
+            return
+        raise translated from exc
+
+    def translate(self, exc: Exception) -> Exception:
+        """The error to raise instead of ``exc`` (``exc`` itself to let it pass)."""
+        raise NotImplementedError
+
+
+class _RedisErrors(ErrorMapping):
     __slots__ = ("_hint", "_operation", "_reply", "_wrong_type")
 
     def __init__(
@@ -155,23 +183,10 @@ class _RedisErrors:
         self._reply = reply
         self._hint = hint
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if not isinstance(exc, Exception):
-            return  # no error, or a cancellation and its kin: unchanged
-        translated = to_pulse_error(
+    def translate(self, exc: Exception) -> Exception:
+        return to_pulse_error(
             exc, self._operation, wrong_type=self._wrong_type, reply=self._reply, hint=self._hint
         )
-        if translated is exc:
-            return
-        raise translated from exc
 
 
 def to_pulse_error(

@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 import pulse_trio
 from pulse_trio import rmap
@@ -143,3 +144,17 @@ def lent_connections(client: pulse_trio.Client) -> int:
     in progress). Once every reader and sink is left, none: each borrowed connection went
     back to the pool (or was closed), also after kills, restarts and cancelled reads."""
     return sum(node.blocking_in_use for node in client.statistics())
+
+
+class Turns:
+    """A task that only counts the turns the event loop gives it (for fairness tests): run
+    :meth:`run` in a task group, read :attr:`count`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def run(self) -> None:
+        """Count a turn at each checkpoint, forever."""
+        while True:
+            self.count += 1
+            await anyio.lowlevel.checkpoint()

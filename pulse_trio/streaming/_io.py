@@ -7,10 +7,17 @@ here turn the ``XINFO`` maps into ``dict``\\ s with text keys.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from types import TracebackType
 from typing import Any
 
-from .._boundary import Client, as_dict, error_reply, is_no_such_key, text, to_pulse_error
+from .._boundary import (
+    Client,
+    ErrorMapping,
+    as_dict,
+    error_reply,
+    is_no_such_key,
+    text,
+    to_pulse_error,
+)
 from ._event import NEWEST, StartPosition, start_to_id, wrong_type_error
 
 
@@ -28,33 +35,20 @@ def stream_errors(stream: str, operation: str) -> AbstractContextManager[None]:
     return _StreamErrors(stream, operation)
 
 
-class _StreamErrors:
+class _StreamErrors(ErrorMapping):
     __slots__ = ("_operation", "_stream")
 
     def __init__(self, stream: str, operation: str) -> None:
         self._stream = stream
         self._operation = operation
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool:
-        if not isinstance(exc, Exception):
-            return False  # no error, or a cancellation and its kin: unchanged
+    def translate(self, exc: Exception) -> Exception:
         stream = self._stream
-        translated = to_pulse_error(
+        return to_pulse_error(
             exc,
             f"stream {stream!r}: {self._operation}",
             wrong_type=lambda: wrong_type_error(stream),
         )
-        if translated is exc:
-            return False
-        raise translated from exc
 
 
 def info_map(reply: Any) -> dict[str, Any]:

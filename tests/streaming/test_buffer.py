@@ -13,6 +13,8 @@ from pulse_trio import streaming
 from pulse_trio.streaming import OLDEST, Event, Stream
 from pulse_trio.streaming._buffer import YIELD_EVERY, EventBuffer
 
+from .._util import Turns
+
 pytestmark = pytest.mark.anyio
 
 Client = Any
@@ -138,21 +140,14 @@ async def test_a_consumer_that_awaits_nothing_does_not_starve_other_tasks(
 ) -> None:
     stream = Stream(client, unique, max_len=0)
     await stream.add_many([("e", b"x")] * 300)
-    ticks = 0
+    ticker = Turns()
     seen = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await anyio.lowlevel.checkpoint()
-
     with anyio.fail_after(10):
         async with (
             stream.open_sink(unique, start=OLDEST) as sink,
             anyio.create_task_group() as tg,
         ):
-            tg.start_soon(ticker)
+            tg.start_soon(ticker.run)
             async for event in sink:
                 sink.ack_nowait(event)
                 seen += 1
@@ -161,7 +156,7 @@ async def test_a_consumer_that_awaits_nothing_does_not_starve_other_tasks(
             tg.cancel_scope.cancel()
     # 300 events without an await of its own: the ticker ran at least once per
     # YIELD_EVERY of them.
-    assert ticks >= 300 // YIELD_EVERY, ticks
+    assert ticker.count >= 300 // YIELD_EVERY, ticker.count
     await stream.destroy()
 
 

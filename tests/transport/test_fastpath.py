@@ -21,6 +21,8 @@ from pulse_trio._redis._client import Standalone
 from pulse_trio._redis._multiplexed import FRESH
 from pulse_trio.testing import EmbeddedServer
 
+from .._util import Turns
+
 pytestmark = pytest.mark.anyio
 
 # Busy for ARGV[1] microseconds, then returns ARGV[2]: a reply that takes a while.
@@ -421,28 +423,22 @@ async def test_the_poller_gives_way_to_other_tasks_without_counting_a_miss() -> 
 async def test_the_poller_spins_first_and_still_yields_every_millisecond() -> None:
     io = _ScriptedIO(answer_after=None)
     poller = _poller(io, [False])
-    other_ran = 0
-
-    async def other() -> None:
-        nonlocal other_ran
-        while True:
-            other_ran += 1
-            await anyio.lowlevel.checkpoint()
+    other = Turns()
 
     async with anyio.create_task_group() as tg:
         assert await poller.receive(100) is None  # yields: the spin needs a recent yield
-        tg.start_soon(other)
-        while not other_ran:
+        tg.start_soon(other.run)
+        while not other.count:
             await anyio.lowlevel.checkpoint()
         io.answer_after = io.polls + 1  # the reply arrives during the spin
-        ran = other_ran
+        ran = other.count
         poller._yielded = time.perf_counter()  # as if it had just yielded
         assert await poller.receive(100) == b"+OK\r\n"
-        assert other_ran == ran  # caught by the spin: no scheduling point
+        assert other.count == ran  # caught by the spin: no scheduling point
         poller._yielded -= poller.MAX_UNYIELDED  # ... but not for longer than this
         io.answer_after = io.polls + 1
         assert await poller.receive(100) == b"+OK\r\n"
-        assert other_ran > ran  # the loop had its turn first
+        assert other.count > ran  # the loop had its turn first
         with anyio.CancelScope() as scope:
             scope.cancel()
             poller._yielded = time.perf_counter()
