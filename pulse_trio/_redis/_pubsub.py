@@ -16,6 +16,7 @@ would have received that message next and is not busy with an earlier one.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -24,9 +25,11 @@ from typing import Final, Self
 import anyio
 import anyio.abc
 import attrs
+import sniffio
 
 from .._errors import RedisUnavailableError
-from ._direct import NETWORK_ERRORS, DirectConnection
+from ._direct import NETWORK_ERRORS, RECEIVE_SIZE, DirectConnection
+from ._fast_io import fast_io
 from ._resp import Arg, Message, Pong, PubSubState, ResponseError
 from ._settings import Backoff, ConnectionSettings
 
@@ -298,16 +301,18 @@ class Subscription:
             await anyio.sleep(backoff.next_delay())
 
     async def _read_until_confirmed(self, conn: DirectConnection) -> None:
+        receive = _receiver(conn.stream)
         with anyio.fail_after(self._settings.command_timeout):
             while not self._state.ready:
-                await self._read_once(conn)
+                await self._read_once(receive)
 
     async def _read(self, conn: DirectConnection) -> None:
+        receive = _receiver(conn.stream)
         while True:
-            await self._read_once(conn)
+            await self._read_once(receive)
 
-    async def _read_once(self, conn: DirectConnection) -> None:
-        data = await conn.stream.receive(65536)
+    async def _read_once(self, receive: Callable[[], Awaitable[bytes]]) -> None:
+        data = await receive()
         self._last_activity = anyio.current_time()
         for event in self._state.receive_data(data):
             if isinstance(event, Message):
@@ -368,3 +373,32 @@ class Subscription:
                 await self.ping()
             except RedisUnavailableError:
                 return
+
+
+def _receiver(stream: anyio.abc.ByteStream) -> Callable[[], Awaitable[bytes]]:
+    """How the reader task reads ``stream``: ``stream.receive``, or on Trio over a plain
+    socket, a wait until the socket is readable and then one ``recv``.
+
+    A stream's ``receive`` first tries to read, and waits only when nothing has arrived; the
+    reader task of a subscription has nearly always read everything when it comes back for
+    more, so that first try fails (a syscall and an exception per message for nothing).
+    Anything the direct read cannot take (the end of the stream, an error, a spurious wake-up)
+    is left to ``stream.receive``, which raises or waits as usual.
+    """
+    io = fast_io(stream)
+    raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+    if io is None or raw is None or sniffio.current_async_library() != "trio":
+        return functools.partial(stream.receive, RECEIVE_SIZE)
+    import trio
+
+    wait_readable = trio.lowlevel.wait_readable
+    poll = io.poll
+
+    async def receive() -> bytes:
+        await wait_readable(raw)
+        data = poll(RECEIVE_SIZE)
+        if data is None:
+            data = await stream.receive(RECEIVE_SIZE)
+        return data
+
+    return receive
