@@ -5,6 +5,11 @@ local copy (:class:`~._replica.Replica`) comes back to Redis's content.
 
 - Join is consistent: subscribe first, then read the snapshot, then apply only notifications
   newer than it (:func:`~._protocol.classify`).
+- A notification that arrives while the task waits for one is applied by the subscription's
+  handler (:meth:`Synchronizer._take`) in the subscriber connection's reader task: a change
+  then crosses two tasks (that reader, the consumer), not three. The task itself takes the
+  notifications that arrive while it is busy (they are queued, in order) and those that need
+  a round trip or end the session.
 - A gap or regression in revisions, an undecodable notification, or a reconnection of the
   subscriber connection (the transport reports it as a :class:`~pulse_trio._redis.Resubscribed`
   item; notifications published meanwhile are lost) makes the replica re-read the hash while
