@@ -18,7 +18,15 @@ from typing import Any, Final
 import attrs
 
 from .. import _metrics
-from .._boundary import Client, as_dict, check_client, map_redis_errors, optional_text, text
+from .._boundary import (
+    Client,
+    as_dict,
+    check_client,
+    map_redis_errors,
+    optional_text,
+    text,
+    to_pulse_error,
+)
 from .._lua import BoundScript, bind_script
 from .._names import ttl_script_args, validate_duration, validate_name
 from ._errors import MapValueError, validate_key, validate_value
@@ -102,14 +110,22 @@ class MapOps:
         return translate
 
     async def _call(self, script: str, operation: str, key: str, *args: str) -> Any:
-        with map_redis_errors(
-            f"map {self.name!r}: {operation} of key {key!r}",
-            reply=self._value_error(key, operation),
-            hint="local reads still work, retry the write later",
-        ):
+        # What map_redis_errors does, without building its message and translator on the
+        # success path (every write goes through here).
+        try:
             reply = await self.scripts[script](
                 keys=[self.key], args=[self.channel, *self.ttl_args, key, *args]
             )
+        except Exception as exc:
+            translated = to_pulse_error(
+                exc,
+                f"map {self.name!r}: {operation} of key {key!r}",
+                reply=self._value_error(key, operation),
+                hint="local reads still work, retry the write later",
+            )
+            if translated is exc:
+                raise
+            raise translated from exc
         _metrics.map_cell(self.name).writes += 1
         return reply
 

@@ -3,7 +3,8 @@
 :class:`Replica` holds what a process knows of the map: its content, its revision, the
 :meth:`Map.subscribe` blocks to notify and the :meth:`Map.set_and_wait` callers to wake.
 
-Who mutates what: only the map's synchronizer (:mod:`._sync`, the map's one background task)
+Who mutates what: only the map's synchronizer (:mod:`._sync`: the map's one background task,
+or its subscription handler in the subscriber connection's reader task while that task waits)
 calls :meth:`Replica.apply` and :meth:`Replica.load`; writers never touch the copy, their
 writes come back through the subscription like everybody else's. The content dict is mutated
 in place, never replaced, so that the map's reads hold a direct reference to it (a local read

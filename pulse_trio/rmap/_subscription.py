@@ -24,17 +24,25 @@ class Subscription:
 
     def __init__(self) -> None:
         self._pending: EventKind | None = None
-        self._wakeup = anyio.Event()
+        # Made only when the consumer has to wait (most notifications find it busy or find
+        # one already pending), set and dropped by the next notification.
+        self._wakeup: anyio.Event | None = None
         self._closed = False
 
     def _notify(self, kind: EventKind) -> None:
         if self._pending is None or kind > self._pending:
             self._pending = kind
-        self._wakeup.set()
+        self._wake()
 
     def _close(self) -> None:
         self._closed = True
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
 
     @property
     def pending(self) -> EventKind | None:
@@ -48,7 +56,8 @@ class Subscription:
         while self._pending is None:
             if self._closed:
                 raise StopAsyncIteration
+            if self._wakeup is None:
+                self._wakeup = anyio.Event()
             await self._wakeup.wait()
-            self._wakeup = anyio.Event()
         kind, self._pending = self._pending, None
         return kind

@@ -5,6 +5,11 @@ local copy (:class:`~._replica.Replica`) comes back to Redis's content.
 
 - Join is consistent: subscribe first, then read the snapshot, then apply only notifications
   newer than it (:func:`~._protocol.classify`).
+- A notification that arrives while the task waits for one is applied by the subscription's
+  handler (:meth:`Synchronizer._take`) in the subscriber connection's reader task: a change
+  then crosses two tasks (that reader, the consumer), not three. The task itself takes the
+  notifications that arrive while it is busy (they are queued, in order) and those that need
+  a round trip or end the session.
 - A gap or regression in revisions, an undecodable notification, or a reconnection of the
   subscriber connection (the transport reports it as a :class:`~pulse_trio._redis.Resubscribed`
   item; notifications published meanwhile are lost) makes the replica re-read the hash while
@@ -30,6 +35,7 @@ import anyio.abc
 from .. import _metrics
 from .._boundary import Client, display, is_transient, leaves, map_redis_errors
 from .._errors import RedisUnavailableError
+from .._redis import Message as _RedisMessage
 from .._redis import Resubscribed
 from .._redis import Subscription as _RedisSubscription
 from .._retry import backoff_delay
@@ -76,6 +82,9 @@ class Synchronizer:
         #: Why the next snapshot is loaded (the metrics' resync reason).
         self._reason = "initial"
         self._cell = _metrics.map_cell(self._name)
+        #: The revision of the last notification received on the current subscription
+        #: (``None`` right after it (re)started), for :func:`~._protocol.classify`.
+        self._last_received: int | None = None
 
     async def _load_snapshot(self) -> None:
         """Replace the local copy with the hash's content (the subscription is already up)."""
@@ -85,41 +94,72 @@ class Synchronizer:
         resyncs = self._cell.resyncs
         resyncs[self._reason] = resyncs.get(self._reason, 0) + 1
 
+    def _take(self, message: _RedisMessage) -> bool:
+        """Apply or drop ``message`` if that needs no I/O; ``False`` leaves it to the task.
+
+        The subscription's handler (:meth:`~pulse_trio._redis.Subscription.set_handler`): it
+        runs in the subscriber connection's reader task for a notification that arrives
+        while :meth:`_listen` waits for one, so that the replica is updated (and its waiters
+        woken) without a task switch. The notifications that need a round trip (a revision to
+        verify) or end the session (a resync, an undecodable one) go to :meth:`_listen`.
+        """
+        try:
+            decoded = decode_message(message.data)
+        except DecodeError:
+            return False
+        action = classify(self._replica.revision, self._last_received, decoded.revision)
+        if action is Action.APPLY:
+            self._last_received = decoded.revision
+            self._replica.apply(decoded)
+            return True
+        if action is Action.DROP:
+            self._last_received = decoded.revision
+            return True
+        return False
+
     async def _listen(self, sub: _RedisSubscription) -> None:
-        """Apply the notifications of ``sub``; raise :class:`_Resync` when one may be lost."""
+        """Apply the notifications of ``sub``; raise :class:`_Resync` when one may be lost.
+
+        Most are applied by :meth:`_take` in the subscription's reader task; the others, and
+        those that arrived while this task was busy (the snapshot, a verification), come here.
+        """
         replica = self._replica
-        last_received: int | None = None
-        async for item in sub:
-            if isinstance(item, Resubscribed):
-                # The transport lost the subscriber connection and subscribed again on a new
-                # one: anything published in between is lost, so re-read everything.
-                self.connected = False
-                self.reconnects += 1
-                raise _Resync("the subscriber connection was re-established")
-            data = item.data
-            try:
-                message = decode_message(data)
-            except DecodeError as exc:
-                self._log.error(
-                    "rmap %s: undecodable notification %s (%s); resyncing",
-                    self._name,
-                    display(data),
-                    exc,
-                    extra={"map": self._name, "reason": str(exc)},
-                )
-                raise _Resync(f"undecodable notification: {exc}") from exc
-            action = classify(replica.revision, last_received, message.revision)
-            last_received = message.revision
-            if action is Action.VERIFY:
-                stored = await self._ops.stored_revision()
-                action = Action.RESYNC if stored < replica.revision else Action.DROP
-            if action is Action.APPLY:
-                replica.apply(message)
-            elif action is Action.RESYNC:
-                raise _Resync(
-                    f"received revision {message.revision} while at {replica.revision} "
-                    "(lost notifications or a reset counter)"
-                )
+        self._last_received = None
+        sub.set_handler(self._take)
+        try:
+            async for item in sub:
+                if isinstance(item, Resubscribed):
+                    # The transport lost the subscriber connection and subscribed again on a
+                    # new one: anything published in between is lost, so re-read everything.
+                    self.connected = False
+                    self.reconnects += 1
+                    raise _Resync("the subscriber connection was re-established")
+                data = item.data
+                try:
+                    message = decode_message(data)
+                except DecodeError as exc:
+                    self._log.error(
+                        "rmap %s: undecodable notification %s (%s); resyncing",
+                        self._name,
+                        display(data),
+                        exc,
+                        extra={"map": self._name, "reason": str(exc)},
+                    )
+                    raise _Resync(f"undecodable notification: {exc}") from exc
+                action = classify(replica.revision, self._last_received, message.revision)
+                self._last_received = message.revision
+                if action is Action.VERIFY:
+                    stored = await self._ops.stored_revision()
+                    action = Action.RESYNC if stored < replica.revision else Action.DROP
+                if action is Action.APPLY:
+                    replica.apply(message)
+                elif action is Action.RESYNC:
+                    raise _Resync(
+                        f"received revision {message.revision} while at {replica.revision} "
+                        "(lost notifications or a reset counter)"
+                    )
+        finally:
+            sub.set_handler(None)
         raise _Resync("the subscription ended")
 
     async def _health(self, sub: _RedisSubscription) -> None:

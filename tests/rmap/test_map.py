@@ -12,6 +12,7 @@ import pytest
 import pulse_trio
 from pulse_trio import rmap
 from pulse_trio.rmap import EventKind
+from pulse_trio.rmap._sync import Synchronizer
 from pulse_trio.testing import EmbeddedServer
 
 from .._slots import migrating, url
@@ -338,6 +339,29 @@ async def test_coalescing_keeps_the_strongest_missed_kind(redis: Any) -> None:
         await m.set_and_wait("d", "4")
         with anyio.fail_after(5):
             assert await changes.__anext__() is EventKind.DELETE
+
+
+async def test_notifications_are_applied_by_the_subscriber_connections_reader(
+    redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without waking the map's own task: its handler applies them in the reader task."""
+    taken: list[bool] = []
+    take = Synchronizer._take
+
+    def spy(self: Synchronizer, message: Any) -> bool:
+        result = take(self, message)
+        taken.append(result)
+        return result
+
+    monkeypatch.setattr(Synchronizer, "_take", spy)
+    async with rmap.join(redis, "fast") as m, rmap.join(redis, "fast") as writer:
+        for i in range(10):
+            await writer.set_and_wait(f"k{i}", str(i))
+        await wait_until(lambda: len(m) == 10, what="the replica applied every write")
+        assert m.map() == {f"k{i}": str(i) for i in range(10)}
+        assert m.revision == writer.revision == 10
+    # Both replicas saw the writes, mostly (on an idle loop all) through the handler.
+    assert taken.count(True) >= 10
 
 
 async def test_subscriptions_end_when_the_map_is_left(redis: Any) -> None:

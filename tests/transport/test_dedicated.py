@@ -175,3 +175,114 @@ async def test_slow_consumer_is_not_mistaken_for_a_dead_connection(
                         break
         assert got == [Message(channel.encode(), str(i).encode()) for i in range(50)]
         assert sub.reconnects == 0
+
+
+async def test_a_handler_takes_messages_in_order_with_the_consumer(
+    rclient: Client, unique: str
+) -> None:
+    """The handler runs only for what the waiting consumer would receive next: one log of
+    what the handler and the consumer each took is in publication order."""
+    channel = f"{unique}:c"
+    log: list[tuple[str, int]] = []
+
+    def handler(message: Message) -> bool:
+        number = int(message.data)
+        if number % 5 == 0:
+            return False  # left to the consumer (which then gets the next ones meanwhile)
+        log.append(("handler", number))
+        return True
+
+    async def consume() -> None:
+        async for item in sub:
+            assert isinstance(item, Message)
+            number = int(item.data)
+            log.append(("consumer", number))
+            if number % 2:
+                await anyio.sleep(0.001)  # busy: messages pile up in the buffer meanwhile
+
+    async with rclient.subscribe(channel) as sub, anyio.create_task_group() as tg:
+        sub.set_handler(handler)
+        tg.start_soon(consume)
+        # One at a time, the consumer waiting: the handler takes every message it accepts.
+        with anyio.fail_after(5):
+            while not sub._consumer_idle:
+                await anyio.sleep(0.001)
+        for number in (1, 2, 3):
+            await rclient.execute("PUBLISH", channel, number)
+            with anyio.fail_after(5):
+                while len(log) < number:
+                    await anyio.sleep(0.001)
+        assert log == [("handler", 1), ("handler", 2), ("handler", 3)]
+        # Bursts, in one write: some go to the handler, some to the consumer, none out of order.
+        for first in range(4, 400, 50):
+            await rclient.execute_many(
+                [("PUBLISH", channel, n) for n in range(first, min(400, first + 50))]
+            )
+        with anyio.fail_after(10):
+            while len(log) < 399:
+                await anyio.sleep(0.005)
+        tg.cancel_scope.cancel()
+    assert [number for _, number in log] == list(range(1, 400))
+    assert {who for who, _ in log} == {"handler", "consumer"}
+    assert all(who == "consumer" for who, number in log if number % 5 == 0)
+
+
+async def test_a_failing_handler_is_removed_and_its_error_raised_in_order(
+    rclient: Client, unique: str
+) -> None:
+    channel = f"{unique}:c"
+    calls: list[bytes] = []
+
+    def handler(message: Message) -> bool:
+        calls.append(message.data)
+        raise ValueError(f"handler failed on {message.data!r}")
+
+    async with rclient.subscribe(channel) as sub:
+        sub.set_handler(handler)
+
+        async def publish() -> None:
+            with anyio.fail_after(5):
+                while not sub._consumer_idle:
+                    await anyio.sleep(0.001)
+            await rclient.execute_many([("PUBLISH", channel, "a"), ("PUBLISH", channel, "b")])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publish)
+            with pytest.raises(ValueError, match="handler failed on b'a'"), anyio.fail_after(5):
+                await sub.__anext__()
+        # Removed: the next message goes to the consumer, the subscription is still up.
+        with anyio.fail_after(5):
+            assert await sub.__anext__() == Message(channel.encode(), b"b")
+        assert calls == [b"a"]
+        await sub.ping()
+
+
+async def test_resubscribed_goes_to_the_consumer_past_a_handler(
+    rclient: Client, unique: str
+) -> None:
+    channel = f"{unique}:c"
+    taken: list[bytes] = []
+
+    def handler(message: Message) -> bool:
+        taken.append(message.data)
+        return True
+
+    async with rclient.subscribe(channel) as sub:
+        sub.set_handler(handler)
+        async with anyio.create_task_group() as tg:
+
+            async def kill() -> None:
+                with anyio.fail_after(5):
+                    while not sub._consumer_idle:
+                        await anyio.sleep(0.001)
+                await rclient.execute("PUBLISH", channel, "before")
+                assert await rclient.execute("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+
+            tg.start_soon(kill)
+            with anyio.fail_after(10):
+                assert await sub.__anext__() == Resubscribed(1)
+        assert taken == [b"before"]
+        sub.set_handler(None)
+        await rclient.execute("PUBLISH", channel, "after")
+        with anyio.fail_after(5):
+            assert await sub.__anext__() == Message(channel.encode(), b"after")
