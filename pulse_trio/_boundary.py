@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 from ._errors import RedisCommandError, RedisUnavailableError
 from ._redis import Client as _TransportClient
@@ -137,6 +137,26 @@ def map_redis_errors(
     as the ``__cause__``.
     """
     return _RedisErrors(operation, wrong_type, reply, hint)
+
+
+def raise_pulse_error(
+    exc: Exception,
+    operation: str,
+    *,
+    reply: Callable[[str], Exception | None] | None = None,
+    hint: str = "retry later",
+) -> NoReturn:
+    """Raise what :func:`map_redis_errors` would for ``exc``, from an ``except`` clause: for
+    hot paths, where even the context manager's message is too much on success.
+
+    Raises:
+        Exception: The translation of ``exc`` (chained), or ``exc`` itself when it is not
+            the client's.
+    """
+    translated = to_pulse_error(exc, operation, reply=reply, hint=hint)
+    if translated is exc:
+        raise exc
+    raise translated from exc
 
 
 class ErrorMapping:

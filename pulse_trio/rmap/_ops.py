@@ -24,8 +24,8 @@ from .._boundary import (
     check_client,
     map_redis_errors,
     optional_text,
+    raise_pulse_error,
     text,
-    to_pulse_error,
 )
 from .._lua import BoundScript, bind_script
 from .._names import ttl_script_args, validate_duration, validate_name
@@ -117,15 +117,12 @@ class MapOps:
                 keys=[self.key], args=[self.channel, *self.ttl_args, key, *args]
             )
         except Exception as exc:
-            translated = to_pulse_error(
+            raise_pulse_error(
                 exc,
                 f"map {self.name!r}: {operation} of key {key!r}",
                 reply=self._value_error(key, operation),
                 hint="local reads still work, retry the write later",
             )
-            if translated is exc:
-                raise
-            raise translated from exc
         _metrics.map_cell(self.name).writes += 1
         return reply
 

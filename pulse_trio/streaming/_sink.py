@@ -27,7 +27,7 @@ import anyio.abc
 import attrs
 
 from .. import _metrics
-from .._boundary import Client, as_dict, is_transient, text, to_pulse_error
+from .._boundary import Client, as_dict, is_transient, raise_pulse_error, text
 from .._lifecycle import Service, State
 from .._lua import bind_script
 from .._retry import backoff_delay
@@ -236,10 +236,7 @@ class Sink(Service):
                     self._core.cell(key.removeprefix(STREAM_KEY_PREFIX)).acked += int(result)
         except Exception as exc:  # map_redis_errors, with the message built only on failure
             count = sum(len(ids) for ids in by_key.values())
-            translated = to_pulse_error(exc, f"sink {self._name!r}: ack of {count} event(s)")
-            if translated is exc:
-                raise
-            raise translated from exc
+            raise_pulse_error(exc, f"sink {self._name!r}: ack of {count} event(s)")
         self._core.counts["acked"] += acked
         return acked
 
