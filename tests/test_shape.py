@@ -264,7 +264,7 @@ async def test_url_of_a_coredis_client_reaches_the_same_server(server_url: str) 
 #: below its own.
 STREAMING_LAYERS = (
     {"_event", "_sink_policy"},
-    {"_options"},
+    {"_options", "_buffer"},
     {"_io"},
     {"_sink_core", "_reader"},
     {"_sink_stream"},
