@@ -192,7 +192,7 @@ class Node(Service):
             ack=self._acks.ack,
             defer=self._liveness.defer,
             wake_heartbeat=self._liveness.wake,
-            on_shutdown=handle_shutdown,
+            on_shutdown=functools.partial(self._spawn, self._shutdown.handle_message),
         )
         self._dispatcher = Dispatcher(
             io=self._io,

@@ -70,6 +70,12 @@ class PoolRedis:
             (text(ident), fields) for batch in read_reply(reply).values() for ident, fields in batch
         ]
 
+    async def shutting_down(self) -> bool:
+        """Whether the pool's shutdown flag (or the tombstone it leaves) is set."""
+        key = f"{self.jobs[: -len('jobs')]}shutdown"
+        with map_redis_errors(f"pool {self.pool!r}: reading the shutdown flag"):
+            return bool(await self.client.execute("EXISTS", key))
+
     async def workers(self) -> dict[str, str]:
         """Every registered worker of the pool -> its node."""
         key = f"{self.jobs[: -len('jobs')]}workers"

@@ -95,6 +95,22 @@ class Shutdown:
         await self._io.run("destroy", str(tombstone))
         self._phase.shutting_down = True
 
+    async def handle_message(self) -> None:
+        """A shutdown message in the node's stream: followed once Redis confirms it (the
+        pool's flag is set, by ``pool_shutdown`` in the step that wrote the message), so
+        that a message another program wrote there stops nothing."""
+        if self._handled:
+            return
+        if not await self._retrying("shutdown check", self._io.shutting_down):
+            self._logger.warning(
+                "pool %s: node %s: ignored a shutdown message that Redis does not confirm "
+                "(the pool's shutdown flag is not set)",
+                self._pool,
+                self._node_id,
+            )
+            return
+        await self.handle()
+
     async def handle(self) -> None:
         """The pool shuts down: stop every local job, then acknowledge (once)."""
         if self._handled:

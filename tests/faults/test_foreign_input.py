@@ -151,7 +151,7 @@ def test_generated_malformed_map_notifications(server_url: str, garbage: list[by
 
 # -- pools ---------------------------------------------------------------------------------
 
-_KIND = st.one_of(st.none(), st.sampled_from(["s", "x", "n", "r", "m"]), st.text(max_size=3))
+_KIND = st.one_of(st.none(), st.sampled_from(["s", "x", "n", "r", "m", "q"]), st.text(max_size=3))
 _POOL_FIELD = st.sampled_from(["k", "w", "g", "c", "q", "o", "d", "r", "M", "p"])
 _POOL_VALUE = st.one_of(
     st.text(max_size=8),
@@ -176,6 +176,9 @@ def _pool_message(draw: st.DrawFn) -> dict[str, str]:
 # A well-formed membership from an epoch Redis never reached, and without workers: the node
 # kept it (views only moved forward) and could route nothing any more.
 @example(messages=[{"t": "m", "M": "10"}, {"x": "y"}])
+# A shutdown message the pool never sent (no shutdown flag in Redis): the node stopped its
+# jobs and refused to start new ones, and every dispatch waited out ack_grace_period.
+@example(messages=[{"t": "q"}])
 def test_generated_foreign_pool_messages(server_url: str, messages: list[dict[str, Any]]) -> None:
     async def main() -> None:
         name = f"foreign-{uuid.uuid4().hex}"
