@@ -17,6 +17,7 @@ import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from .. import _metrics
@@ -30,6 +31,10 @@ from ._worker import Worker
 #: Moved jobs handed over per ``pool_move`` call: a call blocks Redis for about 10 us per
 #: job, and the jobs of one call start here while Redis runs the next.
 MOVE_BATCH = 1000
+#: Keys a rebalance routes between two checkpoints: the moves queued so far run meanwhile
+#: (their objects die young instead of piling up for the garbage collector's oldest
+#: generation), and the hand-over overlaps the routing.
+ROUTE_CHUNK = 1000
 
 
 @attrs.define(eq=False)
@@ -42,6 +47,40 @@ class _Moved:
     #: The owner routing chose, under the membership of ``epoch``.
     target: str | None
     epoch: str
+
+
+class _MoveOp:
+    """A worker's queue operation: ``Placement._move`` of one key (one object per key: a
+    rebalance queues thousands)."""
+
+    __slots__ = ("epoch", "key", "placement", "target", "worker")
+
+    def __init__(
+        self, placement: Placement, worker: Worker, key: str, target: str | None, epoch: str
+    ) -> None:
+        self.placement = placement
+        self.worker = worker
+        self.key = key
+        self.target = target
+        self.epoch = epoch
+
+    def __call__(self) -> Awaitable[None]:
+        return self.placement._move(self.worker, self.key, self.target, self.epoch)
+
+
+class _StartOp:
+    """A worker's queue operation: the start of a job moved to it (``Worker._start_job``)."""
+
+    __slots__ = ("epoch", "job", "token", "worker")
+
+    def __init__(self, worker: Worker, job: Job, token: str, epoch: str) -> None:
+        self.worker = worker
+        self.job = job
+        self.token = token
+        self.epoch = epoch
+
+    def __call__(self) -> Awaitable[None]:
+        return self.worker._start_job(self.job, self.token, self.epoch)
 
 
 class Placement:
@@ -112,7 +151,7 @@ class Placement:
             return
         target = _routing.owner(key, members.workers)
         if target is not None and target != worker.id and not worker.removed:
-            worker._enqueue(key, functools.partial(self._move, worker, key, target, members.epoch))
+            worker._enqueue(key, _MoveOp(self, worker, key, target, members.epoch))
 
     async def run_rebalancing(self) -> None:
         """Stop the jobs that routing now gives to other workers, then hand them over."""
@@ -125,12 +164,18 @@ class Placement:
                 continue
             moving = 0
             for worker in list(self._workers.values()):
-                for key, target in _routing.misplaced(
-                    worker._local_keys(), worker.id, members.workers
-                ):
-                    move = functools.partial(self._move, worker, key, target, members.epoch)
-                    worker._enqueue(key, move)
-                    moving += 1
+                keys = worker._local_keys()
+                for first in range(0, len(keys), ROUTE_CHUNK):
+                    chunk = keys[first : first + ROUTE_CHUNK]
+                    for key, target in _routing.misplaced(chunk, worker.id, members.workers):
+                        worker._enqueue(key, _MoveOp(self, worker, key, target, members.epoch))
+                        moving += 1
+                    await anyio.lowlevel.checkpoint()
+                    if self._view.current is not members:
+                        break  # changed again: the next pass routes every key anew
+                else:
+                    continue
+                break
             if moving:
                 self._cell.rebalances += 1
 
@@ -207,4 +252,4 @@ class Placement:
         _, token, requeued = result.split(":")
         old = item.job
         job = Job(old.key, old.payload, old.created_at, requeued == "1", old.node_id, worker.id)
-        worker._enqueue(job.key, functools.partial(worker._start_job, job, token, epoch))
+        worker._enqueue(job.key, _StartOp(worker, job, token, epoch))

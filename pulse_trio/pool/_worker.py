@@ -91,8 +91,9 @@ class Worker:
         self._jobs: dict[str, _LocalJob] = {}
         #: key -> operations waiting to run for it, in order (the head is running).
         self._queues: dict[str, deque[Op]] = {}
-        #: Keys whose queue no drainer runs yet, in order of arrival.
-        self._pending: deque[tuple[str, deque[Op]]] = deque()
+        #: Keys whose queue no drainer runs yet, in order of arrival (a key's queue is only
+        #: replaced once drained, so ``_queues[key]`` is the one waiting).
+        self._pending: deque[str] = deque()
         #: Parked drainers, each waiting on its own event.
         self._idle: list[anyio.Event] = []
         #: Drainers woken or started that have not looked at ``_pending`` yet.
@@ -150,8 +151,9 @@ class Worker:
         if queue is not None:
             queue.append(op)
             return
-        queue = self._queues[key] = deque([op])
-        self._pending.append((key, queue))
+        queue = self._queues[key] = deque()
+        queue.append(op)
+        self._pending.append(key)
         if not self._waking:
             self._wake_drainer()
 
@@ -169,11 +171,11 @@ class Worker:
         while True:
             self._waking -= 1
             while self._pending:
-                key, queue = self._pending.popleft()
+                key = self._pending.popleft()
                 if self._pending and not self._waking and self._tg is not None:
                     # The next key must not wait for this one's operations.
                     self._wake_drainer()
-                await self._drain(key, queue)
+                await self._drain(key, self._queues[key])
             if len(self._idle) >= MAX_IDLE_DRAINERS:
                 return
             wake = anyio.Event()
