@@ -47,40 +47,57 @@ class _Moved:
     #: The owner routing chose, under the membership of ``epoch``.
     target: str | None
     epoch: str
+    #: The workers ``target`` outscored for the key, and its digest (``_LocalJob.beats``).
+    routed: tuple[frozenset[str], bytes] | None = None
 
 
 class _MoveOp:
     """A worker's queue operation: ``Placement._move`` of one key (one object per key: a
     rebalance queues thousands)."""
 
-    __slots__ = ("epoch", "key", "placement", "target", "worker")
+    __slots__ = ("epoch", "key", "placement", "routed", "target", "worker")
 
     def __init__(
-        self, placement: Placement, worker: Worker, key: str, target: str | None, epoch: str
+        self,
+        placement: Placement,
+        worker: Worker,
+        key: str,
+        target: str | None,
+        epoch: str,
+        routed: tuple[frozenset[str], bytes] | None = None,
     ) -> None:
         self.placement = placement
         self.worker = worker
         self.key = key
         self.target = target
         self.epoch = epoch
+        self.routed = routed
 
     def __call__(self) -> Awaitable[None]:
-        return self.placement._move(self.worker, self.key, self.target, self.epoch)
+        return self.placement._move(self.worker, self.key, self.target, self.epoch, self.routed)
 
 
 class _StartOp:
     """A worker's queue operation: the start of a job moved to it (``Worker._start_job``)."""
 
-    __slots__ = ("epoch", "job", "token", "worker")
+    __slots__ = ("epoch", "job", "routed", "token", "worker")
 
-    def __init__(self, worker: Worker, job: Job, token: str, epoch: str) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        job: Job,
+        token: str,
+        epoch: str,
+        routed: tuple[frozenset[str], bytes] | None,
+    ) -> None:
         self.worker = worker
         self.job = job
         self.token = token
         self.epoch = epoch
+        self.routed = routed
 
     def __call__(self) -> Awaitable[None]:
-        return self.worker._start_job(self.job, self.token, self.epoch)
+        return self.worker._start_job(self.job, self.token, self.epoch, self.routed)
 
 
 class Placement:
@@ -149,9 +166,10 @@ class Placement:
         worker = self._workers.get(worker_id)
         if worker is None:  # removed meanwhile: its removal hands the job over
             return
-        target = _routing.owner(key, members.workers)
+        target, digest = _routing.owner_digest(key, members.workers)
         if target is not None and target != worker.id and not worker.removed:
-            worker._enqueue(key, _MoveOp(self, worker, key, target, members.epoch))
+            routed = (members.worker_set, digest)
+            worker._enqueue(key, _MoveOp(self, worker, key, target, members.epoch, routed))
 
     async def run_rebalancing(self) -> None:
         """Stop the jobs that routing now gives to other workers, then hand them over."""
@@ -164,11 +182,19 @@ class Placement:
                 continue
             moving = 0
             for worker in list(self._workers.values()):
-                keys = worker._local_keys()
-                for first in range(0, len(keys), ROUTE_CHUNK):
-                    chunk = keys[first : first + ROUTE_CHUNK]
-                    for key, target in _routing.misplaced(chunk, worker.id, members.workers):
-                        worker._enqueue(key, _MoveOp(self, worker, key, target, members.epoch))
+                items = worker._local_items()
+                router = _routing.Rechecker(worker.id, members.worker_set)
+                for first in range(0, len(items), ROUTE_CHUNK):
+                    for key, local in items[first : first + ROUTE_CHUNK]:
+                        if local.beats is router.members:
+                            continue  # routed with this very membership already
+                        target, digest = router.route(key, local.beats, local.digest)
+                        if target == worker.id:
+                            local.beats, local.digest = router.members, digest
+                            continue
+                        routed = (router.members, digest) if target is not None else None
+                        move = _MoveOp(self, worker, key, target, members.epoch, routed)
+                        worker._enqueue(key, move)
                         moving += 1
                     await anyio.lowlevel.checkpoint()
                     if self._view.current is not members:
@@ -179,7 +205,14 @@ class Placement:
             if moving:
                 self._cell.rebalances += 1
 
-    async def _move(self, worker: Worker, key: str, target: str | None, epoch: str) -> None:
+    async def _move(
+        self,
+        worker: Worker,
+        key: str,
+        target: str | None,
+        epoch: str,
+        routed: tuple[frozenset[str], bytes] | None = None,
+    ) -> None:
         """Stop ``key`` on ``worker`` and queue it for its new owner, ``target`` under the
         membership of ``epoch`` (routed again if the membership changed since)."""
         local = worker._local(key)
@@ -187,14 +220,15 @@ class Placement:
             return
         members = self._view.current
         if members.epoch != epoch:
-            target, epoch = _routing.owner(key, members.workers), members.epoch
+            target, digest = _routing.owner_digest(key, members.workers)
+            epoch, routed = members.epoch, (members.worker_set, digest)
         if target is None or target == worker.id:
             return
         token, job = local.token, local.job
         # Stop before start (guarantee 3): the job is handed over only once stopped here.
         await worker._stop_locally(key, token)
         self._cell.moved += 1
-        self._moved.append(_Moved(worker.id, token, job, target, epoch))
+        self._moved.append(_Moved(worker.id, token, job, target, epoch, routed))
         self._moved_ready.set()
 
     async def run_releasing(self) -> None:
@@ -216,7 +250,8 @@ class Placement:
         for item in moved:
             target = item.target
             if item.epoch != members.epoch:
-                target = _routing.owner(item.job.key, members.workers)
+                target, digest = _routing.owner_digest(item.job.key, members.workers)
+                item.routed = (members.worker_set, digest) if target is not None else None
             target = target or ""
             node = members.workers.get(target, "")
             args += [item.job.key, item.worker_id, item.token, target, node]
@@ -252,4 +287,4 @@ class Placement:
         _, token, requeued = result.split(":")
         old = item.job
         job = Job(old.key, old.payload, old.created_at, requeued == "1", old.node_id, worker.id)
-        worker._enqueue(job.key, _StartOp(worker, job, token, epoch))
+        worker._enqueue(job.key, _StartOp(worker, job, token, epoch, item.routed))

@@ -13,8 +13,9 @@ tests in ``tests/pool/test_routing.py``):
 
 The cost is one hash per worker per key. Each worker's hash state after ``worker_id NUL`` is
 made once and copied per key, and scores are compared as their 8-byte big-endian digests
-(the same order as the integers): a rebalance routes every local key again, 100k keys over
-5 workers in about 0.15 s instead of 0.6 s.
+(the same order as the integers). A rebalance routes every local key again: with what is
+known already (the workers a key's worker outscored when it was routed, see
+:class:`Rechecker`), a join costs one hash per key instead of one per member.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def score(worker_id: str, key: str) -> int:
     return int.from_bytes(h.digest(), "big")
 
 
-def _best(data: bytes, prefixes: list[tuple[str, Any]]) -> str | None:
-    """The owner among ``prefixes`` (sorted by worker id) of the key encoded as ``data``."""
+def _best(data: bytes, prefixes: list[tuple[str, Any]]) -> tuple[str | None, bytes]:
+    """The owner among ``prefixes`` (sorted by worker id) of the key encoded as ``data``, and
+    its score as a digest (``None, b""`` without workers)."""
     best: str | None = None
     best_digest = b""  # below every 8-byte digest
     for worker, prefix in prefixes:
@@ -53,22 +55,27 @@ def _best(data: bytes, prefixes: list[tuple[str, Any]]) -> str | None:
         # Strictly greater: on a tie the earlier, i.e. smaller, worker id stays.
         if digest > best_digest:
             best, best_digest = worker, digest
-    return best
+    return best, best_digest
 
 
 def _prefixes(workers: Iterable[str]) -> list[tuple[str, Any]]:
     return [(worker, _prefix(worker)) for worker in sorted(set(workers))]
 
 
+def owner_digest(key: str, workers: Iterable[str]) -> tuple[str | None, bytes]:
+    """:func:`owner`, with the owner's score as its 8-byte digest (``b""`` when none)."""
+    return _best(_encode(key), _prefixes(workers))
+
+
 def owner(key: str, workers: Iterable[str]) -> str | None:
     """The worker that owns ``key`` among ``workers``, or ``None`` when there is none."""
-    return _best(_encode(key), _prefixes(workers))
+    return _best(_encode(key), _prefixes(workers))[0]
 
 
 def assign(keys: Iterable[str], workers: Iterable[str]) -> dict[str, str | None]:
     """The owner of each key (see :func:`owner`)."""
     prefixes = _prefixes(workers)
-    return {key: _best(_encode(key), prefixes) for key in keys}
+    return {key: _best(_encode(key), prefixes)[0] for key in keys}
 
 
 def moves(placement: Mapping[str, str], workers: Iterable[str]) -> dict[str, str | None]:
@@ -81,21 +88,43 @@ def moves(placement: Mapping[str, str], workers: Iterable[str]) -> dict[str, str
     prefixes = _prefixes(workers)
     out: dict[str, str | None] = {}
     for key, current in placement.items():
-        target = _best(_encode(key), prefixes)
+        target = _best(_encode(key), prefixes)[0]
         if target != current:
             out[key] = target
     return out
 
 
-def misplaced(
-    keys: Iterable[str], current: str, workers: Iterable[str]
-) -> list[tuple[str, str | None]]:
-    """The keys of ``keys`` (all held by worker ``current``) whose owner under ``workers`` is
-    another worker, each with that owner (``None`` if there is no worker at all)."""
-    prefixes = _prefixes(workers)
-    out: list[tuple[str, str | None]] = []
-    for key in keys:
-        target = _best(_encode(key), prefixes)
-        if target != current:
-            out.append((key, target))
-    return out
+class Rechecker:
+    """Routes the keys of one worker under one membership, using what is known already.
+
+    A key whose worker is known to outscore a set of workers (``beats``: routing computed it,
+    with the worker's ``digest``) only needs the scores of the members not in that set: the
+    owner is the worker or one of those. A join then costs one hash per key, not one per
+    member. Keys with nothing known are routed in full.
+    """
+
+    def __init__(self, worker: str, workers: Iterable[str]) -> None:
+        self.worker = worker
+        self.members = frozenset(workers)
+        self._all = _prefixes(self.members)
+        self._extra: dict[frozenset[str], list[tuple[str, Any]]] = {}
+
+    def route(
+        self, key: str, beats: frozenset[str] | None, digest: bytes
+    ) -> tuple[str | None, bytes]:
+        """The owner of ``key`` and its digest. ``beats`` (or ``None``): workers that the worker
+        is known to outscore for ``key``, whose score is ``digest``."""
+        data = _encode(key)
+        if beats is None or not digest or self.worker not in self.members:
+            return _best(data, self._all)
+        extra = self._extra.get(beats)
+        if extra is None:
+            extra = self._extra[beats] = _prefixes(self.members - beats)
+        best, best_digest = self.worker, digest
+        for worker, prefix in extra:
+            h = prefix.copy()
+            h.update(data)
+            d = h.digest()
+            if d > best_digest or (d == best_digest and worker < best):
+                best, best_digest = worker, d
+        return best, best_digest

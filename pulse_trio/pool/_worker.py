@@ -59,11 +59,16 @@ class WorkerInfo:
 
 @attrs.define(eq=False)
 class _LocalJob:
-    """A job this worker runs or is starting. Mutated only by the job key's queue task."""
+    """A job this worker runs or is starting. Mutated only by the job key's queue task
+    (but for routing's cache, ``beats`` and ``digest``, which the rebalance task refreshes)."""
 
     job: Job
     token: str
     running: bool = False
+    #: Routing's cache (``_routing.Rechecker``): workers this one is known to outscore for the
+    #: key, and its score as a digest (set when routing computed them; never guessed).
+    beats: frozenset[str] | None = None
+    digest: bytes = b""
 
 
 Op = Callable[[], Awaitable[object]]
@@ -120,6 +125,10 @@ class Worker:
     def _local_keys(self) -> list[str]:
         """The keys of the jobs this worker runs or is starting."""
         return list(self._jobs)
+
+    def _local_items(self) -> list[tuple[str, _LocalJob]]:
+        """The jobs this worker runs or is starting, with their keys."""
+        return list(self._jobs.items())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -193,9 +202,12 @@ class Worker:
 
     # ------------------------------------------------------------------ operations
 
-    async def _start_job(self, job: Job, token: str, epoch: str) -> None:
+    async def _start_job(
+        self, job: Job, token: str, epoch: str, routed: tuple[frozenset[str], bytes] | None = None
+    ) -> None:
         """Start ``job`` unless this worker runs it already (a redelivered start); ``epoch``
-        is the membership it was routed with."""
+        is the membership it was routed with; ``routed``, when this node routed it: the
+        workers it outscored for the key and its digest (see ``_LocalJob.beats``)."""
         host = self._host
         local = self._jobs.get(job.key)
         if local is not None and local.running:
@@ -211,6 +223,8 @@ class Worker:
             # this worker until the removal that follows makes it unassigned.
             return
         local = self._jobs[job.key] = _LocalJob(job, token)
+        if routed is not None:
+            local.beats, local.digest = routed
         try:
             await self.handler.start(job)
         except Exception as exc:
