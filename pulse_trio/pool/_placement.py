@@ -182,11 +182,14 @@ class Placement:
                 continue
             moving = 0
             for worker in list(self._workers.values()):
-                items = worker._local_items()
+                # Keys only (strings, which the garbage collector does not track: a list of
+                # (key, job) pairs would be 100k tracked tuples, promoted in bulk).
+                keys = worker._local_keys()
                 router = _routing.Rechecker(worker.id, members.worker_set)
-                for first in range(0, len(items), ROUTE_CHUNK):
-                    for key, local in items[first : first + ROUTE_CHUNK]:
-                        if local.beats is router.members:
+                for first in range(0, len(keys), ROUTE_CHUNK):
+                    for key in keys[first : first + ROUTE_CHUNK]:
+                        local = worker._local(key)
+                        if local is None or local.beats is router.members:
                             continue  # routed with this very membership already
                         target, digest = router.route(key, local.beats, local.digest)
                         if target == worker.id:

@@ -126,10 +126,6 @@ class Worker:
         """The keys of the jobs this worker runs or is starting."""
         return list(self._jobs)
 
-    def _local_items(self) -> list[tuple[str, _LocalJob]]:
-        """The jobs this worker runs or is starting, with their keys."""
-        return list(self._jobs.items())
-
     # ------------------------------------------------------------------ lifecycle
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
