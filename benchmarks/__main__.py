@@ -59,7 +59,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         metavar="NAMES",
-        help="comma-separated scenarios to run (default: all; see --list)",
+        help="comma-separated scenarios to run (default: all; see --list), or cases of one "
+        "(the name in the results' scenario column, e.g. scale.rebalance)",
     )
     parser.add_argument(
         "--scenario",
@@ -106,6 +107,28 @@ def _names(text: str | None, known: Sequence[str], what: str) -> list[str]:
             f"python -m benchmarks: unknown {what} {', '.join(unknown)} (known: {', '.join(known)})"
         )
     return names
+
+
+def _scenario_names(text: str | None) -> tuple[list[str], dict[str, set[str]]]:
+    """``--only``: the scenarios to run, and for those named by their cases (``scale.rebalance``,
+    a case of ``scale``), the cases to keep."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    scenarios: list[str] = []
+    cases: dict[str, set[str]] = {}
+    for name in names:
+        if name in BUILDERS:
+            owner, case = name, None
+        else:
+            owners = [b for b in BUILDERS if name.startswith(b + ".")]
+            owner, case = (max(owners, key=len), name) if owners else ("", None)
+        if not owner:
+            _names(name, list(BUILDERS), "scenario")  # raises, naming the known ones
+        if owner not in scenarios:
+            scenarios.append(owner)
+        if case is not None:
+            cases.setdefault(owner, set()).add(case)
+    # A scenario also named whole runs whole.
+    return scenarios, {k: v for k, v in cases.items() if k not in names}
 
 
 @contextlib.contextmanager
@@ -193,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in BUILDERS:
             print(name + ("" if name in QUICK else "   (not in --quick)"))
         return 0
-    only = _names(args.only, list(BUILDERS), "scenario")
+    only, cases = _scenario_names(args.only)
     for group in args.scenario or ():
         only += [name for name in OLD_SCENARIOS[group] if name not in only]
     without = frozenset(_names(args.without, list(SYSTEMS), "system"))
@@ -219,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
                     cluster_url=cluster_url,
                 )
                 scenarios: dict[str, list[Case]] = {name: BUILDERS[name](env) for name in selected}
+                for name, wanted in cases.items():
+                    scenarios[name] = [c for c in scenarios[name] if c.scenario in wanted]
+                    if not scenarios[name]:
+                        raise SystemExit(
+                            f"python -m benchmarks: no case {', '.join(sorted(wanted))} "
+                            f"in scenario {name}"
+                        )
                 run_scenarios(scenarios, env, report, Progress())
     finally:
         systems.close()

@@ -133,3 +133,16 @@ def test_queue_split_over_two_processes(server_url: str) -> None:
     assert streaq.values["jobs/s"] > 0
     # The child reported what it ran (the parent counted the rest): together, all 40.
     assert 0 < streaq.extra["child_jobs"] <= 40
+
+
+def test_only_selects_cases_of_a_scenario_by_their_name() -> None:
+    """``--only scale.rebalance`` runs the rebalance cases of ``scale`` alone; a scenario also
+    named whole runs whole; a name that no scenario owns is rejected."""
+    assert runner._scenario_names("scale.rebalance") == (["scale"], {"scale": {"scale.rebalance"}})
+    assert runner._scenario_names("scale.rebalance,scale") == (["scale"], {})
+    assert runner._scenario_names("scale.cluster.rebalance,stream.add") == (
+        ["scale.cluster", "stream.add"],
+        {"scale.cluster": {"scale.cluster.rebalance"}},
+    )
+    with pytest.raises(SystemExit, match=r"unknown scenario pool\.nope"):
+        runner._scenario_names("pool.nope")

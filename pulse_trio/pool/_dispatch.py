@@ -227,10 +227,13 @@ class Dispatcher:
                 members = self._view.current
                 args: list[str | bytes] = []
                 locals_: list[Worker | None] = []
+                digests: list[bytes] = []
                 for item in batch:
-                    target = _routing.owner(item.key, members.workers) or ""
+                    owner, digest = _routing.owner_digest(item.key, members.workers)
+                    target = owner or ""
                     local = self._local_worker(target)
                     locals_.append(local)
+                    digests.append(digest)
                     args += [
                         item.key,
                         item.payload,
@@ -274,8 +277,10 @@ class Dispatcher:
                 assert local is not None
                 job = Job(item.key, item.payload, ms_to_datetime(int(created)), False,
                           self._node_id, local.id)  # fmt: skip
+                routed = (members.worker_set, digests[i])
                 local._enqueue(
-                    item.key, functools.partial(local._start_job, job, token, members.epoch)
+                    item.key,
+                    functools.partial(local._start_job, job, token, members.epoch, routed),
                 )
                 result = "local"
             item.record(result)

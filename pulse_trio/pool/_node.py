@@ -141,6 +141,7 @@ class Node(Service):
         )
         self._placement = Placement(
             io=self._io,
+            node_id=self.id,
             workers=self._workers,
             phase=self._phase,
             view=self._view,

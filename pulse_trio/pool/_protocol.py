@@ -6,6 +6,7 @@ See ``docs/pool-protocol.md`` for the design. Everything here is pure: the I/O l
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -96,6 +97,11 @@ class Membership:
 
     epoch: str = "-1"
     workers: Mapping[str, str] = attrs.field(factory=dict)
+
+    @functools.cached_property
+    def worker_set(self) -> frozenset[str]:
+        """The worker ids, as one set shared by everything routed with this membership."""
+        return frozenset(self.workers)
 
     @classmethod
     def from_flat(cls, flat: Sequence[Any]) -> Membership:

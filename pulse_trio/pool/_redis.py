@@ -22,7 +22,7 @@ _SCRIPTS = (
     "take",
     "ack",
     "place",
-    "release",
+    "move",
     "remove",
     "stop",
     "notify",

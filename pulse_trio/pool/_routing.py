@@ -11,41 +11,71 @@ tests in ``tests/pool/test_routing.py``):
 - removing worker ``w`` moves only ``w``'s keys (every other key keeps its highest scorer);
 - each worker's share is a binomial draw with mean ``keys / workers``.
 
-The cost is one hash per worker per key, negligible for pools of up to hundreds of workers.
+The cost is one hash per worker per key. Each worker's hash state after ``worker_id NUL`` is
+made once and copied per key, and scores are compared as their 8-byte big-endian digests
+(the same order as the integers). A rebalance routes every local key again: with what is
+known already (the workers a key's worker outscored when it was routed, see
+:class:`Rechecker`), a join costs one hash per key instead of one per member.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix(worker_id: str) -> Any:
+    """The BLAKE2b state after ``worker_id NUL`` (copied for each key, never updated)."""
+    return hashlib.blake2b(worker_id.encode("utf-8", "surrogateescape") + b"\0", digest_size=8)
+
+
+def _encode(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
 
 
 def score(worker_id: str, key: str) -> int:
     """The weight of ``worker_id`` for ``key`` (a 64-bit unsigned integer)."""
-    digest = hashlib.blake2b(
-        worker_id.encode("utf-8", "surrogateescape")
-        + b"\0"
-        + key.encode("utf-8", "surrogateescape"),
-        digest_size=8,
-    ).digest()
-    return int.from_bytes(digest, "big")
+    h = _prefix(worker_id).copy()
+    h.update(_encode(key))
+    return int.from_bytes(h.digest(), "big")
+
+
+def _best(data: bytes, prefixes: list[tuple[str, Any]]) -> tuple[str | None, bytes]:
+    """The owner among ``prefixes`` (sorted by worker id) of the key encoded as ``data``, and
+    its score as a digest (``None, b""`` without workers)."""
+    best: str | None = None
+    best_digest = b""  # below every 8-byte digest
+    for worker, prefix in prefixes:
+        h = prefix.copy()
+        h.update(data)
+        digest = h.digest()
+        # Strictly greater: on a tie the earlier, i.e. smaller, worker id stays.
+        if digest > best_digest:
+            best, best_digest = worker, digest
+    return best, best_digest
+
+
+def _prefixes(workers: Iterable[str]) -> list[tuple[str, Any]]:
+    return [(worker, _prefix(worker)) for worker in sorted(set(workers))]
+
+
+def owner_digest(key: str, workers: Iterable[str]) -> tuple[str | None, bytes]:
+    """:func:`owner`, with the owner's score as its 8-byte digest (``b""`` when none)."""
+    return _best(_encode(key), _prefixes(workers))
 
 
 def owner(key: str, workers: Iterable[str]) -> str | None:
     """The worker that owns ``key`` among ``workers``, or ``None`` when there is none."""
-    best: str | None = None
-    best_score = -1
-    for worker in workers:
-        s = score(worker, key)
-        if s > best_score or (s == best_score and best is not None and worker < best):
-            best, best_score = worker, s
-    return best
+    return _best(_encode(key), _prefixes(workers))[0]
 
 
 def assign(keys: Iterable[str], workers: Iterable[str]) -> dict[str, str | None]:
     """The owner of each key (see :func:`owner`)."""
-    members = sorted(set(workers))
-    return {key: owner(key, members) for key in keys}
+    prefixes = _prefixes(workers)
+    return {key: _best(_encode(key), prefixes)[0] for key in keys}
 
 
 def moves(placement: Mapping[str, str], workers: Iterable[str]) -> dict[str, str | None]:
@@ -55,10 +85,46 @@ def moves(placement: Mapping[str, str], workers: Iterable[str]) -> dict[str, str
         Each misplaced key mapped to its owner under ``workers`` (``None`` if there is no
         worker at all).
     """
-    members = sorted(set(workers))
+    prefixes = _prefixes(workers)
     out: dict[str, str | None] = {}
     for key, current in placement.items():
-        target = owner(key, members)
+        target = _best(_encode(key), prefixes)[0]
         if target != current:
             out[key] = target
     return out
+
+
+class Rechecker:
+    """Routes the keys of one worker under one membership, using what is known already.
+
+    A key whose worker is known to outscore a set of workers (``beats``: routing computed it,
+    with the worker's ``digest``) only needs the scores of the members not in that set: the
+    owner is the worker or one of those. A join then costs one hash per key, not one per
+    member. Keys with nothing known are routed in full.
+    """
+
+    def __init__(self, worker: str, workers: Iterable[str]) -> None:
+        self.worker = worker
+        self.members = frozenset(workers)
+        self._all = _prefixes(self.members)
+        self._extra: dict[frozenset[str], list[tuple[str, Any]]] = {}
+
+    def route(
+        self, key: str, beats: frozenset[str] | None, digest: bytes
+    ) -> tuple[str | None, bytes]:
+        """The owner of ``key`` and its digest. ``beats`` (or ``None``): workers that the worker
+        is known to outscore for ``key``, whose score is ``digest``."""
+        data = _encode(key)
+        if beats is None or not digest or self.worker not in self.members:
+            return _best(data, self._all)
+        extra = self._extra.get(beats)
+        if extra is None:
+            extra = self._extra[beats] = _prefixes(self.members - beats)
+        best, best_digest = self.worker, digest
+        for worker, prefix in extra:
+            h = prefix.copy()
+            h.update(data)
+            d = h.digest()
+            if d > best_digest or (d == best_digest and worker < best):
+                best, best_digest = worker, d
+        return best, best_digest

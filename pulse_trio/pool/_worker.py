@@ -59,11 +59,16 @@ class WorkerInfo:
 
 @attrs.define(eq=False)
 class _LocalJob:
-    """A job this worker runs or is starting. Mutated only by the job key's queue task."""
+    """A job this worker runs or is starting. Mutated only by the job key's queue task
+    (but for routing's cache, ``beats`` and ``digest``, which the rebalance task refreshes)."""
 
     job: Job
     token: str
     running: bool = False
+    #: Routing's cache (``_routing.Rechecker``): workers this one is known to outscore for the
+    #: key, and its score as a digest (set when routing computed them; never guessed).
+    beats: frozenset[str] | None = None
+    digest: bytes = b""
 
 
 Op = Callable[[], Awaitable[object]]
@@ -91,8 +96,9 @@ class Worker:
         self._jobs: dict[str, _LocalJob] = {}
         #: key -> operations waiting to run for it, in order (the head is running).
         self._queues: dict[str, deque[Op]] = {}
-        #: Keys whose queue no drainer runs yet, in order of arrival.
-        self._pending: deque[tuple[str, deque[Op]]] = deque()
+        #: Keys whose queue no drainer runs yet, in order of arrival (a key's queue is only
+        #: replaced once drained, so ``_queues[key]`` is the one waiting).
+        self._pending: deque[str] = deque()
         #: Parked drainers, each waiting on its own event.
         self._idle: list[anyio.Event] = []
         #: Drainers woken or started that have not looked at ``_pending`` yet.
@@ -150,8 +156,9 @@ class Worker:
         if queue is not None:
             queue.append(op)
             return
-        queue = self._queues[key] = deque([op])
-        self._pending.append((key, queue))
+        queue = self._queues[key] = deque()
+        queue.append(op)
+        self._pending.append(key)
         if not self._waking:
             self._wake_drainer()
 
@@ -169,11 +176,11 @@ class Worker:
         while True:
             self._waking -= 1
             while self._pending:
-                key, queue = self._pending.popleft()
+                key = self._pending.popleft()
                 if self._pending and not self._waking and self._tg is not None:
                     # The next key must not wait for this one's operations.
                     self._wake_drainer()
-                await self._drain(key, queue)
+                await self._drain(key, self._queues[key])
             if len(self._idle) >= MAX_IDLE_DRAINERS:
                 return
             wake = anyio.Event()
@@ -191,9 +198,12 @@ class Worker:
 
     # ------------------------------------------------------------------ operations
 
-    async def _start_job(self, job: Job, token: str, epoch: str) -> None:
+    async def _start_job(
+        self, job: Job, token: str, epoch: str, routed: tuple[frozenset[str], bytes] | None = None
+    ) -> None:
         """Start ``job`` unless this worker runs it already (a redelivered start); ``epoch``
-        is the membership it was routed with."""
+        is the membership it was routed with; ``routed``, when this node routed it: the
+        workers it outscored for the key and its digest (see ``_LocalJob.beats``)."""
         host = self._host
         local = self._jobs.get(job.key)
         if local is not None and local.running:
@@ -209,6 +219,8 @@ class Worker:
             # this worker until the removal that follows makes it unassigned.
             return
         local = self._jobs[job.key] = _LocalJob(job, token)
+        if routed is not None:
+            local.beats, local.digest = routed
         try:
             await self.handler.start(job)
         except Exception as exc:

@@ -16,6 +16,7 @@ import pytest
 
 import pulse_trio
 from pulse_trio import pool
+from pulse_trio.pool import _routing
 from pulse_trio.pool._protocol import node_stream_key
 
 from .._util import wait_until, wait_until_async
@@ -266,3 +267,81 @@ async def test_a_start_placed_while_recovery_re_registers_is_not_lost(
         assert "k" in handler.running
         assert handler.starts["k"] == 2
         assert not b.statistics().is_fenced
+
+
+async def _placed_by_routing(n: pool.Node, handlers: dict[str, Recorder], keys: set[str]) -> bool:
+    """Every job runs, once, on the worker routing gives it, and its handler runs it."""
+    infos = await n.jobs()
+    owners = _routing.assign(keys, handlers)
+    return (
+        {i.key for i in infos} == keys
+        and all(i.state == "running" and i.worker_id == owners[i.key] for i in infos)
+        and all(i.key in handlers[owners[i.key] or ""].running for i in infos)
+        and sum(len(h.running) for h in handlers.values()) == len(keys)
+    )
+
+
+async def test_a_move_whose_reply_was_lost_still_starts_the_moved_jobs(
+    client: Any, unique: str
+) -> None:
+    """``pool_move`` assigns a moved job to a worker of the moving node and takes it at once;
+    when its reply is lost, the retried call finds the jobs already moved: it must still
+    have them started there, not leave them ``starting`` on a worker that never starts them."""
+    old, new = Recorder(), Recorder()
+    keys = {f"k{i}" for i in range(40)}
+    async with node(client, unique) as n:
+        first = await n.add_worker(old)
+        for key in sorted(keys):
+            await n.dispatch_job(key, b"x")
+        calls = lose_reply_once(n, "move")
+        second = await n.add_worker(new)
+        handlers = {first.id: old, second.id: new}
+        await wait_until_async(
+            lambda: _placed_by_routing(n, handlers, keys), what="moved jobs running"
+        )
+        assert len(calls) >= 2
+        assert new.running
+        assert all(new.starts[key] == 1 for key in new.running)
+        assert not old.overlaps
+        assert not new.overlaps
+        assert all(old.stops[key] == 1 for key in new.running)
+
+
+async def test_a_move_routed_with_a_membership_that_changed_meanwhile_places_the_jobs_again(
+    client: Any, unique: str
+) -> None:
+    """A worker joins elsewhere while a rebalance hands its jobs over: ``pool_move`` refuses
+    the stale routing and releases them, and the node places them with the new membership.
+    Each job ends on its owner under the final membership, never on two workers."""
+    old, new, late = Recorder(), Recorder(), Recorder()
+    keys = {f"k{i}" for i in range(40)}
+    async with node(client, unique) as n, node(client, unique) as other:
+        first = await n.add_worker(old)
+        for key in sorted(keys):
+            await n.dispatch_job(key, b"x")
+        original = n._io.run
+        joined: list[str] = []
+
+        async def run(name: str, *args: Any) -> Any:
+            if name == "move" and not joined:
+                joined.append((await other.add_worker(late)).id)
+            return await original(name, *args)
+
+        n._io.run = run  # type: ignore[method-assign]
+        second = await n.add_worker(new)
+        await wait_until(lambda: bool(joined), what="a move was sent")
+        handlers = {first.id: old, second.id: new, joined[0]: late}
+        await wait_until_async(
+            lambda: _placed_by_routing(n, handlers, keys), what="jobs on their final owners"
+        )
+        assert late.running
+        assert not old.overlaps
+        assert not new.overlaps
+        assert not late.overlaps
+        for handler in (new, late):
+            for key in handler.running:
+                stopped = [t for t, what, k in old.log if what == "stop" and k == key]
+                started = [t for t, what, k in handler.log if what == "start" and k == key]
+                assert stopped
+                assert started
+                assert stopped[0] <= started[0]

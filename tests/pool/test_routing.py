@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pulse_trio.pool._routing import assign, moves, owner
+from pulse_trio.pool._routing import Rechecker, assign, moves, owner, owner_digest, score
 
 worker_ids = st.text(min_size=1, max_size=12)
 keys = st.text(min_size=1, max_size=20)
@@ -73,3 +74,53 @@ def test_balance_within_bound(count: int, salt: str) -> None:
     for worker in members:
         got = sum(1 for w in placed.values() if w == worker)
         assert 0.75 * share <= got <= 1.25 * share, (worker, got, share)
+
+
+def _reference_score(worker: str, key: str) -> int:
+    """The documented score, computed from scratch: BLAKE2b-64 of ``worker NUL key``."""
+    data = (
+        worker.encode("utf-8", "surrogateescape") + b"\0" + key.encode("utf-8", "surrogateescape")
+    )
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+@given(members=memberships, ks=st.lists(keys, max_size=20))
+def test_scores_and_owners_are_the_documented_ones(members: set[str], ks: list[str]) -> None:
+    """Every node of a pool, whatever its version, must route alike: the cached hash states
+    give the documented scores, and the owner is the highest score (smaller id on a tie)."""
+    for key in ks:
+        scores = {w: _reference_score(w, key) for w in members}
+        for w in members:
+            assert score(w, key) == scores[w]
+        best = max(scores.values())
+        expected = min(w for w in members if scores[w] == best)
+        assert owner(key, members) == expected
+        assert owner_digest(key, members) == (expected, best.to_bytes(8, "big"))
+
+
+@given(members=memberships, ks=st.lists(keys, max_size=20), data=st.data())
+def test_rechecking_with_what_is_known_routes_like_routing_in_full(
+    members: set[str], ks: list[str], data: st.DataObject
+) -> None:
+    """A key's owner under an earlier membership (any subset of workers, plus workers that
+    left since) is rechecked against the new members only, with the same result."""
+    known = data.draw(st.sets(st.sampled_from(sorted(members)), min_size=1))
+    gone = data.draw(st.sets(worker_ids, max_size=3))
+    before = known | gone
+    for key in ks:
+        worker, digest = owner_digest(key, before)
+        assert worker is not None
+        checker = Rechecker(worker, frozenset(members))
+        got = checker.route(key, frozenset(before), digest)
+        if worker in members:
+            assert got == owner_digest(key, members)
+        assert checker.route(key, None, b"") == owner_digest(key, members)
+
+
+def test_a_recheck_tie_goes_to_the_smaller_worker_id() -> None:
+    """Equal digests (a 64-bit collision, made here by handing the known worker the other's
+    digest) go to the smaller id, as in full routing."""
+    key = "k"
+    _, digest_b = owner_digest(key, ["b"])
+    assert Rechecker("c", frozenset({"b", "c"})).route(key, frozenset({"c"}), digest_b)[0] == "b"
+    assert Rechecker("a", frozenset({"a", "b"})).route(key, frozenset({"a"}), digest_b)[0] == "a"
