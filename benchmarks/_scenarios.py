@@ -545,6 +545,55 @@ async def _pulse_sink(
     return Measurement({"events/s": events / elapsed}, extra={"duplicates": duplicates})
 
 
+def _raw_sink(env: Env, events: int, instances: int) -> Measurement:
+    """The floor of an awaited-ack sink in Python: redis-py's asyncio client, ``instances``
+    tasks of one consumer group, each reading 1,000 entries at a time and awaiting one
+    ``XACK`` per entry (what ``await sink.ack(event)`` does, without a sink around it)."""
+    key = f"pulse:stream:{unique_name('raw-sink')}"
+    result: list[float] = []
+
+    async def main() -> None:
+        import redis.asyncio
+
+        rp = redis.asyncio.Redis.from_url(env.url)
+        try:
+            for first in range(0, events, 1000):
+                async with rp.pipeline(transaction=False) as pipe:
+                    for _ in range(min(1000, events - first)):
+                        pipe.xadd(key, {"n": "bench", "p": PAYLOAD})
+                    await pipe.execute()
+            await rp.xgroup_create(key, "g", id="0")
+            acked = 0
+            done = asyncio.Event()
+
+            async def consume(consumer: str) -> None:
+                nonlocal acked
+                while not done.is_set():
+                    reply: Any = await rp.xreadgroup(
+                        "g", consumer, {key: ">"}, count=1000, block=100
+                    )
+                    # A list of [stream, entries] (RESP2), or a map of them (RESP3).
+                    streams = reply.items() if isinstance(reply, dict) else reply or ()
+                    for _, entries in streams:
+                        for entry_id, _ in entries:
+                            await rp.xack(key, "g", entry_id)
+                            acked += 1
+                            if acked == events:
+                                result.append(time.perf_counter() - started)
+                                done.set()
+
+            started = time.perf_counter()
+            async with asyncio.timeout(TIMEOUT):
+                # The other consumers leave after their block (100 ms), not timed.
+                await asyncio.gather(*(consume(f"c{i}") for i in range(instances)))
+            await rp.delete(key)
+        finally:
+            await rp.aclose()
+
+    anyio.run(main, backend="asyncio")
+    return Measurement({"events/s": events / result[0]})
+
+
 def _sink_cases(
     env: Env, scenario: str, instance_counts: tuple[int, ...], cluster: bool = False
 ) -> list[Case]:
@@ -559,6 +608,8 @@ def _sink_cases(
                 if system == "pulse-trio":
                     on = _on_cluster(env) if cluster else env
                     return _run_pulse(on, _pulse_sink, events, instances, ack == "nowait")
+                if system == "redis-py-raw":
+                    return _raw_sink(env, events, instances)
                 return _run_go(env, "sink", "--events", events, "--instances", instances)
 
             unsupported = {}
@@ -566,11 +617,13 @@ def _sink_cases(
                 unsupported["go-pulse"] = NO_GO_CLUSTER
             elif ack == "nowait":
                 unsupported["go-pulse"] = "goa.design/pulse has no ack_nowait (Sink.Ack only)"
+            # The Python floor of awaited acks, where it is the same work.
+            floor = scenario == "stream.sink" and ack == "await"
             cases.append(
                 Case(
                     scenario,
                     {"instances": instances, "ack": ack, **({"masters": 3} if cluster else {})},
-                    ("pulse-trio", "go-pulse"),
+                    ("pulse-trio", "go-pulse", *(("redis-py-raw",) if floor else ())),
                     (("events/s", "events/s"),),
                     measure,
                     rounds=env.n(3, 2, 1),
