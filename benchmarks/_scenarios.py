@@ -665,6 +665,53 @@ async def _pulse_stream_latency(client: pulse_trio.Client, events: int, warmup: 
     return _latency({}, samples)
 
 
+def _raw_stream_latency(env: Env, events: int, warmup: int) -> Measurement:
+    """The floor of a reader's latency in Python: redis-py's asyncio client, a producer paced
+    at :data:`EVENT_RATE` and a task blocked in ``XREAD`` in one process, as for pulse-trio."""
+    key = f"pulse:stream:{unique_name('raw-e2e')}"
+    total = warmup + events
+    samples: list[float] = []
+
+    async def main() -> None:
+        import redis.asyncio
+
+        rp = redis.asyncio.Redis.from_url(env.url)
+        try:
+
+            async def produce() -> None:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time()
+                for _ in range(total):
+                    await asyncio.sleep(max(0.0, deadline - loop.time()))
+                    await rp.xadd(key, {"n": "tick", "p": time.perf_counter().hex()})
+                    deadline += 1.0 / EVENT_RATE
+
+            async def read() -> None:
+                last, received = "$", 0
+                while received < total:
+                    reply: Any = await rp.xread({key: last}, block=1000)
+                    streams = reply.items() if isinstance(reply, dict) else reply or ()
+                    for _, entries in streams:
+                        for entry_id, fields in entries:
+                            now = time.perf_counter()
+                            received += 1
+                            if received > warmup:
+                                samples.append(now - float.fromhex(fields[b"p"].decode()))
+                            last = entry_id
+
+            async with asyncio.timeout(TIMEOUT):
+                reader = asyncio.create_task(read())
+                await asyncio.sleep(0.05)  # the XREAD at "$" is blocked before the first add
+                await produce()
+                await reader
+            await rp.delete(key)
+        finally:
+            await rp.aclose()
+
+    anyio.run(main, backend="asyncio")
+    return _latency({}, samples)
+
+
 def _stream_latency_cases(env: Env) -> list[Case]:
     events = env.n(3_000, 1_000, 50)
     warmup = env.n(200, 100, 5)
@@ -672,13 +719,15 @@ def _stream_latency_cases(env: Env) -> list[Case]:
     def measure(system: str, env: Env) -> Measurement:
         if system == "pulse-trio":
             return _run_pulse(env, _pulse_stream_latency, events, warmup)
+        if system == "redis-py-raw":
+            return _raw_stream_latency(env, events, warmup)
         return _run_go(env, "latency", "--events", events, "--warmup", warmup, "--rate", EVENT_RATE)
 
     return [
         Case(
             "stream.latency",
             {"rate": EVENT_RATE},
-            ("pulse-trio", "go-pulse"),
+            ("pulse-trio", "go-pulse", "redis-py-raw"),
             (("p50", "ms"), ("p99", "ms")),
             measure,
             rounds=env.n(3, 1, 1),
