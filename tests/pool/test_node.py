@@ -291,7 +291,11 @@ async def test_node_stream_reads_stay_below_the_clients_read_timeout(
         await anyio.sleep(0.8)  # quiet for longer than the client's read timeout
         await n.dispatch_job("late", b"")
     assert "late" in handler.starts
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    # A node stream read cut by the client's read timeout is retried with a warning. (Other
+    # warnings are not this test's: with a 0.3 s command_timeout, a loaded machine may also
+    # delay a heartbeat past worker_ttl, which the liveness tests cover.)
+    reads = [r for r in caplog.records if "node stream" in r.getMessage()]
+    assert not [r for r in reads if r.levelno >= logging.WARNING], caplog.text
 
 
 async def test_stop_during_a_slow_start_runs_after_it(client: Any, unique: str) -> None:
