@@ -227,13 +227,13 @@ class Dispatcher:
                 members = self._view.current
                 args: list[str | bytes] = []
                 locals_: list[Worker | None] = []
-                digests: list[bytes] = []
+                routes: list[_routing.Routed | None] = []
                 for item in batch:
-                    owner, digest = _routing.owner_digest(item.key, members.workers)
+                    owner, routed = _routing.route(item.key, members.worker_set)
                     target = owner or ""
                     local = self._local_worker(target)
                     locals_.append(local)
-                    digests.append(digest)
+                    routes.append(routed)
                     args += [
                         item.key,
                         item.payload,
@@ -277,10 +277,9 @@ class Dispatcher:
                 assert local is not None
                 job = Job(item.key, item.payload, ms_to_datetime(int(created)), False,
                           self._node_id, local.id)  # fmt: skip
-                routed = (members.worker_set, digests[i])
                 local._enqueue(
                     item.key,
-                    functools.partial(local._start_job, job, token, members.epoch, routed),
+                    functools.partial(local._start_job, job, token, members.epoch, routes[i]),
                 )
                 result = "local"
             item.record(result)

@@ -48,7 +48,7 @@ class _Moved:
     target: str | None
     epoch: str
     #: The workers ``target`` outscored for the key, and its digest (``_LocalJob.beats``).
-    routed: tuple[frozenset[str], bytes] | None = None
+    routed: _routing.Routed | None = None
 
 
 class _MoveOp:
@@ -64,7 +64,7 @@ class _MoveOp:
         key: str,
         target: str | None,
         epoch: str,
-        routed: tuple[frozenset[str], bytes] | None = None,
+        routed: _routing.Routed | None = None,
     ) -> None:
         self.placement = placement
         self.worker = worker
@@ -88,7 +88,7 @@ class _StartOp:
         job: Job,
         token: str,
         epoch: str,
-        routed: tuple[frozenset[str], bytes] | None,
+        routed: _routing.Routed | None,
     ) -> None:
         self.worker = worker
         self.job = job
@@ -166,9 +166,8 @@ class Placement:
         worker = self._workers.get(worker_id)
         if worker is None:  # removed meanwhile: its removal hands the job over
             return
-        target, digest = _routing.owner_digest(key, members.workers)
+        target, routed = _routing.route(key, members.worker_set)
         if target is not None and target != worker.id and not worker.removed:
-            routed = (members.worker_set, digest)
             worker._enqueue(key, _MoveOp(self, worker, key, target, members.epoch, routed))
 
     async def run_rebalancing(self) -> None:
@@ -214,7 +213,7 @@ class Placement:
         key: str,
         target: str | None,
         epoch: str,
-        routed: tuple[frozenset[str], bytes] | None = None,
+        routed: _routing.Routed | None = None,
     ) -> None:
         """Stop ``key`` on ``worker`` and queue it for its new owner, ``target`` under the
         membership of ``epoch`` (routed again if the membership changed since)."""
@@ -223,8 +222,8 @@ class Placement:
             return
         members = self._view.current
         if members.epoch != epoch:
-            target, digest = _routing.owner_digest(key, members.workers)
-            epoch, routed = members.epoch, (members.worker_set, digest)
+            target, routed = _routing.route(key, members.worker_set)
+            epoch = members.epoch
         if target is None or target == worker.id:
             return
         token, job = local.token, local.job
@@ -253,8 +252,7 @@ class Placement:
         for item in moved:
             target = item.target
             if item.epoch != members.epoch:
-                target, digest = _routing.owner_digest(item.job.key, members.workers)
-                item.routed = (members.worker_set, digest) if target is not None else None
+                target, item.routed = _routing.route(item.job.key, members.worker_set)
             target = target or ""
             node = members.workers.get(target, "")
             args += [item.job.key, item.worker_id, item.token, target, node]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -43,7 +43,7 @@ def score(worker_id: str, key: str) -> int:
     return int.from_bytes(h.digest(), "big")
 
 
-def _best(data: bytes, prefixes: list[tuple[str, Any]]) -> tuple[str | None, bytes]:
+def _best(data: bytes, prefixes: Sequence[tuple[str, Any]]) -> tuple[str | None, bytes]:
     """The owner among ``prefixes`` (sorted by worker id) of the key encoded as ``data``, and
     its score as a digest (``None, b""`` without workers)."""
     best: str | None = None
@@ -58,13 +58,32 @@ def _best(data: bytes, prefixes: list[tuple[str, Any]]) -> tuple[str | None, byt
     return best, best_digest
 
 
-def _prefixes(workers: Iterable[str]) -> list[tuple[str, Any]]:
-    return [(worker, _prefix(worker)) for worker in sorted(set(workers))]
+@functools.lru_cache(maxsize=64)
+def _member_prefixes(members: frozenset[str]) -> tuple[tuple[str, Any], ...]:
+    return tuple((worker, _prefix(worker)) for worker in sorted(members))
+
+
+def _prefixes(workers: Iterable[str]) -> tuple[tuple[str, Any], ...]:
+    """The members' hash states, sorted by worker id (made once per membership: a dispatch
+    routes every job)."""
+    return _member_prefixes(frozenset(workers))
 
 
 def owner_digest(key: str, workers: Iterable[str]) -> tuple[str | None, bytes]:
     """:func:`owner`, with the owner's score as its 8-byte digest (``b""`` when none)."""
     return _best(_encode(key), _prefixes(workers))
+
+
+#: What routing learned of a key's owner: the workers it outscores (the membership it was
+#: routed in) and its score as a digest (see ``_worker._LocalJob.beats``).
+Routed = tuple[frozenset[str], bytes]
+
+
+def route(key: str, members: frozenset[str]) -> tuple[str | None, Routed | None]:
+    """The owner of ``key`` among ``members``, and what routing learned (``None`` without
+    an owner)."""
+    owner, digest = owner_digest(key, members)
+    return owner, None if owner is None else (members, digest)
 
 
 def owner(key: str, workers: Iterable[str]) -> str | None:
@@ -107,7 +126,7 @@ class Rechecker:
         self.worker = worker
         self.members = frozenset(workers)
         self._all = _prefixes(self.members)
-        self._extra: dict[frozenset[str], list[tuple[str, Any]]] = {}
+        self._extra: dict[frozenset[str], tuple[tuple[str, Any], ...]] = {}
 
     def route(
         self, key: str, beats: frozenset[str] | None, digest: bytes
@@ -120,11 +139,9 @@ class Rechecker:
         extra = self._extra.get(beats)
         if extra is None:
             extra = self._extra[beats] = _prefixes(self.members - beats)
-        best, best_digest = self.worker, digest
-        for worker, prefix in extra:
-            h = prefix.copy()
-            h.update(data)
-            d = h.digest()
-            if d > best_digest or (d == best_digest and worker < best):
-                best, best_digest = worker, d
-        return best, best_digest
+        other, other_digest = _best(data, extra)
+        if other is not None and (
+            other_digest > digest or (other_digest == digest and other < self.worker)
+        ):
+            return other, other_digest
+        return self.worker, digest

@@ -24,6 +24,7 @@ import attrs
 from .._text import writable
 from ._node_api import WorkerHost
 from ._protocol import Job
+from ._routing import Routed
 
 
 @runtime_checkable
@@ -199,7 +200,7 @@ class Worker:
     # ------------------------------------------------------------------ operations
 
     async def _start_job(
-        self, job: Job, token: str, epoch: str, routed: tuple[frozenset[str], bytes] | None = None
+        self, job: Job, token: str, epoch: str, routed: Routed | None = None
     ) -> None:
         """Start ``job`` unless this worker runs it already (a redelivered start); ``epoch``
         is the membership it was routed with; ``routed``, when this node routed it: the
