@@ -134,6 +134,9 @@ class Synchronizer:
                     self.connected = False
                     self.reconnects += 1
                     raise _Resync("the subscriber connection was re-established")
+                if self._take(item):
+                    continue  # applied or dropped, as the handler does
+                # Undecodable, or a revision to verify or past a gap.
                 data = item.data
                 try:
                     message = decode_message(data)
@@ -151,9 +154,7 @@ class Synchronizer:
                 if action is Action.VERIFY:
                     stored = await self._ops.stored_revision()
                     action = Action.RESYNC if stored < replica.revision else Action.DROP
-                if action is Action.APPLY:
-                    replica.apply(message)
-                elif action is Action.RESYNC:
+                if action is Action.RESYNC:
                     raise _Resync(
                         f"received revision {message.revision} while at {replica.revision} "
                         "(lost notifications or a reset counter)"
